@@ -1,0 +1,156 @@
+"""Gated sparse attention (SPARTAN-style), pure torch, any device.
+
+Each causal edge (query i, key j) of a head is kept only when a binary gate says so. The gate logit is the
+head's own scaled score s_ij = q_i . k_j / sqrt(d) plus a constant bias b, so the method adds no parameters:
+
+* training (``sample=True``): m_ij = 1[s_ij + b + logistic noise > 0], with a straight-through gradient
+  through sigmoid(s_ij + b + noise) (binary Gumbel-softmax at temperature 1), fresh noise for every entry;
+* evaluation (``sample=False``): m_ij = 1[s_ij + b > 0].
+
+The output is the ordinary softmax over all allowed keys multiplied by the mask, *without* renormalisation,
+so a row can sum to less than one, or to zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["GateStats", "gated_attention", "sparse_attention", "causal_allowed", "gate_logits"]
+
+
+@dataclass
+class GateStats:
+    """What one attention call tells the regulariser and the edge counter.
+
+    Sums, not means, so that calls can be added up over layers and batches without weighting errors.
+    ``expected`` keeps its graph (it is the differentiable regulariser); the others are detached.
+    """
+
+    expected: torch.Tensor  # [H] sum of sigmoid(s + b) over possible edges (float32, differentiable)
+    kept: torch.Tensor  # [H] number of edges whose mask is 1 (float64, detached)
+    possible: torch.Tensor  # [H] number of allowed (causal, non-padding) edges with a real query
+    queries: torch.Tensor  # [] number of real (non-padding) query rows, summed over the batch
+    kept_by_position: torch.Tensor  # [Tq] kept edges summed over batch and heads, by query position
+    queries_by_position: torch.Tensor  # [Tq] real query rows (batch x heads) by query position
+
+    @property
+    def expected_fraction(self) -> torch.Tensor:
+        """Differentiable mean of sigmoid(s + b) over possible edges: the paper's regulariser."""
+        return self.expected.sum() / self.possible.sum().clamp_min(1).to(self.expected.dtype)
+
+    @property
+    def kept_fraction(self) -> float:
+        return float(self.kept.sum() / self.possible.sum().clamp_min(1))
+
+
+def causal_allowed(
+    batch: int, q_len: int, k_len: int, attention_mask: torch.Tensor | None, device: torch.device
+) -> torch.Tensor:
+    """Boolean [B, 1, Tq, Tk] mask of allowed edges: causal (queries are the last Tq of the Tk keys), keys not
+    padding, and queries not padding. ``attention_mask`` is a [B, Tk] padding mask, 1/True for real tokens."""
+    offset = k_len - q_len
+    q_pos = torch.arange(q_len, device=device)[:, None] + offset
+    k_pos = torch.arange(k_len, device=device)[None, :]
+    allowed = (k_pos <= q_pos)[None, None].expand(batch, 1, q_len, k_len)
+    if attention_mask is not None:
+        if attention_mask.shape != (batch, k_len):
+            raise ValueError(
+                f"attention_mask must be [batch, time] = {(batch, k_len)}, got {tuple(attention_mask.shape)}"
+            )
+        real = attention_mask.to(device=device, dtype=torch.bool)
+        allowed = allowed & real[:, None, None, :] & real[:, None, -q_len:, None]
+    return allowed
+
+
+def gate_logits(scores: torch.Tensor, gate_bias: float) -> torch.Tensor:
+    return scores + gate_bias if gate_bias else scores
+
+
+def _repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """Grouped-query attention: repeat each key/value head so that every query head has its own."""
+    kv_heads = x.shape[1]
+    if kv_heads == heads:
+        return x
+    if heads % kv_heads:
+        raise ValueError(f"{heads} query heads cannot share {kv_heads} key/value heads")
+    return x.repeat_interleave(heads // kv_heads, dim=1)
+
+
+def gated_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    allowed: torch.Tensor,
+    *,
+    gate_bias: float = 0.0,
+    sample: bool = False,
+    scale: float | None = None,
+    compute_stats: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, GateStats | None]:
+    """Core of the mechanism for any boolean ``allowed`` mask broadcastable to [B, H, Tq, Tk].
+
+    q is [B, H, Tq, D]; k, v are [B, H_kv, Tk, D] (H_kv divides H). A query row is real when it may attend to
+    at least one key. Returns (output [B, H, Tq, D], masked attention weights [B, H, Tq, Tk], stats).
+    """
+    batch, heads, q_len, head_dim = q.shape
+    k = _repeat_kv(k, heads)
+    v = _repeat_kv(v, heads)
+    scale = head_dim**-0.5 if scale is None else scale
+
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
+    logits = gate_logits(scores, gate_bias)
+    if sample:
+        u = torch.rand_like(logits).clamp_(1e-6, 1 - 1e-6)
+        noisy = logits + (torch.log(u) - torch.log1p(-u))
+        soft = torch.sigmoid(noisy)
+        hard = (noisy > 0).to(soft.dtype)
+        gate = hard + soft - soft.detach()
+    else:
+        hard = (logits > 0).float()
+        gate = hard
+    gate = gate * allowed
+    probs = torch.softmax(scores.masked_fill(~allowed, torch.finfo(scores.dtype).min), dim=-1)
+    weights = (probs * gate).to(v.dtype)
+    out = torch.matmul(weights, v)
+
+    stats = None
+    if compute_stats:
+        allowed_f = allowed.expand(batch, heads, q_len, allowed.shape[-1]).float()
+        with torch.no_grad():
+            kept_rows = (hard * allowed_f).sum(-1)  # [B, H, Tq]
+            real_rows = allowed_f.amax(-1)  # [B, H, Tq]
+            stats = GateStats(
+                expected=None,  # filled below, with grad
+                kept=kept_rows.sum((0, 2)).double(),
+                possible=allowed_f.sum((0, 2, 3)).double(),
+                queries=real_rows[:, 0].sum().double(),
+                kept_by_position=kept_rows.sum((0, 1)).double(),
+                queries_by_position=real_rows.sum((0, 1)).double(),
+            )
+        stats.expected = (torch.sigmoid(logits) * allowed_f).sum((0, 2, 3))
+    return out, weights, stats
+
+
+def sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    gate_bias: float = 0.0,
+    sample: bool = False,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, GateStats]:
+    """Public entry point: causal gated sparse attention.
+
+    q, k, v are [batch, heads, time, head_dim] (k and v may have fewer heads: grouped-query attention);
+    ``attention_mask`` is an optional [batch, time] padding mask (1/True for real tokens, as in Hugging Face).
+    Returns the attention output [batch, heads, time, head_dim] and the :class:`GateStats` of the call.
+    """
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError("q, k and v must be [batch, heads, time, head_dim]")
+    allowed = causal_allowed(q.shape[0], q.shape[2], k.shape[2], attention_mask, q.device)
+    out, _, stats = gated_attention(q, k, v, allowed, gate_bias=gate_bias, sample=sample, scale=scale)
+    return out, stats
