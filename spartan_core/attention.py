@@ -87,12 +87,14 @@ def gated_attention(
     gate_bias: float = 0.0,
     sample: bool = False,
     scale: float | None = None,
+    dropout: float = 0.0,
     compute_stats: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, GateStats | None]:
     """Core of the mechanism for any boolean ``allowed`` mask broadcastable to [B, H, Tq, Tk].
 
     q is [B, H, Tq, D]; k, v are [B, H_kv, Tk, D] (H_kv divides H). A query row is real when it may attend to
-    at least one key. Returns (output [B, H, Tq, D], masked attention weights [B, H, Tq, Tk], stats).
+    at least one key. ``dropout`` (training only) drops kept edges after gating.
+    Returns (output [B, H, Tq, D], masked attention weights [B, H, Tq, Tk], stats).
     """
     batch, heads, q_len, head_dim = q.shape
     k = _repeat_kv(k, heads)
@@ -113,7 +115,7 @@ def gated_attention(
     gate = gate * allowed
     probs = torch.softmax(scores.masked_fill(~allowed, torch.finfo(scores.dtype).min), dim=-1)
     weights = (probs * gate).to(v.dtype)
-    out = torch.matmul(weights, v)
+    out = torch.matmul(torch.nn.functional.dropout(weights, p=dropout) if dropout else weights, v)
 
     stats = None
     if compute_stats:

@@ -82,11 +82,8 @@ def spartan_attention_forward(
     allowed = _allowed_from_hf_mask(attention_mask, query.shape[0], query.shape[2], key.shape[2], query.device)
     out, weights, stats = gated_attention(
         query, key, value, allowed, gate_bias=state.gate_bias, sample=sample, scale=scaling,
-        compute_stats=state.record,
+        dropout=dropout if module.training else 0.0, compute_stats=state.record,
     )
-    if dropout and module.training:
-        out = torch.matmul(nn.functional.dropout(weights, p=dropout, training=True), value.repeat_interleave(
-            query.shape[1] // value.shape[1], dim=1))
     if stats is not None:
         state.stats[module._spartan_layer] = stats
     return out.transpose(1, 2).contiguous(), weights

@@ -1,0 +1,458 @@
+"""The one training loop: dense pretraining of the toy models and sparse post-training under GECO.
+
+Batches are drawn by seeded random row sampling from a *token-block dataset* (a dict of equal-length tensors:
+``input_ids`` [N, T], optional ``attention_mask`` and ``labels`` with -100 for unscored tokens), so the data
+position is just the step number and a resumed run sees exactly the batches an uninterrupted run would.
+Checkpoints (safetensors weights, optimiser, scheduler, GECO, RNG states) are written atomically; a killed run
+resumed from its last checkpoint ends with the same weights as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from .edges import EdgeCounter, EdgeCounts, model_device
+from .geco import GECO
+from .hf import expected_fraction, layer_stats, sparse_state
+
+__all__ = [
+    "TrainConfig", "TrainResult", "TrainingDiverged", "train", "evaluate", "resolve_device",
+    "autocast_for", "iter_batches", "validate_blocks", "load_checkpoint_weights",
+]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint (if any) is left untouched."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 3e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    eval_every: int = 0
+    eval_batch_size: int = 64
+    eval_max_batches: int | None = None
+    checkpoint_every: int = 0
+    keep_best: bool = True
+    seed: int = 0
+    progress: bool = True
+    device: str = "auto"
+    bf16: bool = True
+    activation_checkpointing: bool = False
+
+    def __post_init__(self):
+        def positive_int(name, minimum=1):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+
+        positive_int("steps")
+        positive_int("batch_size")
+        positive_int("grad_accum")
+        positive_int("eval_batch_size")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "seed"):
+            positive_int(name, 0)
+        if self.eval_max_batches is not None:
+            positive_int("eval_max_batches")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size: {self.batch_size} is not divisible by grad_accum={self.grad_accum}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr: must be a positive number, got {self.lr!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule: must be 'cosine' or 'constant', got {self.schedule!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay!r}")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip: must be >= 0 (0 disables clipping), got {self.grad_clip!r}")
+        resolve_device(self.device)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{unknown[0]}: unknown training parameter (known: {', '.join(sorted(known))})")
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    history: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+    best_step: int | None = None
+    wall_time_s: float = 0.0
+    resumed_from: int | None = None
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but CUDA is not available (use 'auto' or 'cpu')")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device: {device!r} is not a torch device ({err})") from None
+
+
+def autocast_for(device: torch.device, bf16: bool = True):
+    """bf16 autocast on CUDA (where it saves memory and time); full precision on CPU."""
+    if device.type == "cuda" and bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def validate_blocks(data: dict, name: str = "train_data") -> int:
+    """Check a token-block dataset and return its number of rows."""
+    if not isinstance(data, dict) or "input_ids" not in data:
+        raise ValueError(f"{name}: must be a dict of tensors with 'input_ids' [N, T]")
+    ids = data["input_ids"]
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.shape[0] == 0:
+        raise ValueError(f"{name}: 'input_ids' must be a non-empty [N, T] tensor")
+    for key, value in data.items():
+        if isinstance(value, torch.Tensor) and key in ("attention_mask", "labels") and value.shape != ids.shape:
+            raise ValueError(f"{name}: '{key}' has shape {tuple(value.shape)}, expected {tuple(ids.shape)}")
+    return ids.shape[0]
+
+
+def _labels(batch: dict) -> torch.Tensor:
+    if "labels" in batch:
+        return batch["labels"]
+    labels = batch["input_ids"].clone()
+    if "attention_mask" in batch:
+        labels = labels.masked_fill(batch["attention_mask"] == 0, -100)
+    return labels
+
+
+def _take(data: dict, rows: torch.Tensor | slice, device: torch.device) -> dict:
+    batch = {k: data[k][rows] for k in ("input_ids", "attention_mask", "labels") if k in data}
+    batch["labels"] = _labels(batch)
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def iter_batches(data: dict, batch_size: int, max_batches: int | None = None, device=None):
+    """Sequential batches over a token-block dataset (for evaluation and counting)."""
+    n = validate_blocks(data, "data")
+    device = device or torch.device("cpu")
+    for i, start in enumerate(range(0, n, batch_size)):
+        if max_batches is not None and i >= max_batches:
+            return
+        yield _take(data, slice(start, start + batch_size), device)
+
+
+def _sample_rows(n: int, size: int, seed: int, step: int, micro: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step * 1_009 + micro)
+    return torch.randint(n, (size,), generator=generator)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: dict, batch_size: int = 64, max_batches: int | None = None,
+             bf16: bool = True) -> dict:
+    """CE over scored tokens, token and sequence accuracy (argmax of every scored token right: exact match), and,
+    for a sparsified model, the edge counts of its deterministic masks, in one pass in eval mode."""
+    device = model_device(model)
+    counter = EdgeCounter() if sparse_state(model) is not None else None
+    was_training = model.training
+    model.eval()
+    total_loss = total_tokens = correct_tokens = 0.0
+    correct_seqs = seqs = 0
+    try:
+        for batch in iter_batches(data, batch_size, max_batches, device):
+            with autocast_for(device, bf16):
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                               use_cache=False).logits
+            logits = logits[:, :-1].float()
+            target = batch["labels"][:, 1:]
+            scored = target != -100
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum")
+            hits = (logits.argmax(-1) == target) & scored
+            total_loss += float(loss)
+            total_tokens += float(scored.sum())
+            correct_tokens += float(hits.sum())
+            has_scored = scored.any(-1)
+            correct_seqs += int(((hits | ~scored).all(-1) & has_scored).sum())
+            seqs += int(has_scored.sum())
+            if counter is not None:
+                counter.add(layer_stats(model))
+    finally:
+        model.train(was_training)
+    if total_tokens == 0:
+        raise ValueError("data: no scored tokens to evaluate (all labels are -100?)")
+    return {
+        "ce": total_loss / total_tokens,
+        "token_accuracy": correct_tokens / total_tokens,
+        "sequence_accuracy": correct_seqs / max(seqs, 1),
+        "edges": counter.result() if counter is not None else None,
+    }
+
+
+def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if config.warmup_steps and step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.schedule == "constant":
+            return 1.0
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
+
+    return factor
+
+
+def _write_atomic_json_lines(path: Path, records: list[dict]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+    os.replace(tmp, path)
+
+
+class _Checkpointer:
+    """``out_dir/checkpoint`` holds the last good state; a new one is built beside it and swapped in."""
+
+    def __init__(self, out_dir: Path):
+        self.dir = out_dir / "checkpoint"
+        self.new = out_dir / "checkpoint.new"
+        self.old = out_dir / "checkpoint.old"
+
+    def latest(self) -> Path | None:
+        for path in (self.dir, self.old):
+            if (path / "trainer.json").exists():
+                return path
+        return None
+
+    def save(self, model, optimizer, scheduler, geco, step: int, extra: dict) -> None:
+        shutil.rmtree(self.new, ignore_errors=True)
+        self.new.mkdir(parents=True)
+        save_model(model, str(self.new / "model.safetensors"))
+        torch.save({
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "cpu_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }, self.new / "trainer.pt")
+        with open(self.new / "trainer.json", "w") as f:
+            json.dump({"step": step, "geco": geco.state_dict() if geco else None, **extra}, f)
+        shutil.rmtree(self.old, ignore_errors=True)
+        if self.dir.exists():
+            os.replace(self.dir, self.old)
+        os.replace(self.new, self.dir)
+        shutil.rmtree(self.old, ignore_errors=True)
+
+    def load(self, path: Path, model, optimizer, scheduler, geco) -> dict:
+        load_model(model, str(path / "model.safetensors"), device=str(model_device(model)))
+        state = torch.load(path / "trainer.pt", weights_only=True, map_location="cpu")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["cpu_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        with open(path / "trainer.json") as f:
+            info = json.load(f)
+        if geco is not None:
+            if info["geco"] is None:
+                raise ValueError("geco: the checkpoint to resume was written without GECO")
+            geco.load_state_dict(info["geco"])
+        return info
+
+
+def load_checkpoint_weights(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+    """Load the weights of a checkpoint directory (or a .safetensors file) into ``model``."""
+    path = Path(path)
+    file = path / "checkpoint" / "model.safetensors" if path.is_dir() else path
+    if not file.exists():
+        raise ValueError(f"path: no checkpoint weights at {file}")
+    load_model(model, str(file), device=str(model_device(model)))
+    return model
+
+
+def _read_log(path: Path, upto_step: int) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return [r for r in records if r["step"] <= upto_step]
+
+
+def train(
+    model: torch.nn.Module,
+    train_data: dict,
+    *,
+    config: TrainConfig,
+    eval_data: dict | None = None,
+    geco: GECO | None = None,
+    out_dir: str | os.PathLike | None = None,
+    desc: str = "train",
+    on_step: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` for ``config.steps`` optimiser steps and return a :class:`TrainResult`.
+
+    With ``geco`` the model must be sparsified and the loss is CE + beta x expected kept fraction; without, plain CE.
+    With ``out_dir`` the run logs to ``log.jsonl`` (one record per step, evaluations as ``"eval_*"`` fields),
+    checkpoints every ``checkpoint_every`` steps and at the end, and resumes from the last checkpoint there.
+    With ``keep_best`` and GECO, the model ends with the weights of the evaluation with the fewest kept edges whose
+    deterministic-mask CE met tau (if any did); ``best_step`` names it.
+    """
+    n_rows = validate_blocks(train_data, "train_data")
+    if eval_data is not None:
+        validate_blocks(eval_data, "eval_data")
+    if geco is not None and sparse_state(model) is None:
+        raise ValueError("geco: GECO post-training needs a sparsified model (call spartan_core.sparsify(model))")
+    device = resolve_device(config.device)
+    model.to(device)
+    if config.activation_checkpointing:
+        model.gradient_checkpointing_enable()
+    micro_batch = config.batch_size // config.grad_accum
+
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=(0.9, 0.95))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+
+    out = Path(out_dir) if out_dir is not None else None
+    checkpointer = log_path = None
+    result = TrainResult(model=model)
+    start_step = 0
+    best = {"kept_fraction": math.inf, "step": None, "state": None}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        checkpointer = _Checkpointer(out)
+        log_path = out / "log.jsonl"
+        latest = checkpointer.latest()
+        if latest is not None:
+            info = checkpointer.load(latest, model, optimizer, scheduler, geco)
+            start_step = info["step"]
+            result.resumed_from = start_step
+            best.update(kept_fraction=info.get("best_kept_fraction", math.inf), step=info.get("best_step"))
+            records = _read_log(log_path, start_step)
+            _write_atomic_json_lines(log_path, records)
+            result.history = [r for r in records if "ce" in r]
+            result.evals = [r for r in records if "eval_ce" in r]
+        elif log_path.exists():
+            log_path.unlink()
+        with open(out / "config.json", "w") as f:
+            json.dump({"train": asdict(config), "geco": geco.state_dict() if geco else None}, f, indent=1)
+
+    def save_checkpoint(step):
+        if checkpointer is not None:
+            checkpointer.save(model, optimizer, scheduler, geco, step,
+                              {"best_step": best["step"], "best_kept_fraction": best["kept_fraction"]})
+
+    def run_eval(step, record):
+        metrics = evaluate(model, eval_data, config.eval_batch_size, config.eval_max_batches, config.bf16)
+        record.update(eval_ce=metrics["ce"], eval_token_accuracy=metrics["token_accuracy"],
+                      eval_sequence_accuracy=metrics["sequence_accuracy"])
+        edges: EdgeCounts | None = metrics["edges"]
+        if edges is not None:
+            record.update(eval_kept_fraction=edges.kept_fraction, eval_kept_per_query=edges.kept_per_query)
+        result.evals.append({k: v for k, v in record.items() if k == "step" or k.startswith("eval_")})
+        if (config.keep_best and geco is not None and edges is not None
+                and metrics["ce"] <= geco.tau and edges.kept_fraction < best["kept_fraction"]):
+            best.update(kept_fraction=edges.kept_fraction, step=step)
+            if out is not None:
+                save_model(model, str(out / "best.safetensors.tmp"))
+                os.replace(out / "best.safetensors.tmp", out / "best.safetensors")
+            else:
+                best["state"] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    started = time.perf_counter()
+    bar = None
+    if config.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=start_step, desc=desc, dynamic_ncols=True)
+    log_file = open(log_path, "a") if log_path is not None else None
+    try:
+        for step in range(start_step + 1, config.steps + 1):
+            model.train()
+            t0 = time.perf_counter()
+            ce_sum = frac_sum = 0.0
+            tokens = 0
+            beta = geco.beta if geco is not None else 0.0
+            for micro in range(config.grad_accum):
+                batch = _take(train_data, _sample_rows(n_rows, micro_batch, config.seed, step, micro), device)
+                with autocast_for(device, config.bf16):
+                    output = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                                   labels=batch["labels"], use_cache=False)
+                    ce = output.loss.float()
+                    loss = ce
+                    if geco is not None:
+                        fraction = expected_fraction(model)
+                        loss = ce + beta * fraction
+                        frac_sum += float(fraction)
+                if not torch.isfinite(loss):
+                    last = checkpointer.latest() if checkpointer else None
+                    raise TrainingDiverged(
+                        f"step {step}: loss is {float(loss)} (CE {float(ce)}); stopping. "
+                        + (f"Last good checkpoint: {last}" if last else "No checkpoint was written.")
+                        + " Try a lower lr or a smaller GECO eta.")
+                (loss / config.grad_accum).backward()
+                ce_sum += float(ce.detach())
+                tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            ce_mean = ce_sum / config.grad_accum
+            record = {"step": step, "ce": ce_mean, "lr": lr}
+            if geco is not None:
+                geco.update(ce_mean)
+                record.update(expected_fraction=frac_sum / config.grad_accum, beta_used=beta, **geco.log_fields())
+            record["tokens_per_s"] = tokens / max(time.perf_counter() - t0, 1e-9)
+            if eval_data is not None and (step == config.steps or (config.eval_every and step % config.eval_every == 0)):
+                run_eval(step, record)
+            result.history.append({k: v for k, v in record.items() if not k.startswith("eval_")})
+            if log_file is not None:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+            if bar is not None:
+                postfix = {"ce": f"{ce_mean:.4f}"}
+                if geco is not None:
+                    postfix.update(beta=f"{geco.beta:.2e}", frac=f"{record['expected_fraction']:.4f}")
+                if "eval_kept_fraction" in record:
+                    postfix["eval_kept"] = f"{record['eval_kept_fraction']:.4f}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+            if on_step is not None:
+                on_step(record)
+            if step == config.steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
+                save_checkpoint(step)
+    finally:
+        if bar is not None:
+            bar.close()
+        if log_file is not None:
+            log_file.close()
+    if config.keep_best and best["step"] is not None:
+        if best["state"] is not None:
+            model.load_state_dict(best["state"])
+        elif out is not None and (out / "best.safetensors").exists():
+            load_model(model, str(out / "best.safetensors"), device=str(device))
+    result.best_step = best["step"]
+    result.wall_time_s = time.perf_counter() - started
+    return result
