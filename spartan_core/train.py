@@ -161,8 +161,10 @@ def iter_batches(data: dict, batch_size: int, max_batches: int | None = None, de
         yield _take(data, slice(start, start + batch_size), device)
 
 
-def _sample_rows(n: int, size: int, seed: int, step: int, micro: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + step * 1_009 + micro)
+def _sample_rows(n: int, size: int, seed: int, step: int) -> torch.Tensor:
+    """The rows of one optimiser step: a function of (seed, step) only, so resuming and changing grad_accum
+    (to fit memory) leave the batches unchanged."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
     return torch.randint(n, (size,), generator=generator)
 
 
@@ -393,8 +395,9 @@ def train(
             ce_sum = frac_sum = 0.0
             tokens = 0
             beta = geco.beta if geco is not None else 0.0
-            for micro in range(config.grad_accum):
-                batch = _take(train_data, _sample_rows(n_rows, micro_batch, config.seed, step, micro), device)
+            rows = _sample_rows(n_rows, config.batch_size, config.seed, step)
+            for micro_rows in rows.split(micro_batch):
+                batch = _take(train_data, micro_rows, device)
                 with autocast_for(device, config.bf16):
                     output = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
                                    labels=batch["labels"], use_cache=False)
@@ -403,7 +406,7 @@ def train(
                     if geco is not None:
                         fraction = expected_fraction(model)
                         loss = ce + beta * fraction
-                        frac_sum += float(fraction)
+                        frac_sum += float(fraction.detach())
                 if not torch.isfinite(loss):
                     last = checkpointer.latest() if checkpointer else None
                     raise TrainingDiverged(
