@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["GateStats", "gated_attention", "sparse_attention", "causal_allowed", "gate_logits"]
+__all__ = ["GateStats", "gated_attention", "sparse_attention", "causal_allowed"]
 
 
 @dataclass
@@ -64,10 +64,6 @@ def causal_allowed(
     return allowed
 
 
-def gate_logits(scores: torch.Tensor, gate_bias: float) -> torch.Tensor:
-    return scores + gate_bias if gate_bias else scores
-
-
 def _repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
     """Grouped-query attention: repeat each key/value head so that every query head has its own."""
     kv_heads = x.shape[1]
@@ -76,6 +72,46 @@ def _repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
     if heads % kv_heads:
         raise ValueError(f"{heads} query heads cannot share {kv_heads} key/value heads")
     return x.repeat_interleave(heads // kv_heads, dim=1)
+
+
+class _GatedSoftmax(torch.autograd.Function):
+    """softmax(scores) x gate in one autograd node, saving two score-sized tensors instead of about six.
+
+    Forward: P = softmax over allowed keys, hard = 1[logits (+ noise) > 0] on allowed edges, W = P * hard, and the
+    expected kept count per head, sum of sigmoid(logits) over allowed edges.
+    Backward (straight-through when sampling: dgate/dscore = s(1 - s) at the noisy logit, s = sigmoid):
+    dS = P * (dW * c - rowsum(dW * W)) with c = hard + s(1 - s), plus the regulariser's sigmoid'(logits) term.
+    """
+
+    @staticmethod
+    def forward(ctx, scores, allowed, gate_bias, noise):
+        blocked = ~allowed
+        logits = scores + gate_bias if gate_bias else scores
+        probs = torch.softmax(scores.masked_fill(blocked, torch.finfo(scores.dtype).min), dim=-1)
+        probs.masked_fill_(blocked, 0.0)
+        noisy = logits if noise is None else logits + noise
+        hard = (noisy > 0).masked_fill_(blocked, False)
+        weights = probs * hard
+        gate_probs = torch.sigmoid(logits).masked_fill_(blocked, 0.0)
+        expected = gate_probs.sum((0, 2, 3))
+        if noise is None:
+            slope = hard.to(scores.dtype)
+        else:
+            noisy_probs = torch.sigmoid(noisy)
+            slope = noisy_probs.mul_(1 - noisy_probs).add_(hard)
+        ctx.save_for_backward(probs, slope, gate_probs.mul_(1 - gate_probs))
+        ctx.mark_non_differentiable(hard)
+        return weights, expected, hard
+
+    @staticmethod
+    def backward(ctx, d_weights, d_expected, _):
+        probs, slope, gate_slope = ctx.saved_tensors
+        weights = probs * (slope >= 1)
+        row = (d_weights * weights).sum(-1, keepdim=True)
+        d_scores = probs * (d_weights * slope - row)
+        if d_expected is not None:
+            d_scores += d_expected[None, :, None, None] * gate_slope
+        return d_scores, None, None, None
 
 
 def gated_attention(
@@ -101,37 +137,30 @@ def gated_attention(
     v = _repeat_kv(v, heads)
     scale = head_dim**-0.5 if scale is None else scale
 
-    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
-    logits = gate_logits(scores, gate_bias)
+    scores = torch.matmul(q * scale, k.transpose(-1, -2)).float()
+    noise = None
     if sample:
-        u = torch.rand_like(logits).clamp_(1e-6, 1 - 1e-6)
-        noisy = logits + (torch.log(u) - torch.log1p(-u))
-        soft = torch.sigmoid(noisy)
-        hard = (noisy > 0).to(soft.dtype)
-        gate = hard + soft - soft.detach()
-    else:
-        hard = (logits > 0).float()
-        gate = hard
-    gate = gate * allowed
-    probs = torch.softmax(scores.masked_fill(~allowed, torch.finfo(scores.dtype).min), dim=-1)
-    weights = (probs * gate).to(v.dtype)
+        noise = torch.logit(torch.empty_like(scores).uniform_(), eps=1e-6)  # logistic noise
+    weights, expected, hard = _GatedSoftmax.apply(scores, allowed, float(gate_bias), noise)
+    weights = weights.to(v.dtype)
     out = torch.matmul(torch.nn.functional.dropout(weights, p=dropout) if dropout else weights, v)
 
     stats = None
     if compute_stats:
-        allowed_f = allowed.expand(batch, heads, q_len, allowed.shape[-1]).float()
         with torch.no_grad():
-            kept_rows = (hard * allowed_f).sum(-1)  # [B, H, Tq]
-            real_rows = allowed_f.amax(-1)  # [B, H, Tq]
+            k_len = allowed.shape[-1]
+            allowed = allowed.expand(batch, allowed.shape[1], q_len, k_len)
+            kept_rows = hard.sum(-1).double()  # [B, H, Tq]
+            real_rows = allowed.any(-1).double()  # [B, 1|H, Tq]
+            possible = allowed.sum((0, 2, 3), dtype=torch.float64).expand(heads)
             stats = GateStats(
-                expected=None,  # filled below, with grad
-                kept=kept_rows.sum((0, 2)).double(),
-                possible=allowed_f.sum((0, 2, 3)).double(),
-                queries=real_rows[:, 0].sum().double(),
-                kept_by_position=kept_rows.sum((0, 1)).double(),
-                queries_by_position=real_rows.sum((0, 1)).double(),
+                expected=expected,
+                kept=kept_rows.sum((0, 2)),
+                possible=possible.clone(),
+                queries=real_rows[:, 0].sum(),
+                kept_by_position=kept_rows.sum((0, 1)),
+                queries_by_position=real_rows.sum((0, 1)) * (heads // real_rows.shape[1]),
             )
-        stats.expected = (torch.sigmoid(logits) * allowed_f).sum((0, 2, 3))
     return out, weights, stats
 
 

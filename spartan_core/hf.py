@@ -1,8 +1,9 @@
 """Plug gated sparse attention into Hugging Face causal LMs without forking their modeling files.
 
 transformers routes attention through a registry: we register the function under the name ``spartan`` with
-``AttentionInterface`` and the eager mask builder under the same name with ``AttentionMaskInterface`` (without
-the latter the function silently receives no mask). ``sparsify`` switches a model to it; ``dense`` switches back.
+``AttentionInterface`` and a mask builder under the same name with ``AttentionMaskInterface`` (without the latter
+the function silently receives no mask). We take the boolean SDPA mask builder: True marks an allowed edge, and
+it passes ``None`` for plain causal attention without padding, which saves building and converting a float mask. ``sparsify`` switches a model to it; ``dense`` switches back.
 
 Per-model settings (gate bias, whether to sample) live in a :class:`SparseState` shared by the model's
 attention modules; every forward pass records one :class:`~spartan_core.attention.GateStats` per layer there,
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .attention import GateStats, causal_allowed, gated_attention
 
@@ -90,7 +91,7 @@ def spartan_attention_forward(
 
 
 AttentionInterface.register(ATTN_NAME, spartan_attention_forward)
-AttentionMaskInterface.register(ATTN_NAME, eager_mask)
+AttentionMaskInterface.register(ATTN_NAME, sdpa_mask)
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:

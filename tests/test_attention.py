@@ -111,3 +111,34 @@ def test_bad_shapes_are_refused():
         sparse_attention(*qkv(b=2, t=5), attention_mask=torch.ones(2, 4))
     with pytest.raises(ValueError, match="batch, heads, time"):
         sparse_attention(torch.randn(2, 5, 8), torch.randn(2, 5, 8), torch.randn(2, 5, 8))
+
+
+def _reference_gate(scores, allowed, bias, noise):
+    """The straight-through estimator written with plain autograd ops."""
+    logits = scores + bias
+    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1).nan_to_num(0.0)  # padding rows
+    noisy = logits if noise is None else logits + noise
+    soft = torch.sigmoid(noisy)
+    hard = (noisy > 0).to(soft.dtype)
+    gate = hard if noise is None else hard + soft - soft.detach()
+    expected = (torch.sigmoid(logits) * allowed).sum((0, 2, 3))
+    return probs * gate * allowed, expected
+
+
+@pytest.mark.parametrize("sample", [True, False])
+def test_fused_gate_backward_matches_plain_autograd(sample):
+    from spartan_core.attention import _GatedSoftmax
+
+    scores = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    allowed = causal_allowed(2, 6, 6, torch.tensor([[1] * 6, [0, 1, 1, 1, 1, 1]]), scores.device)
+    noise = torch.logit(torch.rand_like(scores)) if sample else None
+    d_weights, d_expected = torch.randn_like(scores), torch.randn(3, dtype=torch.float64)
+    a = scores.clone().requires_grad_(True)
+    weights, expected, _ = _GatedSoftmax.apply(a, allowed, 0.3, noise)
+    ((weights * d_weights).sum() + (expected * d_expected).sum()).backward()
+    b = scores.clone().requires_grad_(True)
+    ref_weights, ref_expected = _reference_gate(b, allowed, 0.3, noise)
+    ((ref_weights * d_weights).sum() + (ref_expected * d_expected).sum()).backward()
+    torch.testing.assert_close(weights, ref_weights)
+    torch.testing.assert_close(expected, ref_expected)
+    torch.testing.assert_close(a.grad, b.grad)
