@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -131,13 +132,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_UNNAMESPACED_HUB_MODELS = {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2"}
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _check_model_name(name: str) -> None:
+    from . import models
+
+    if name in models.available() or name in _UNNAMESPACED_HUB_MODELS or Path(name).is_dir():
+        return
+    if _HUB_NAME.match(name):
+        return
+    raise UsageError(f"model: unknown name {name!r} (registry: {', '.join(models.available())}; "
+                     f"or a hub name like gpt2 or EleutherAI/pythia-160m, or a local model directory)")
+
+
 def _check(args) -> None:
     """Refuse bad values before any work starts (raises UsageError naming the parameter)."""
-    from . import models
     from .train import resolve_device
 
+    _check_model_name(args.model)
     try:
-        models.check_name(args.model)
         resolve_device(args.device)
     except ValueError as err:
         raise UsageError(str(err)) from None
