@@ -38,6 +38,10 @@ def _positive_int(name):
     return parse
 
 
+def _accum(text):
+    return "auto" if text == "auto" else _positive_int("grad-accum")(text)
+
+
 def _nonneg_int(name):
     def parse(text):
         try:
@@ -99,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run directory (log.jsonl, checkpoints, summary.json)")
     p.add_argument("--steps", type=_positive_int("steps"), default=1000)
     p.add_argument("--batch-size", type=_positive_int("batch-size"), default=32)
-    p.add_argument("--grad-accum", type=_positive_int("grad-accum"), default=1)
+    p.add_argument("--grad-accum", type=_accum, default=1,
+                   help="micro-batches per step, or 'auto' (fewest that fit in GPU memory)")
     p.add_argument("--lr", type=_positive_float("lr"), default=3e-4)
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
     p.add_argument("--warmup-steps", type=_nonneg_int("warmup-steps"), default=0)
@@ -161,7 +166,7 @@ def _check(args) -> None:
     if getattr(args, "checkpoint", None) is not None:
         if not (args.checkpoint / "checkpoint" / "model.safetensors").is_file():
             raise UsageError(f"checkpoint: no post-train checkpoint in {args.checkpoint}")
-    if getattr(args, "batch_size", None) and getattr(args, "grad_accum", 1) and args.command == "post-train":
+    if args.command == "post-train" and args.grad_accum != "auto":
         if args.batch_size % args.grad_accum:
             raise UsageError(f"batch-size: {args.batch_size} is not divisible by grad-accum={args.grad_accum}")
     if args.command == "post-train" and args.out.exists() and not args.out.is_dir():

@@ -28,7 +28,7 @@ from .hf import expected_fraction, layer_stats, sparse_state
 
 __all__ = [
     "TrainConfig", "TrainResult", "TrainingDiverged", "train", "evaluate", "resolve_device",
-    "autocast_for", "iter_batches", "validate_blocks", "load_checkpoint_weights",
+    "autocast_for", "iter_batches", "validate_blocks", "load_checkpoint_weights", "find_grad_accum",
 ]
 
 
@@ -40,7 +40,7 @@ class TrainingDiverged(RuntimeError):
 class TrainConfig:
     steps: int
     batch_size: int = 32
-    grad_accum: int = 1
+    grad_accum: int | str = 1  # or "auto": the fewest micro-batches that fit in accelerator memory
     lr: float = 3e-4
     schedule: str = "cosine"
     warmup_steps: int = 0
@@ -66,13 +66,14 @@ class TrainConfig:
 
         positive_int("steps")
         positive_int("batch_size")
-        positive_int("grad_accum")
+        if self.grad_accum != "auto":
+            positive_int("grad_accum")
         positive_int("eval_batch_size")
         for name in ("warmup_steps", "eval_every", "checkpoint_every", "seed"):
             positive_int(name, 0)
         if self.eval_max_batches is not None:
             positive_int("eval_max_batches")
-        if self.batch_size % self.grad_accum:
+        if self.grad_accum != "auto" and self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size: {self.batch_size} is not divisible by grad_accum={self.grad_accum}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr: must be a positive number, got {self.lr!r}")
@@ -210,6 +211,37 @@ def evaluate(model: torch.nn.Module, data: dict, batch_size: int = 64, max_batch
     }
 
 
+def _is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def find_grad_accum(model: torch.nn.Module, data: dict, config: TrainConfig, sparse: bool) -> int:
+    """The smallest accumulation factor (a divisor of batch_size) whose micro-batch survives a forward and
+    backward pass with the longest rows of ``data``; halves the micro-batch after each out-of-memory error.
+    Gradients of the probes are discarded."""
+    device = model_device(model)
+    divisors = [d for d in range(1, config.batch_size + 1) if config.batch_size % d == 0]
+    for accum in divisors:
+        micro = config.batch_size // accum
+        rows = torch.arange(min(micro, data["input_ids"].shape[0])).repeat(micro)[:micro]
+        batch = _take(data, rows, device)
+        try:
+            with autocast_for(device, config.bf16):
+                output = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                               labels=batch["labels"], use_cache=False)
+                loss = output.loss + (expected_fraction(model) if sparse else 0.0)
+            loss.backward()
+            return accum
+        except RuntimeError as err:
+            if not _is_out_of_memory(err):
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        finally:
+            model.zero_grad(set_to_none=True)
+    raise RuntimeError(f"batch_size: even a micro-batch of 1 row does not fit in memory on {device}")
+
+
 def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if config.warmup_steps and step < config.warmup_steps:
@@ -326,7 +358,10 @@ def train(
     model.to(device)
     if config.activation_checkpointing:
         model.gradient_checkpointing_enable()
-    micro_batch = config.batch_size // config.grad_accum
+    grad_accum = config.grad_accum
+    if grad_accum == "auto":
+        grad_accum = find_grad_accum(model, train_data, config, geco is not None)
+    micro_batch = config.batch_size // grad_accum
 
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() < 2]
@@ -410,10 +445,10 @@ def train(
                 if not torch.isfinite(loss):
                     last = checkpointer.latest() if checkpointer else None
                     raise TrainingDiverged(
-                        f"step {step}: loss is {float(loss)} (CE {float(ce)}); stopping. "
+                        f"step {step}: loss is {float(loss.detach())} (CE {float(ce.detach())}); stopping. "
                         + (f"Last good checkpoint: {last}" if last else "No checkpoint was written.")
                         + " Try a lower lr or a smaller GECO eta.")
-                (loss / config.grad_accum).backward()
+                (loss / grad_accum).backward()
                 ce_sum += float(ce.detach())
                 tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             if config.grad_clip:
@@ -422,11 +457,11 @@ def train(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            ce_mean = ce_sum / config.grad_accum
+            ce_mean = ce_sum / grad_accum
             record = {"step": step, "ce": ce_mean, "lr": lr}
             if geco is not None:
                 geco.update(ce_mean)
-                record.update(expected_fraction=frac_sum / config.grad_accum, beta_used=beta, **geco.log_fields())
+                record.update(expected_fraction=frac_sum / grad_accum, beta_used=beta, **geco.log_fields())
             record["tokens_per_s"] = tokens / max(time.perf_counter() - t0, 1e-9)
             if eval_data is not None and (step == config.steps or (config.eval_every and step % config.eval_every == 0)):
                 run_eval(step, record)

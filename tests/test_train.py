@@ -118,3 +118,22 @@ def test_gradient_accumulation_matches_one_big_batch():
         trained.append(train(tiny_gpt2(), data, config=config).model.state_dict())
     for key in trained[0]:
         torch.testing.assert_close(trained[0][key], trained[1][key], atol=1e-5, rtol=1e-4)
+
+
+def test_auto_grad_accum_halves_the_micro_batch_until_it_fits():
+    model = tiny_gpt2()
+    forward = model.forward
+    seen = []
+
+    def limited(*args, **kwargs):
+        rows = kwargs["input_ids"].shape[0]
+        seen.append(rows)
+        if rows > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(*args, **kwargs)
+
+    model.forward = limited
+    config = TrainConfig(steps=2, batch_size=16, grad_accum="auto", progress=False)
+    train(model, blocks(), config=config)
+    assert seen[:3] == [16, 8, 4]
+    assert set(seen[3:]) == {4}  # every step then runs 4 micro-batches of 4
