@@ -30,3 +30,38 @@ endif
 
 test: setup
 	$(PY) -m pytest -q
+
+# ---- The companion book (profiles -> papermill -> notebooks -> results -> book) ----
+# make reproduce [PROFILE=auto|smoke|tiny|paper]   every notebook of the profile, then the book
+# make notebook NB=05_addition ARGS="-p seed 3"     one notebook with overrides, then the book
+# make book                                        build book/_build/html from the chapters (warnings are errors)
+# make book-check                                  open every page in headless chromium (needs `make chromium`)
+PROFILE ?= auto
+NB ?=
+ARGS ?=
+
+.PHONY: reproduce notebook book book-check chromium
+reproduce: setup
+	$(PY) -m spartan_core.notebook_runner --profile $(PROFILE)
+	$(PY) -m spartan_core.book build
+
+notebook: setup
+	@test -n "$(NB)" || { echo "error: NB: name a notebook, e.g. make notebook NB=01_gated_attention" >&2; exit 2; }
+	$(PY) -m spartan_core.notebook_runner --profile $(PROFILE) --only $(NB) $(ARGS)
+	$(PY) -m spartan_core.book build
+
+book: setup
+	$(PY) -m spartan_core.book build
+
+book-check: book chromium
+	$(PY) -m spartan_core.bookcheck book/_build/html --screenshots artifacts/screenshots
+
+chromium:
+	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 || { echo "error: chromium: missing; run 'apt-get install -y chromium' as root" >&2; exit 2; }; DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; }
+
+# ---- Ratio benchmarks (sparse vs dense in one process); results/benchmarks/ and the README block ----
+.PHONY: bench
+bench: setup
+	cd benchmarks && ../$(PY) bench_train_step.py && ../$(PY) bench_count_edges.py
+	test ! -f benchmarks/bench_eap.py || (cd benchmarks && ../$(PY) bench_eap.py)
+	$(PY) benchmarks/readme_block.py

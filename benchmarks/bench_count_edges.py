@@ -10,7 +10,7 @@ import argparse
 
 import torch
 
-from common import batch, machine, median_times, small_model
+from common import batch, machine, median_times, record, small_model
 from spartan_core import count_edges, sparsify
 from spartan_core.hf import sparse_state
 
@@ -41,10 +41,12 @@ def main():
         "sparse_forward": lambda: forward(sparse_model, record=False),
         "dense_forward": lambda: forward(dense_model),
     }, repeats=args.repeats)
-    print(f"count_edges/plain sparse eval forward {times['count'] / times['sparse_forward']:.2f}x  "
-          f"count_edges/dense eager eval forward {times['count'] / times['dense_forward']:.2f}x  "
-          f"(count {times['count'] * 1e3:.0f} ms, sparse fwd {times['sparse_forward'] * 1e3:.0f} ms, "
-          f"dense fwd {times['dense_forward'] * 1e3:.0f} ms; {args.batches} batches of 32x128; {machine()})")
+    record("count_edges", f"count_edges/plain sparse eval forward {times['count'] / times['sparse_forward']:.2f}x  "
+           f"count_edges/dense eager eval forward {times['count'] / times['dense_forward']:.2f}x  "
+           f"(count {times['count'] * 1e3:.0f} ms, sparse fwd {times['sparse_forward'] * 1e3:.0f} ms, "
+           f"dense fwd {times['dense_forward'] * 1e3:.0f} ms; {args.batches} batches of 32x128; {machine()})",
+           vars(args), ratio_vs_sparse_forward=times["count"] / times["sparse_forward"],
+           ratio_vs_dense_forward=times["count"] / times["dense_forward"], seconds=times)
 
 
 if __name__ == "__main__":

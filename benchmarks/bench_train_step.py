@@ -10,7 +10,7 @@ import argparse
 
 import torch
 
-from common import batch, machine, median_times, saved_activation_bytes, small_model
+from common import batch, machine, median_times, record, saved_activation_bytes, small_model
 from spartan_core import expected_fraction, sparsify
 
 
@@ -44,14 +44,19 @@ def main():
         memory[name] = saved_activation_bytes(lambda: model(input_ids=ids, labels=ids, use_cache=False))
     times = median_times(steps, repeats=args.repeats)
     shape = f"GPT-2 arch 4x128, batch {args.batch}x{args.length}"
-    print(f"train step time sparse/dense-eager {times['sparse'] / times['eager']:.2f}x  "
-          f"sparse/dense-sdpa {times['sparse'] / times['sdpa']:.2f}x  "
-          f"(sparse {times['sparse'] * 1e3:.0f} ms, eager {times['eager'] * 1e3:.0f} ms, "
-          f"sdpa {times['sdpa'] * 1e3:.0f} ms; {shape}; {machine()})")
-    print(f"activation memory sparse/dense-eager {memory['sparse'] / memory['eager']:.2f}x  "
-          f"sparse/dense-sdpa {memory['sparse'] / memory['sdpa']:.2f}x  "
-          f"(sparse {memory['sparse'] / 2**20:.0f} MiB, eager {memory['eager'] / 2**20:.0f} MiB, "
-          f"sdpa {memory['sdpa'] / 2**20:.0f} MiB saved for backward; {shape})")
+    parameters = vars(args)
+    record("train_step", f"train step time sparse/dense-eager {times['sparse'] / times['eager']:.2f}x  "
+           f"sparse/dense-sdpa {times['sparse'] / times['sdpa']:.2f}x  "
+           f"(sparse {times['sparse'] * 1e3:.0f} ms, eager {times['eager'] * 1e3:.0f} ms, "
+           f"sdpa {times['sdpa'] * 1e3:.0f} ms; {shape}; {machine()})", parameters,
+           ratio_vs_eager=times["sparse"] / times["eager"], ratio_vs_sdpa=times["sparse"] / times["sdpa"],
+           seconds=times)
+    record("activation_memory", f"activation memory sparse/dense-eager {memory['sparse'] / memory['eager']:.2f}x  "
+           f"sparse/dense-sdpa {memory['sparse'] / memory['sdpa']:.2f}x  "
+           f"(sparse {memory['sparse'] / 2**20:.0f} MiB, eager {memory['eager'] / 2**20:.0f} MiB, "
+           f"sdpa {memory['sdpa'] / 2**20:.0f} MiB saved for backward; {shape})", parameters,
+           ratio_vs_eager=memory["sparse"] / memory["eager"], ratio_vs_sdpa=memory["sparse"] / memory["sdpa"],
+           bytes=memory)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,16 @@ import transformers
 transformers.logging.set_verbosity_error()
 
 
+def record(name: str, line: str, parameters: dict, **ratios) -> None:
+    """Print the benchmark's one line and keep it, with provenance, in results/benchmarks/<name>/."""
+    from spartan_core.results import ResultsDir
+
+    print(line)
+    results = ResultsDir("benchmarks", name, parameters)
+    results.record(line=line, machine=machine(), **ratios)
+    results.finish()
+
+
 def machine() -> str:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
     return f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}"
