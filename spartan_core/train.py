@@ -357,7 +357,13 @@ def train(
     device = resolve_device(config.device)
     model.to(device)
     if config.activation_checkpointing:
-        model.gradient_checkpointing_enable()
+        # non-reentrant: the gate statistics leave each layer as a side output, which the reentrant variant
+        # would detach from the graph (the regulariser would silently get no gradient)
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     grad_accum = config.grad_accum
     if grad_accum == "auto":
         grad_accum = find_grad_accum(model, train_data, config, geco is not None)

@@ -137,3 +137,15 @@ def test_auto_grad_accum_halves_the_micro_batch_until_it_fits():
     train(model, blocks(), config=config)
     assert seen[:3] == [16, 8, 4]
     assert set(seen[3:]) == {4}  # every step then runs 4 micro-batches of 4
+
+
+def test_activation_checkpointing_gives_the_same_sparse_training_step():
+    trained = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = sparsify(tiny_gpt2())
+        config = TrainConfig(steps=2, batch_size=8, lr=1e-2, activation_checkpointing=checkpointing, progress=False)
+        train(model, blocks(), config=config, geco=GECO(tau=10.0, beta_init=1.0, eta=0.0))
+        trained.append(model.state_dict())
+    for key in trained[0]:
+        torch.testing.assert_close(trained[0][key], trained[1][key], atol=1e-6, rtol=1e-5)
