@@ -131,3 +131,17 @@ def test_attention_modules_found_in_layer_order():
     sparsify(model)
     sparsify(model, gate_bias=2.0)  # idempotent: only the bias changes
     assert model._spartan_state.gate_bias == 2.0
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_bf16_autocast_training_step_is_finite(arch):
+    """The CUDA path runs under bf16 autocast; CPU autocast exercises the same dtype handling here."""
+    model = sparsify(build(arch)).train()
+    ids = torch.randint(3, 64, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(ids, labels=ids)
+        loss = output.loss + 0.1 * expected_fraction(model)
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
