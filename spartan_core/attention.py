@@ -34,6 +34,7 @@ class GateStats:
     queries: torch.Tensor  # [] number of real (non-padding) query rows, summed over the batch
     kept_by_position: torch.Tensor  # [Tq] kept edges summed over batch and heads, by query position
     queries_by_position: torch.Tensor  # [Tq] real query rows (batch x heads) by query position
+    possible_by_position: torch.Tensor  # [Tq] possible edges summed over batch and heads, by query position
 
     @property
     def expected_fraction(self) -> torch.Tensor:
@@ -160,6 +161,7 @@ def gated_attention(
                 queries=real_rows[:, 0].sum(),
                 kept_by_position=kept_rows.sum((0, 1)),
                 queries_by_position=real_rows.sum((0, 1)) * (heads // real_rows.shape[1]),
+                possible_by_position=allowed.sum(-1).sum((0, 1), dtype=torch.float64) * (heads // allowed.shape[1]),
             )
     return out, weights, stats
 

@@ -29,6 +29,7 @@ class EdgeCounts:
     kept_per_query: float
     kept_per_query_per_layer: list[float]
     by_position: list[float]  # mean kept keys per query, by query position (over layers and heads)
+    fraction_by_position: list[float]  # kept / possible edges, by query position
     kept: int
     possible: int
     queries: int  # real query rows per head, summed over batches
@@ -54,6 +55,7 @@ class EdgeCounter:
         self.queries = 0.0
         self.kept_by_position = torch.zeros(0, dtype=torch.float64)
         self.queries_by_position = torch.zeros(0, dtype=torch.float64)
+        self.possible_by_position = torch.zeros(0, dtype=torch.float64)
 
     def add(self, stats: list[GateStats]) -> None:
         kept = torch.stack([s.kept.detach().cpu() for s in stats])
@@ -67,6 +69,7 @@ class EdgeCounter:
         for s in stats:
             self.kept_by_position = _add_padded(self.kept_by_position, s.kept_by_position)
             self.queries_by_position = _add_padded(self.queries_by_position, s.queries_by_position)
+            self.possible_by_position = _add_padded(self.possible_by_position, s.possible_by_position)
 
     def result(self) -> EdgeCounts:
         if self.kept is None:
@@ -82,6 +85,7 @@ class EdgeCounter:
             kept_per_query=sum(kept_per_query_per_layer) / layers,
             kept_per_query_per_layer=kept_per_query_per_layer,
             by_position=(self.kept_by_position / self.queries_by_position.clamp_min(1)).tolist(),
+            fraction_by_position=(self.kept_by_position / self.possible_by_position.clamp_min(1)).tolist(),
             kept=int(self.kept.sum()),
             possible=int(self.possible.sum()),
             queries=int(self.queries),

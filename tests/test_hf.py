@@ -105,6 +105,9 @@ def test_count_edges_streams_and_matches_layer_stats():
     assert len(counts.by_position) == 16
     # kept keys per query can never exceed the causal maximum, and position 0 has one possible key
     assert 0 <= counts.by_position[0] <= 1
+    # without padding, position t has t + 1 possible keys
+    for t in (0, 7, 15):
+        assert counts.fraction_by_position[t] == pytest.approx(counts.by_position[t] / (t + 1))
     assert counts.kept_per_query == pytest.approx(counts.kept / (counts.queries * 4 * 2))
     assert counts.to_dict()["kept"] == counts.kept
 
