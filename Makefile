@@ -28,7 +28,7 @@ endif
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest -q
 
 # ---- The companion book (profiles -> papermill -> notebooks -> results -> book) ----

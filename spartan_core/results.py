@@ -35,6 +35,8 @@ __all__ = [
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _OWNED_SUFFIXES = (".json", ".csv", ".png")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def results_root() -> Path:
@@ -48,6 +50,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary shared files
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -162,16 +165,17 @@ class ResultsDir:
         self.notebook = notebook
         self.parameters = dict(parameters or {})
         self.path = Path(root or results_root()) / profile / notebook
-        self._started: float | None = None
+        self._created = time.perf_counter()
+        self._started = False
 
     @property
     def metrics_path(self) -> Path:
         return self.path / "metrics.json"
 
     def _begin(self) -> None:
-        if self._started is not None:
+        if self._started:
             return
-        self._started = time.perf_counter()
+        self._started = True
         if self.path.exists():
             for stale in self.path.iterdir():
                 if stale.is_file() and stale.suffix in _OWNED_SUFFIXES:
@@ -193,7 +197,7 @@ class ResultsDir:
             data["files"] = sorted(set(data.get("files", [])) | set(values))
         else:
             data.setdefault(section, {}).update(_jsonable(dict(values)))
-        data["provenance"]["wall_time_s"] = round(time.perf_counter() - self._started, 3)
+        data["provenance"]["wall_time_s"] = round(time.perf_counter() - self._created, 3)
         self._write_metrics(data)
         return data
 
@@ -237,7 +241,7 @@ class ResultsDir:
         self._begin()
         data = read_metrics(self.metrics_path)
         data["provenance"]["status"] = "complete"
-        data["provenance"]["wall_time_s"] = round(time.perf_counter() - self._started, 3)
+        data["provenance"]["wall_time_s"] = round(time.perf_counter() - self._created, 3)
         data["provenance"]["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self._write_metrics(data)
         return data

@@ -1,0 +1,59 @@
+"""Circuit discovery: component graph, activation patching, EAP / EAP-IG, explained-effect curves, tasks.
+
+Typical use::
+
+    graph = ComponentGraph(model)                       # nodes emb, a{l}.h{h} (.q/.k/.v), m{l}, logits
+    task = addition_task(64)                            # clean/corrupted pairs + metric
+    scores = attribute(graph, task, "eap-ig")           # or "eap", "exact"; ablation="resample" | "mean"
+    size = circuit_size(graph, task, scores)            # curves and edges/heads needed for 80/90/95 %
+    fig = draw_circuit(scores, size["edges"][0.9], n_layers=graph.n_layers, n_heads=graph.n_heads)
+"""
+
+from .draw import INPUT_COLOURS, draw_circuit, node_positions
+from .graph import EMBEDDING, LOGITS, ComponentGraph, RunState
+from .patching import (
+    ABLATIONS,
+    METHODS,
+    EdgeScores,
+    attribute,
+    clean_outputs,
+    corrupt_outputs,
+    evaluate_ablations,
+    exact_edge_scores,
+    exact_node_scores,
+    graph_of,
+    spearman,
+)
+from .size import (
+    THRESHOLDS,
+    circuit_size,
+    compare_sizes,
+    edge_curve,
+    explained_effect,
+    head_curve,
+    linear_grid,
+    log_grid,
+    repeat,
+)
+from .tasks import (
+    CircuitTask,
+    addition_task,
+    answer_logprob,
+    greater_than_task,
+    induction_task,
+    ioi_task,
+    logit_difference,
+    probability_difference,
+    single_token_words,
+)
+
+__all__ = [
+    "ComponentGraph", "RunState", "EMBEDDING", "LOGITS",
+    "ABLATIONS", "METHODS", "EdgeScores", "attribute", "clean_outputs", "corrupt_outputs", "evaluate_ablations",
+    "exact_edge_scores", "exact_node_scores", "graph_of", "spearman",
+    "THRESHOLDS", "circuit_size", "compare_sizes", "edge_curve", "head_curve", "explained_effect", "log_grid",
+    "linear_grid", "repeat",
+    "CircuitTask", "addition_task", "induction_task", "ioi_task", "greater_than_task", "answer_logprob",
+    "logit_difference", "probability_difference", "single_token_words",
+    "INPUT_COLOURS", "draw_circuit", "node_positions",
+]

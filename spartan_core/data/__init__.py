@@ -1,0 +1,22 @@
+"""Corpora and tasks, all available offline: the addition toy, Shakespeare and KJV text, hub text, induction.
+
+Every dataset is a *token-block dict* (the format ``spartan_core.train.train`` consumes): ``input_ids`` [N, T]
+(long), optionally ``attention_mask`` and ``labels`` (-100 = not scored; aligned with ``input_ids``, the model
+shifts them). Some datasets add 1-D metadata columns (e.g. the addition toy's ``carry``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["resolve_cache_dir"]
+
+
+def resolve_cache_dir(cache_dir: Path | str | None = None) -> Path:
+    """The cache directory: ``cache_dir`` if given, else ``$SPARTAN_CACHE``, else ``<repo>/.cache``."""
+    if cache_dir is None:
+        cache_dir = os.environ.get("SPARTAN_CACHE") or Path(__file__).resolve().parents[2] / ".cache"
+    path = Path(cache_dir).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path

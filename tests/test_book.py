@@ -1,0 +1,118 @@
+"""The book: chapters are published with their parameter cells hidden, the claims table is generated from
+results files (pending where a profile has not run), the book builds with warnings as errors, and every page
+opens in headless Chromium without errors, missing images or broken internal links.
+
+The build uses a temporary copy of ``book/`` with the committed chapters and ``results/``; screenshots of every
+page go to ``artifacts/screenshots/`` for a person to look at.
+"""
+
+import re
+import shutil
+
+import nbformat
+import pytest
+
+from spartan_core import book, bookcheck
+from spartan_core.results import REPO_ROOT, ResultsDir, read_metrics
+
+SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
+
+
+def test_publish_chapter_hides_parameter_cells(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("seed = 0", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("seed = 3", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(seed)"),
+    ]
+    executed = tmp_path / "executed" / "01_x.ipynb"
+    executed.parent.mkdir()
+    nbformat.write(nb, str(executed))
+    chapter = nbformat.read(str(book.publish_chapter(executed, tmp_path / "chapters")), as_version=4)
+    assert [c.metadata.get("tags", []) for c in chapter.cells] == [
+        ["parameters", "remove-cell"], ["injected-parameters", "remove-cell"], []]
+
+
+def test_claims_table_reads_results_and_says_pending_otherwise(tmp_path):
+    done = ResultsDir("tiny", "02_fake", {}, root=tmp_path)
+    done.claim("edges_kept", "kept 1.23 % of edges at CE 0.004", kept_fraction=0.0123)
+    done.finish()
+    ResultsDir("tiny", "03_fake", {}, root=tmp_path).claim("mechanism", "rows sum to 0.5")
+    table = book.claims_markdown(REPO_ROOT / "book" / "claims.yaml", tmp_path, chapters={"02_fake"})
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines()[2:]}
+    claims = {c["id"]: c["claim"] for c in book.yaml.safe_load((REPO_ROOT / "book" / "claims.yaml").read_text())}
+    edges = rows[book._cell(claims["edges_kept"])]
+    assert "kept 1.23 % of edges at CE 0.004 [nb {doc}`02 </chapters/02_fake>`]" in edges[2]
+    assert edges[3].startswith("pending: needs a GPU run")
+    assert "rows sum to 0.5 (running run) [nb 03]" in rows[book._cell(claims["mechanism"])][2]
+    dynamics = rows[book._cell(claims["training_dynamics"])]
+    assert dynamics[2].startswith("pending: not run yet") and dynamics[3].startswith("pending: needs a GPU run")
+    paper_column = [r[3] for r in rows.values()]
+    assert not any(re.search(r"\d", cell.replace("make reproduce", "")) for cell in paper_column), \
+        "the paper profile has not run: its column may hold no number"
+
+
+def test_build_refuses_a_missing_chapter(tmp_path):
+    shutil.copytree(REPO_ROOT / "book", tmp_path / "book", ignore=shutil.ignore_patterns("_build", "executed"))
+    for chapter in (tmp_path / "book" / "chapters").glob("*.ipynb"):
+        chapter.unlink()
+    with pytest.raises(FileNotFoundError, match=r"^book: chapters/01_gated_attention is in _toc.yml but missing: "
+                                                r"run `make notebook NB=01_gated_attention`$"):
+        book.build(tmp_path / "book")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The committed book, built into a temporary folder (warnings are errors)."""
+    root = tmp_path_factory.mktemp("book")
+    shutil.copytree(REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_build", "executed"))
+    html = book.build(root / "book", output=root / "out")
+    return root / "book", html
+
+
+@pytest.mark.slow
+def test_book_builds_with_every_toc_page_and_generated_tables(built):
+    book_dir, html = built
+    for entry in book.toc_files(book_dir):
+        assert (html / f"{entry}.html").exists(), entry
+    intro = (html / "intro.html").read_text()
+    text = " ".join(re.sub(r"<[^>]+>", " ", intro).split())
+    assert "pending: needs a GPU run" in text
+    for folder in sorted((REPO_ROOT / "results" / "tiny").glob("*/")):
+        data = read_metrics(folder)
+        for claim in data.get("claims", {}).values():
+            assert " ".join(claim["summary"].split()) in text, f"{folder.name}: claim missing from the intro"
+        assert folder.name in text, "the runs table lists every results folder"
+    assert "Parameters: " in (html / "chapters" / "01_gated_attention.html").read_text()
+    assert "profile = " not in (html / "chapters" / "01_gated_attention.html").read_text()
+
+
+@pytest.mark.slow
+def test_every_page_opens_in_chromium_without_problems(built):
+    _, html = built
+    if SCREENSHOTS.exists():
+        shutil.rmtree(SCREENSHOTS)
+    pages, problems = bookcheck.check_site(html, SCREENSHOTS)
+    assert problems == []
+    assert {"intro.html", "rerun.html", "chapters/01_gated_attention.html"} <= set(pages)
+    shots = sorted(p.name for p in SCREENSHOTS.glob("*.png"))
+    assert len(shots) == len(pages)
+    assert all((SCREENSHOTS / s).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for s in shots)
+
+
+@pytest.mark.slow
+def test_browser_check_catches_a_missing_image_and_a_broken_link(built, tmp_path):
+    _, html = built
+    site = tmp_path / "site"
+    shutil.copytree(html, site)
+    chapter = site / "chapters" / "01_gated_attention.html"
+    image = re.search(r'<img [^>]*src="\.\./(_images/[^"]+)"', chapter.read_text()).group(1)
+    (site / image).unlink()
+    intro = site / "intro.html"
+    intro.write_text(intro.read_text().replace("</article>", '<a href="chapters/nowhere.html">x</a>'
+                                               '<a href="rerun.html#no-such-id">y</a></article>', 1))
+    _, problems = bookcheck.check_site(site)
+    joined = "\n".join(problems)
+    assert "image did not load: " in joined and image in joined
+    assert "broken link" in joined and "nowhere.html (HTTP 404)" in joined
+    assert "no id 'no-such-id' on rerun.html" in joined

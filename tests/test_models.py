@@ -1,0 +1,105 @@
+"""The model registry: toy models trained once and cached, sparse variants, SmolLM2 and hub names."""
+
+import importlib
+import time
+
+import pytest
+import torch
+
+from spartan_core import models
+from spartan_core.hf import is_sparse
+
+train_module = importlib.import_module("spartan_core.train")  # the package re-exports a function of that name
+TINY = dict(steps=3, batch_size=16, eval_batch_size=500)
+TINY_SPARSE = dict(steps=3, batch_size=16, eval_every=0, eval_batch_size=500, eval_max_batches=1)
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return tmp_path / "cache"
+
+
+def _refuse_training(*args, **kwargs):
+    raise AssertionError("train() was called although the model is cached")
+
+
+def test_toy_is_trained_once_then_reloaded_from_the_cache(cache, monkeypatch):
+    first = models.load("addition-4l", cache_dir=cache, progress=False, **TINY)
+    assert first.info["trained_now"] and first.model.config.n_layer == 4 and first.model.config.n_embd == 64
+    assert len(first.history) == 3 and set(first.data) == {"train", "test"}
+    assert "test_exact_match" in first.info["metrics"]
+    monkeypatch.setattr(train_module, "train", _refuse_training)
+    again = models.load("addition-4l", cache_dir=cache, progress=False, **TINY)
+    assert not again.info["trained_now"] and again.info["cache_dir"] == first.info["cache_dir"]
+    for (name, a), b in zip(first.model.state_dict().items(), again.model.state_dict().values()):
+        assert torch.equal(a.cpu(), b.cpu()), name
+    with pytest.raises(AssertionError, match="cached"):
+        models.load("addition-4l", cache_dir=cache, progress=False, **{**TINY, "steps": 4})
+
+
+def test_overrides_are_checked_and_change_the_key(cache):
+    with pytest.raises(ValueError, match="^colour:"):
+        models.load("addition-4l", cache_dir=cache, colour="red")
+    small = models.load("addition-4l", cache_dir=cache, progress=False, n_layer=1, **TINY)
+    assert small.model.config.n_layer == 1 and "/addition-4l/" in small.info["cache_dir"]
+    assert small.info["recipe"]["architecture"]["n_layer"] == 1
+
+
+def test_sparse_variant_is_post_trained_cached_and_sparsified(cache, monkeypatch):
+    loaded = models.load_sparse("addition-4l", TINY_SPARSE, cache_dir=cache, progress=False, dense_overrides=TINY)
+    assert loaded.info["trained_now"] and is_sparse(loaded.model)
+    assert [r["phase"] for r in loaded.history] == ["geco"] * 3
+    assert {"tau", "beta", "log_beta", "ce_ema", "expected_fraction"} <= set(loaded.history[0])
+    assert loaded.info["tau"] == pytest.approx(3.0 * loaded.info["dense_train_ce"])
+    sparse_metrics = loaded.info["metrics"]["sparse"]
+    assert 0.0 <= sparse_metrics["kept_fraction"] <= 1.0 and "test_exact_match" in sparse_metrics
+    monkeypatch.setattr(train_module, "train", _refuse_training)
+    again = models.load_sparse("addition-4l", TINY_SPARSE, cache_dir=cache, progress=False, dense_overrides=TINY)
+    assert not again.info["trained_now"] and is_sparse(again.model) and len(again.history) == 3
+
+
+def test_floor_phase_sets_tau_from_the_sampled_mask_loss(cache):
+    recipe = {**TINY_SPARSE, "tau_reference": "floor", "floor_steps": 2, "tau_factor": 1.5}
+    loaded = models.load_sparse("addition-4l", recipe, cache_dir=cache, progress=False, dense_overrides=TINY)
+    assert [r["phase"] for r in loaded.history] == ["floor", "floor", "geco", "geco", "geco"]
+    assert [r["step"] for r in loaded.history] == [1, 2, 3, 4, 5]
+    assert loaded.info["tau"] == pytest.approx(1.5 * loaded.info["floor_ce"])
+
+
+def test_sparse_recipe_refuses_bad_settings():
+    with pytest.raises(ValueError, match="^tau_reference:"):
+        models.SparseRecipe(tau_reference="median")
+    with pytest.raises(ValueError, match="^floor_steps:"):
+        models.SparseRecipe(tau_reference="floor", floor_steps=0)
+    with pytest.raises(ValueError, match="^warmth:"):
+        models.load_sparse("addition-4l", {"warmth": 1})
+    assert models.default_sparse_recipe("addition-4l").tau_factor == 3.0
+
+
+def test_hub_name_offline_fails_fast_with_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    with pytest.raises(models.HubUnavailableError) as err:
+        models.load("spartan-tests/no-such-model")
+    assert time.perf_counter() - started < 10
+    message = str(err.value)
+    assert "\n" not in message and "spartan-tests/no-such-model" in message and "HF_HUB_OFFLINE" in message
+
+
+def test_local_directory_loads_like_a_hub_name(tmp_path):
+    from conftest import tiny_gpt2
+
+    from spartan_core.data import addition
+
+    folder = tmp_path / "tiny"
+    tiny_gpt2(vocab=addition.VOCAB_SIZE).save_pretrained(folder)
+    addition.tokenizer().save_pretrained(folder)
+    loaded = models.load(str(folder))
+    assert loaded.model.config.vocab_size == addition.VOCAB_SIZE
+    assert loaded.tokenizer("12+34=")["input_ids"] == addition.encode("12+34=")
+
+
+def test_smollm2_gguf_is_found_in_its_package():
+    folder, name = models._smollm2_gguf()
+    assert (folder / name).is_file() and name.endswith(".gguf")
+    assert "smollm2-135m" in models.available()
