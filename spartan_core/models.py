@@ -270,6 +270,24 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _publish(final: Path, run_dir: Path, model, info: dict, history: list[dict], evals: list[dict],
+             tokenizer=None) -> None:
+    """Write a trained model's cache entry beside ``final`` and rename it into place, so a killed process never
+    leaves a half-written entry; then drop the run's checkpoints."""
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with _quiet_transformers():
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    _write_jsonl(tmp / "history.jsonl", history)
+    _write_jsonl(tmp / "evals.jsonl", evals)
+    _write_json(tmp / "info.json", info)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.replace(final)
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def _to_device(model, device: str):
     from .train import resolve_device
 
@@ -368,17 +386,7 @@ def _load_toy(name: str, *, cache_dir, progress: bool, overrides: dict) -> Loade
                 "metrics": _dense_metrics(name, model, splits, config.eval_batch_size),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            tmp = final.with_name(final.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            with _quiet_transformers():
-                model.save_pretrained(tmp)
-                tokenizer.save_pretrained(tmp)
-            _write_jsonl(tmp / "history.jsonl", result.history)
-            _write_jsonl(tmp / "evals.jsonl", result.evals)
-            _write_json(tmp / "info.json", info)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.replace(final)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            _publish(final, run_dir, model, info, result.history, result.evals, tokenizer=tokenizer)
             trained_now = True
     with _quiet_transformers():
         model = GPT2LMHeadModel.from_pretrained(final)
@@ -599,17 +607,8 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
                             "sparse": _final_metrics(name, model, heldout, heldout_name, bs)},
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            tmp = final.with_name(final.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
             to_dense(model)
-            with _quiet_transformers():
-                model.save_pretrained(tmp)
-            _write_jsonl(tmp / "history.jsonl", history)
-            _write_jsonl(tmp / "evals.jsonl", evals)
-            _write_json(tmp / "info.json", info)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.replace(final)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            _publish(final, run_dir, model, info, history, evals)
             trained_now = True
     with _quiet_transformers():
         model = AutoModelForCausalLM.from_pretrained(final)

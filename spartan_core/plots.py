@@ -30,6 +30,7 @@ __all__ = [
     "attention_heatmap",
     "head_grid",
     "training_dynamics",
+    "circuit_curves",
     "to_numpy",
 ]
 
@@ -193,6 +194,44 @@ def training_dynamics(history, evals=None, *, tau: float | None = None, best_ste
     ax.set_ylabel("eval CE (nats)")
     ax.set_xlabel("post-training step")
     ax.legend(loc="upper right")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def circuit_curves(curves, needed=None, *, threshold: float = 0.9, title: str | None = None):
+    """Explained effect against edges kept (log x) and heads kept (linear x), dense and sparse, one line style per
+    ablation; lines are the mean over prompt sets, bands their min-max. ``curves``/``needed``: the frames of
+    :func:`spartan_core.circuits.size_study`; with ``needed``, each model's mean count at ``threshold`` is marked."""
+    import pandas as pd
+
+    curves = pd.DataFrame(curves)
+    colours = {"dense": DENSE, "sparse": SPARSE}
+    dashes = {"resample": "-", "mean": "--"}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    for ax, kind in zip(axes, ("edges", "heads")):
+        part = curves[curves["kind"] == kind]
+        for (model, ablation), group in part.groupby(["model", "ablation"], sort=False):
+            stats = group.groupby("kept")["explained"].agg(["mean", "min", "max"])
+            x = stats.index.to_numpy().astype(float)
+            if kind == "edges":
+                x = np.maximum(x, 0.7)  # the empty circuit sits just left of 1 on the log axis
+            colour = colours.get(model, TARGET)
+            ax.plot(x, stats["mean"], dashes.get(ablation, ":"), color=colour, label=f"{model}, {ablation}")
+            ax.fill_between(x, stats["min"], stats["max"], color=colour, alpha=0.15, linewidth=0)
+            if needed is not None:
+                at = needed[(needed["kind"] == kind) & (needed["model"] == model) & (needed["ablation"] == ablation)
+                            & np.isclose(needed["threshold"], threshold)]["needed"].mean()
+                if np.isfinite(at):
+                    ax.axvline(at, color=colour, linestyle=dashes.get(ablation, ":"), linewidth=0.8, alpha=0.7)
+        ax.axhline(threshold, color=TARGET, linewidth=0.8, linestyle=":")
+        if kind == "edges":
+            ax.set_xscale("log")
+        total = int(part["total"].max()) if "total" in part and len(part) else None
+        ax.set_xlabel(f"{kind} kept" + (f" (of {total})" if total else ""))
+        ax.set_ylabel("explained effect")
+        ax.set_ylim(-0.2, 1.15)
+    axes[1].legend(loc="lower right")
     if title:
         fig.suptitle(title)
     return fig

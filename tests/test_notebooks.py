@@ -6,6 +6,7 @@ committed ``results/`` or ``book/``: every run writes into a temporary folder.
 """
 
 import json
+import math
 
 import nbformat
 import pytest
@@ -33,6 +34,8 @@ STAND_IN = {
                               "induction_half": 8},
     "05_addition": {"dense_steps": 30, "sparse_steps": 20, "batch_size": 1000, "circuit_problems": 16,
                     "circuit_method": "eap"},
+    "06_circuits": {"dense_steps": 30, "sparse_steps": 20, "lm_sparse_steps": 20, "lm_floor_steps": 5,
+                    "method": "eap", "seeds": [0], "n_prompts": 8, "points": 6, "check_prompts": 8},
 }
 
 
@@ -107,12 +110,32 @@ def metrics_files(folder):
     return read_metrics(folder)["files"]
 
 
+def _check_06(metrics, folder=None, parameters=None):
+    tasks = metrics["tasks"]
+    assert set(tasks) == set(parameters["tasks"])
+    measured = [t for t, info in tasks.items() if info["status"] == "measured"]
+    for task, info in tasks.items():
+        if info["status"] == "pending":
+            assert info["reason"] and task in ("ioi", "greater-than", "induction"), "only hub models may be pending"
+    ratios = metrics.get("ratios_at_90", [])
+    assert {(r["task"], r["ablation"], r["kind"]) for r in ratios} == {
+        (t, a, k) for t in measured for a in parameters["ablations"] for k in ("edges", "heads")}
+    for r in ratios:
+        assert r["min"] <= r["dense / sparse (mean)"] <= r["max"] and r["min"] > 0
+    for info in tasks.values():
+        for key, count in info.get("needed_at_90", {}).items():
+            assert count >= 1, f"{key}: a circuit of no edge cannot explain 90 %"
+    if parameters["check_prompts"] and "addition" in parameters["tasks"]:
+        for model in ("dense", "sparse"):
+            assert metrics["method_agreement"][model]["eap"] > 0.5, "EAP must rank edges like exact patching"
+
+
 def _no_extra_check(metrics, folder, parameters):
     """Notebooks without their own assertions get the common ones of the tests below."""
 
 
 CHECKS = {"01_gated_attention": _check_01, "02_sparsity_loss_curves": _check_02, "03_edges_and_loss": _check_03,
-          "04_attention_patterns": _check_04, "05_addition": _check_05}
+          "04_attention_patterns": _check_04, "05_addition": _check_05, "06_circuits": _check_06}
 
 
 def _run(name, profile, tmp_path, overrides=None):

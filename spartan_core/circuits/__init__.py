@@ -34,6 +34,8 @@ from .size import (
     linear_grid,
     log_grid,
     repeat,
+    size_ratios,
+    size_study,
 )
 from .tasks import (
     CircuitTask,
@@ -52,7 +54,7 @@ __all__ = [
     "ABLATIONS", "METHODS", "EdgeScores", "attribute", "clean_outputs", "corrupt_outputs", "evaluate_ablations",
     "exact_edge_scores", "exact_node_scores", "graph_of", "spearman",
     "THRESHOLDS", "circuit_size", "compare_sizes", "edge_curve", "head_curve", "explained_effect", "log_grid",
-    "linear_grid", "repeat",
+    "linear_grid", "repeat", "size_study", "size_ratios",
     "CircuitTask", "addition_task", "induction_task", "ioi_task", "greater_than_task", "answer_logprob",
     "logit_difference", "probability_difference", "single_token_words",
     "INPUT_COLOURS", "draw_circuit", "node_positions",

@@ -34,6 +34,8 @@ __all__ = [
     "circuit_size",
     "repeat",
     "compare_sizes",
+    "size_study",
+    "size_ratios",
 ]
 
 THRESHOLDS = (0.8, 0.9, 0.95)
@@ -255,3 +257,55 @@ def compare_sizes(models: dict, task: CircuitTask, *, method: str = "eap-ig", ab
     return {"threshold": float(threshold), "method": method, "ablation": ablation, "models": per_model,
             "edge_ratio": ratio("edges"), "head_ratio": ratio("heads"),
             "curves": pd.concat(curves, ignore_index=True)}
+
+
+def size_study(models: dict, make_task: Callable[[int], CircuitTask], seeds: Iterable[int], *,
+               method: str = "eap-ig", ablations: Sequence[str] = ("resample",),
+               thresholds: Sequence[float] = THRESHOLDS, steps: int = 8, points: int = 16,
+               head_points: int | None = None, batch_size: int = 32,
+               progress: Callable[[Iterable], Iterable] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Circuit sizes for every model x ablation x prompt set (``make_task(seed)``), scored by ``method``.
+
+    Each model is attributed and measured on the same prompt sets, so dense and sparse differ only in weights.
+    Returns ``(needed, curves)``: ``needed`` has one row per model, ablation, seed, kind (``edges``/``heads``) and
+    threshold, with the count needed (NaN: never reached), the graph's total and the metric of the whole model and of
+    the empty circuit (their gap is the effect being explained); ``curves`` every explained-effect curve with the
+    same keys. ``progress`` wraps the loop (e.g. ``tqdm``).
+    """
+    if not models:
+        raise ValueError("models: give at least one model")
+    unknown = [a for a in ablations if a not in ("resample", "mean")]
+    if unknown or not ablations:
+        raise ValueError(f"ablations: choose from 'resample', 'mean', got {list(ablations)}")
+    jobs = [(seed, ablation, name) for seed in seeds for ablation in ablations for name in models]
+    graphs = {name: ComponentGraph(model) for name, model in models.items()}
+    tasks, needed, curves = {}, [], []
+    for seed, ablation, name in (progress(jobs) if progress else jobs):
+        task = tasks.setdefault(seed, make_task(int(seed)))
+        graph = graphs[name]
+        scores = attribute(graph, task, method, ablation=ablation, steps=steps, batch_size=batch_size)
+        size = circuit_size(graph, task, scores, thresholds=thresholds, ablation=ablation, points=points,
+                            head_points=head_points, batch_size=batch_size)
+        keys = {"model": name, "ablation": ablation, "seed": int(seed)}
+        for kind in ("edges", "heads"):
+            total = size[f"n_{kind}"]
+            for threshold, count in size[kind].items():
+                needed.append({**keys, "kind": kind, "threshold": threshold,
+                               "needed": np.nan if count is None else count, "total": total,
+                               "m_model": size["m_model"], "m_empty": size[f"m_empty_{kind}"]})
+            curves.append(size[f"{kind[:-1]}_curve"].assign(**keys, total=total))
+    return pd.DataFrame(needed), pd.concat(curves, ignore_index=True)
+
+
+def size_ratios(needed: pd.DataFrame, reference: str, threshold: float = 0.9) -> pd.DataFrame:
+    """``reference``'s count over each other model's, per ablation, kind and seed, at ``threshold``; then the mean,
+    min and max over seeds (a ratio of 5 means the other model's circuit is 5x smaller)."""
+    at = needed[np.isclose(needed["threshold"], threshold)]
+    wide = at.pivot_table(index=["ablation", "kind", "seed"], columns="model", values="needed")
+    if reference not in wide:
+        raise ValueError(f"reference: {reference!r} is not a model of the study ({list(wide.columns)})")
+    others = [m for m in wide.columns if m != reference]
+    ratios = pd.concat({m: wide[reference] / wide[m] for m in others}, axis=1)
+    summary = ratios.groupby(level=["ablation", "kind"]).agg(["mean", "min", "max"])
+    summary.columns = [f"{model} {stat}" for model, stat in summary.columns]
+    return summary
