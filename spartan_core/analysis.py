@@ -11,6 +11,7 @@ The book's chapters on edges (03), attention patterns (04) and the addition toy 
 * :func:`draw_attention_graph` draws the paper's Figure-1 style token x layer graph.
 * :func:`edges_and_loss` is one row of the edges-and-loss table: dense CE, untrained-gate CE and kept edges,
   sparse post-trained CE and kept edges, or ``pending`` with the reason when a model cannot be loaded here.
+* :func:`model_card` says what a dense model is and how good it is (held-out CE, baselines, a second text).
 * :func:`circuit_study` gives the dense and sparse model of a circuit task (06) and its prompt-set generator.
 """
 
@@ -46,6 +47,7 @@ __all__ = [
     "token_labels",
     "heldout_blocks",
     "edges_and_loss",
+    "model_card",
     "CIRCUIT_TASKS",
     "PAPER_CIRCUIT_RATIOS",
     "CircuitStudy",
@@ -377,6 +379,41 @@ def edges_and_loss(name: str, *, post_train: bool, recipe: dict | None = None, d
     row["gate_bias"] = loaded.info["recipe"]["gate_bias"] if post_train else gate_bias
     if not math.isfinite(row["dense_ce"]):
         raise RuntimeError(f"{name}: dense CE is not finite ({row['dense_ce']})")
+    return row
+
+
+def model_card(name: str, *, eval_blocks: int = 16, kjv_blocks: int = 0, block_size: int = 128,
+               dense_overrides: dict | None = None, batch_size: int = 64, cache_dir=None) -> dict:
+    """What a dense model of the registry is and how good it is, so a reader can judge the models the chapters
+    sparsify: its source, size and first-use cost, its held-out CE (the whole held-out split for models trained
+    here, else ``eval_blocks`` Shakespeare validation blocks), the bigram baseline for the Shakespeare LM, and
+    for language models the CE on ``kjv_blocks`` blocks of a second text, the KJV. ``pending`` with the reason when
+    the model cannot be loaded here."""
+    from . import models
+    from .data.text import kjv_data
+    from .train import evaluate
+
+    row = {"model": name}
+    try:
+        loaded = models.load(name, progress=False, cache_dir=cache_dir, **(dense_overrides or {}))
+    except (models.HubUnavailableError, FileNotFoundError) as error:
+        return {**row, "status": "pending", "reason": str(error).splitlines()[0]}
+    info, metrics = loaded.info, loaded.info.get("metrics") or {}
+    row.update(status="measured", source=info.get("source", ""), n_params=sum(p.numel() for p in loaded.model.parameters()),
+               first_use_s=info.get("train_wall_time_s", info.get("convert_wall_time_s")))
+    heldout_ce = next((metrics[k] for k in ("validation_ce", "test_ce") if k in metrics), None)
+    if heldout_ce is None:
+        row["heldout"], data = heldout_blocks(loaded, eval_blocks, block_size, cache_dir)
+        heldout_ce = evaluate(loaded.model, data, batch_size)["ce"]
+    else:
+        row["heldout"] = "the whole held-out split"
+    row["heldout_ce"] = heldout_ce
+    if "bigram" in metrics:
+        row["bigram_ce"] = metrics["bigram"]["ce"]
+    if kjv_blocks and name != "addition-4l":
+        kjv = kjv_data(loaded.tokenizer, block_size=block_size, max_blocks=kjv_blocks, cache_dir=cache_dir)
+        row["kjv_ce"] = evaluate(loaded.model, kjv, batch_size)["ce"]
+        row["kjv_blocks"] = int(len(kjv["input_ids"]))
     return row
 
 

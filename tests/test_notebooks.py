@@ -69,6 +69,13 @@ def _fraction(value) -> bool:
 def _check_03(metrics, folder=None, parameters=None):
     rows = metrics["models"]
     assert rows, "at least one model row"
+    assert set(metrics["model_cards"]) == set(rows)
+    for name, card in metrics["model_cards"].items():
+        assert card["status"] == rows[name]["status"]
+        if card["status"] == "measured":
+            assert card["heldout_ce"] > 0 and card["n_params"] > 0
+            if parameters and parameters.get("kjv_blocks") and name != "addition-4l":
+                assert card["kjv_ce"] > 0 and 0 < card["kjv_blocks"] <= parameters["kjv_blocks"]
     for name, row in rows.items():
         assert row["model"] == name and row["status"] in ("measured", "pending")
         if row["status"] == "pending":
