@@ -38,6 +38,7 @@ __all__ = [
 BOOK_DIR = REPO_ROOT / "book"
 BOOK_PROFILES = {"tiny": "tiny profile (CPU, this repository)", "paper": "paper profile (GPU)"}
 _HIDDEN_TAGS = ("parameters", "injected-parameters")
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 _PENDING = {
     "tiny": "pending: not run yet (`make reproduce PROFILE=tiny`)",
     "paper": "pending: needs a GPU run (`make reproduce PROFILE=paper`)",
@@ -45,15 +46,23 @@ _PENDING = {
 
 
 def publish_chapter(executed: Path, chapters_dir: Path) -> Path:
-    """Copy a finished executed notebook into the book, hiding papermill's parameter cells (and keeping only
-    repository-relative paths in papermill's metadata)."""
+    """Copy a finished executed notebook into the book, hiding papermill's parameter cells, dropping live widget
+    outputs (progress bars: a page holding widget state loads the widget manager from a CDN, which an offline
+    book cannot reach; their text form stays) and keeping only repository-relative paths in papermill's
+    metadata."""
     import nbformat
 
     nb = nbformat.read(str(executed), as_version=4)
+    nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         tags = cell.get("metadata", {}).get("tags", [])
         if any(tag in tags for tag in _HIDDEN_TAGS) and "remove-cell" not in tags:
             cell.metadata["tags"] = [*tags, "remove-cell"]
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            data.pop(_WIDGET_VIEW, None)
+        if "outputs" in cell:
+            cell.outputs = [o for o in cell.outputs if "data" not in o or o["data"]]
     papermill_meta = nb.metadata.get("papermill", {})
     for key in ("input_path", "output_path"):
         if key in papermill_meta:

@@ -18,19 +18,26 @@ from spartan_core.results import REPO_ROOT, ResultsDir, read_metrics
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
 
 
-def test_publish_chapter_hides_parameter_cells(tmp_path):
+def test_publish_chapter_hides_parameter_cells_and_drops_widgets(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell("seed = 0", metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell("seed = 3", metadata={"tags": ["injected-parameters"]}),
         nbformat.v4.new_code_cell("print(seed)"),
     ]
+    bar = nbformat.v4.new_output("display_data", data={"text/plain": "progress 3/3",
+                                                       "application/vnd.jupyter.widget-view+json": {"model_id": "x"}})
+    widget_only = nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {}})
+    nb.cells[2].outputs = [bar, widget_only]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     executed = tmp_path / "executed" / "01_x.ipynb"
     executed.parent.mkdir()
     nbformat.write(nb, str(executed))
     chapter = nbformat.read(str(book.publish_chapter(executed, tmp_path / "chapters")), as_version=4)
     assert [c.metadata.get("tags", []) for c in chapter.cells] == [
         ["parameters", "remove-cell"], ["injected-parameters", "remove-cell"], []]
+    assert "widgets" not in chapter.metadata, "widget state makes the page load the widget manager from a CDN"
+    assert [dict(o["data"]) for o in chapter.cells[2].outputs] == [{"text/plain": "progress 3/3"}]
 
 
 def test_claims_table_reads_results_and_says_pending_otherwise(tmp_path):

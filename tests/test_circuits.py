@@ -37,6 +37,8 @@ from spartan_core.circuits import (  # noqa: E402
     linear_grid,
     log_grid,
     repeat,
+    size_ratios,
+    size_study,
     spearman,
 )
 from spartan_core.circuits.size import _Curve, _needed  # noqa: E402
@@ -356,6 +358,22 @@ def test_repeat_and_compare_sizes(task):
                            points=5)
     assert set(result["models"]) == {"dense", "sparse"} and result["edge_ratio"]["dense"] == pytest.approx(1.0)
     assert isinstance(result["curves"], pd.DataFrame) and set(result["curves"]["model"]) == {"dense", "sparse"}
+
+
+def test_size_study_covers_every_model_ablation_and_prompt_set(task):
+    models = {"dense": gpt2(), "copy": gpt2(), "sparse": sparsify(gpt2())}
+    needed, curves = size_study(models, lambda seed: addition_task(6, seed=seed), [0, 1], method="eap",
+                                ablations=("resample", "mean"), thresholds=(0.8, 0.9), points=4)
+    assert len(needed) == 3 * 2 * 2 * 2 * 2  # models x ablations x seeds x kinds x thresholds
+    assert set(curves["model"]) == set(models) and set(curves["seed"]) == {0, 1}
+    assert (needed["m_model"] != needed["m_empty"]).all()
+    ratios = size_ratios(needed, "dense", 0.9)
+    assert list(ratios.columns) == ["copy mean", "copy min", "copy max", "sparse mean", "sparse min", "sparse max"]
+    assert ratios["copy mean"].tolist() == pytest.approx([1.0] * 4), "an identical model has the same circuit"
+    with pytest.raises(ValueError, match="^ablations: "):
+        size_study(models, lambda seed: addition_task(6, seed=seed), [0], ablations=("zero",))
+    with pytest.raises(ValueError, match="^reference: "):
+        size_ratios(needed, "nobody")
 
 
 def test_draw_circuit_draws_kept_edges(task):
