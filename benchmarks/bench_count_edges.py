@@ -18,7 +18,7 @@ from spartan_core.hf import sparse_state
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ids = batch(32, 128).to(device)

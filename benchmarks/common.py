@@ -55,14 +55,17 @@ def _timed(fn) -> float:
 
 def median_times(fns: dict, repeats=7, warmup=2) -> dict:
     """Median wall time of each function, measured in interleaved rounds so that load from other processes
-    on a shared machine hits every contender alike."""
+    on a shared machine hits every contender alike; the order rotates each round, so no contender always runs
+    right after the same other one (allocator and cache state)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(_timed(fn))
+    names = list(fns)
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(_timed(fns[name]))
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 

@@ -95,13 +95,15 @@ class _GatedSoftmax(torch.autograd.Function):
         weights = probs * hard
         gate_probs = torch.sigmoid(logits).masked_fill_(blocked, 0.0)
         expected = gate_probs.sum((0, 2, 3))
+        ctx.mark_non_differentiable(hard)
+        if not ctx.needs_input_grad[0]:  # evaluation, counting, patching: nothing to save for a backward pass
+            return weights, expected, hard
         if noise is None:
             slope = hard.to(scores.dtype)
         else:
             noisy_probs = torch.sigmoid(noisy)
             slope = noisy_probs.mul_(1 - noisy_probs).add_(hard)
         ctx.save_for_backward(probs, slope, gate_probs.mul_(1 - gate_probs))
-        ctx.mark_non_differentiable(hard)
         return weights, expected, hard
 
     @staticmethod
@@ -149,19 +151,19 @@ def gated_attention(
     stats = None
     if compute_stats:
         with torch.no_grad():
-            k_len = allowed.shape[-1]
-            allowed = allowed.expand(batch, allowed.shape[1], q_len, k_len)
-            kept_rows = hard.sum(-1).double()  # [B, H, Tq]
-            real_rows = allowed.any(-1).double()  # [B, 1|H, Tq]
-            possible = allowed.sum((0, 2, 3), dtype=torch.float64).expand(heads)
+            # Row sums first (integers, no float copy of a [B, H, Tq, Tk] tensor), then small float64 reductions.
+            kept_rows = hard.sum(-1, dtype=torch.int32)  # [B, H, Tq]
+            allowed_rows = allowed.sum(-1, dtype=torch.int32).expand(batch, allowed.shape[1], q_len)  # [B, 1|H, Tq]
+            real_rows = allowed_rows > 0
+            heads_per_mask = heads // allowed.shape[1]
             stats = GateStats(
                 expected=expected,
-                kept=kept_rows.sum((0, 2)),
-                possible=possible.clone(),
-                queries=real_rows[:, 0].sum(),
-                kept_by_position=kept_rows.sum((0, 1)),
-                queries_by_position=real_rows.sum((0, 1)) * (heads // real_rows.shape[1]),
-                possible_by_position=allowed.sum(-1).sum((0, 1), dtype=torch.float64) * (heads // allowed.shape[1]),
+                kept=kept_rows.sum((0, 2), dtype=torch.float64),
+                possible=allowed_rows.sum((0, 2), dtype=torch.float64).expand(heads).clone(),
+                queries=real_rows[:, 0].sum(dtype=torch.float64),
+                kept_by_position=kept_rows.sum((0, 1), dtype=torch.float64),
+                queries_by_position=real_rows.sum((0, 1), dtype=torch.float64) * heads_per_mask,
+                possible_by_position=allowed_rows.sum((0, 1), dtype=torch.float64) * heads_per_mask,
             )
     return out, weights, stats
 
