@@ -35,6 +35,9 @@ __all__ = [
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _OWNED_SUFFIXES = (".json", ".csv", ".png")
+# What runs themselves rewrite: "modified" in a provenance record means the code or parameters differ from the
+# commit, not that earlier results or chapters were refreshed.
+_RUN_OUTPUTS = ("results", "book/chapters", "README.md")
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -107,7 +110,7 @@ def _package_version() -> str:
 
 def provenance(profile: str, notebook: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
     """Where a result came from. Deliberately hostname-free: results are committed and shared."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{p}" for p in _RUN_OUTPUTS))
     return {
         "profile": profile,
         "notebook": notebook,
