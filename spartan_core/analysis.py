@@ -44,6 +44,7 @@ __all__ = [
     "draw_attention_graph",
     "heads_above",
     "induction_probe",
+    "random_token_range",
     "token_labels",
     "heldout_blocks",
     "edges_and_loss",
@@ -271,15 +272,21 @@ def heads_above(scores: torch.Tensor, threshold: float) -> list[str]:
             if score >= threshold]
 
 
+def random_token_range(tokenizer, vocab_size: int) -> tuple[int, int | None]:
+    """(lowest id, start token) for random-token sequences: ids above the tokenizer's special tokens (when those
+    sit at the bottom of the vocabulary), starting with its BOS (or end-of-text) token when it has one."""
+    special = [int(i) for i in getattr(tokenizer, "all_special_ids", []) or [] if i is not None]
+    low = max(special) + 1 if special and max(special) < vocab_size // 2 else 0
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return low, getattr(tokenizer, "eos_token_id", None) if bos is None else bos
+
+
 def induction_probe(tokenizer, vocab_size: int, n_sequences: int, half_length: int, seed: int = 0) -> dict:
     """Repeated random tokens for :func:`spartan_core.data.induction.induction_scores`, drawn above the
     tokenizer's special-token ids and starting with its end-of-text (or BOS) token when it has one."""
     from .data.induction import induction_data
 
-    special = [int(i) for i in getattr(tokenizer, "all_special_ids", []) or [] if i is not None]
-    low = max(special) + 1 if special and max(special) < vocab_size // 2 else 0
-    bos = getattr(tokenizer, "bos_token_id", None)
-    bos = getattr(tokenizer, "eos_token_id", None) if bos is None else bos
+    low, bos = random_token_range(tokenizer, vocab_size)
     data = induction_data(n_sequences, half_length, vocab_size, seed=seed, low=low, bos_token_id=bos)
     return {**data, "attention_mask": torch.ones_like(data["input_ids"])}
 
@@ -454,10 +461,8 @@ def circuit_study(task: str, *, model: str, n_prompts: int, recipe: dict | None 
         def make_task(seed):
             return circuits.addition_task(n_prompts, seed=seed)
     elif task == "induction":
-        tokenizer, vocab = dense.tokenizer, dense.model.config.vocab_size
-        special = [int(i) for i in getattr(tokenizer, "all_special_ids", []) or [] if i is not None]
-        low = max(special) + 1 if special and max(special) < vocab // 2 else 0
-        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        vocab = dense.model.config.vocab_size
+        low, bos = random_token_range(dense.tokenizer, vocab)
 
         def make_task(seed):
             return circuits.induction_task(vocab, n_prompts, half=induction_half, seed=seed, low=low,
