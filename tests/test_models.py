@@ -66,7 +66,15 @@ def test_floor_phase_sets_tau_from_the_sampled_mask_loss(cache):
     assert loaded.info["tau"] == pytest.approx(1.5 * loaded.info["floor_ce"])
 
 
+def test_tau_min_is_a_floor_under_a_relative_tau(cache):
+    loaded = models.load_sparse("addition-4l", {**TINY_SPARSE, "tau_min": 50.0}, cache_dir=cache, progress=False,
+                                dense_overrides=TINY)
+    assert 3.0 * loaded.info["dense_train_ce"] < 50.0 and loaded.info["tau"] == 50.0
+
+
 def test_sparse_recipe_refuses_bad_settings():
+    with pytest.raises(ValueError, match="^tau_min:"):
+        models.SparseRecipe(tau_min=-0.1)
     with pytest.raises(ValueError, match="^tau_reference:"):
         models.SparseRecipe(tau_reference="median")
     with pytest.raises(ValueError, match="^floor_steps:"):
