@@ -56,7 +56,7 @@ __all__ = [
     "HubUnavailableError",
 ]
 
-FORMAT_VERSION = 2  # bump when what training produces changes: older cache entries are then retrained
+FORMAT_VERSION = 3  # bump when what training produces changes: older cache entries are then retrained
 SMOLLM2 = "smollm2-135m"
 _UNKEYED = ("progress", "device", "checkpoint_every")  # training settings that do not change what is learnt
 _CHECKPOINT_EVERY = 500  # first-use training killed midway resumes from the last of these
@@ -382,6 +382,7 @@ def _load_toy(name: str, *, cache_dir, progress: bool, overrides: dict) -> Loade
         if not (final / "info.json").is_file():
             config = TrainConfig.from_dict({"checkpoint_every": _CHECKPOINT_EVERY, **pretrain,
                                             "progress": progress, "device": device})
+            torch.manual_seed(config.seed)  # the initial weights: a model trained here is the same model everywhere
             model = _gpt2(architecture, tokenizer)
             run_dir = final.with_name(final.name + ".run")
             result = train(model, splits["train"], config=config, out_dir=run_dir, desc=f"pretrain {name}")

@@ -381,6 +381,7 @@ def train(
     result = TrainResult(model=model)
     start_step = 0
     best = {"kept_fraction": math.inf, "step": None, "state": None}
+    torch.manual_seed(config.seed)  # sampled gates and dropout; a resumed run restores the checkpoint's RNG states
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         checkpointer = _Checkpointer(out)

@@ -66,6 +66,17 @@ def test_floor_phase_sets_tau_from_the_sampled_mask_loss(cache):
     assert loaded.info["tau"] == pytest.approx(1.5 * loaded.info["floor_ce"])
 
 
+def test_training_here_gives_the_same_model_whatever_the_global_random_state(tmp_path):
+    runs = []
+    for attempt in range(2):
+        torch.manual_seed(1000 + attempt)  # whatever the caller did before must not matter
+        runs.append(models.load_sparse("addition-4l", TINY_SPARSE, cache_dir=tmp_path / str(attempt),
+                                       progress=False, dense_overrides=TINY))
+    first, second = (run.model.state_dict() for run in runs)
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert [r["ce"] for r in runs[0].history] == [r["ce"] for r in runs[1].history]
+
+
 def test_tau_min_is_a_floor_under_a_relative_tau(cache):
     loaded = models.load_sparse("addition-4l", {**TINY_SPARSE, "tau_min": 50.0}, cache_dir=cache, progress=False,
                                 dense_overrides=TINY)
