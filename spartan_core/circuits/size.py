@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from .graph import ComponentGraph
-from .patching import EdgeScores, _order, attribute, corrupt_outputs, evaluate_ablations, graph_of
+from .patching import ABLATIONS, EdgeScores, _order, attribute, corrupt_outputs, evaluate_ablations, graph_of
 from .tasks import CircuitTask
 
 __all__ = [
@@ -230,23 +230,23 @@ def compare_sizes(models: dict, task: CircuitTask, *, method: str = "eap-ig", ab
     "edge_ratio": {name: first / name}, "head_ratio": {...}, "curves": DataFrame}`` (curves: every model's
     edge and head curve, with a ``model`` column, for plotting).
     """
-    if not models:
-        raise ValueError("models: give at least one model")
-    per_model, curves = {}, []
-    for name, model in models.items():
-        graph = ComponentGraph(model)
-        scores = attribute(graph, task, method, ablation=ablation, steps=steps, batch_size=batch_size)
-        size = circuit_size(graph, task, scores, thresholds=(threshold,), ablation=ablation, points=points,
-                            head_points=head_points, batch_size=batch_size)
+    needed, curves = size_study(models, lambda _seed: task, [0], method=method, ablations=(ablation,),
+                                thresholds=(threshold,), steps=steps, points=points, head_points=head_points,
+                                batch_size=batch_size)
+    per_model = {}
+    for name in models:
+        rows = needed[needed["model"] == name].set_index("kind")
+
+        def count(kind):
+            value = rows.loc[kind, "needed"]
+            return None if np.isnan(value) else int(value)
+
         per_model[name] = {
-            "edges": size["edges"][float(threshold)], "heads": size["heads"][float(threshold)],
-            "n_edges": size["n_edges"], "n_heads": size["n_heads"], "m_model": size["m_model"],
-            "m_empty_edges": size["m_empty_edges"], "m_empty_heads": size["m_empty_heads"],
+            "edges": count("edges"), "heads": count("heads"),
+            "n_edges": int(rows.loc["edges", "total"]), "n_heads": int(rows.loc["heads", "total"]),
+            "m_model": float(rows.loc["edges", "m_model"]), "m_empty_edges": float(rows.loc["edges", "m_empty"]),
+            "m_empty_heads": float(rows.loc["heads", "m_empty"]),
         }
-        for key in ("edge_curve", "head_curve"):
-            frame = size[key].copy()
-            frame["model"] = name
-            curves.append(frame)
     first = next(iter(per_model))
 
     def ratio(key):
@@ -256,7 +256,7 @@ def compare_sizes(models: dict, task: CircuitTask, *, method: str = "eap-ig", ab
 
     return {"threshold": float(threshold), "method": method, "ablation": ablation, "models": per_model,
             "edge_ratio": ratio("edges"), "head_ratio": ratio("heads"),
-            "curves": pd.concat(curves, ignore_index=True)}
+            "curves": curves}
 
 
 def size_study(models: dict, make_task: Callable[[int], CircuitTask], seeds: Iterable[int], *,
@@ -274,9 +274,8 @@ def size_study(models: dict, make_task: Callable[[int], CircuitTask], seeds: Ite
     """
     if not models:
         raise ValueError("models: give at least one model")
-    unknown = [a for a in ablations if a not in ("resample", "mean")]
-    if unknown or not ablations:
-        raise ValueError(f"ablations: choose from 'resample', 'mean', got {list(ablations)}")
+    if not ablations or any(a not in ABLATIONS for a in ablations):
+        raise ValueError(f"ablations: choose from {ABLATIONS}, got {list(ablations)}")
     jobs = [(seed, ablation, name) for seed in seeds for ablation in ablations for name in models]
     graphs = {name: ComponentGraph(model) for name, model in models.items()}
     tasks, needed, curves = {}, [], []
