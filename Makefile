@@ -33,6 +33,7 @@ test: setup chromium
 
 # ---- The companion book (profiles -> papermill -> notebooks -> results -> book) ----
 # make reproduce [PROFILE=auto|smoke|tiny|paper]   every notebook of the profile, then the book
+#                [ALLOW_CPU=1]                     run PROFILE=paper without a CUDA GPU (labelled in the book)
 # make notebook NB=05_addition ARGS="-p seed 3"     one notebook with overrides, then the book
 # make book                                        build book/_build/html from the chapters (warnings are errors)
 # make book-check                                  open every page in headless chromium (needs `make chromium`)
@@ -42,12 +43,12 @@ ARGS ?=
 
 .PHONY: reproduce notebook book book-check chromium
 reproduce: setup
-	$(PY) -m spartan_core.notebook_runner --profile $(PROFILE)
+	$(PY) -m spartan_core.notebook_runner --profile $(PROFILE) $(if $(ALLOW_CPU),--allow-cpu)
 	$(PY) -m spartan_core.book build
 
 notebook: setup
 	@test -n "$(NB)" || { echo "error: NB: name a notebook, e.g. make notebook NB=01_gated_attention" >&2; exit 2; }
-	$(PY) -m spartan_core.notebook_runner --profile $(PROFILE) --only $(NB) $(ARGS)
+	$(PY) -m spartan_core.notebook_runner --profile $(PROFILE) $(if $(ALLOW_CPU),--allow-cpu) --only $(NB) $(ARGS)
 	$(PY) -m spartan_core.book build
 
 book: setup

@@ -14,7 +14,7 @@ def _commit(metrics: dict) -> str:
 
 def benchmarks_block() -> str:
     lines = []
-    for folder in sorted((results_root() / "benchmarks").glob("*/")):
+    for folder in sorted(f for f in (results_root() / "benchmarks").glob("*/") if not f.name.startswith(".")):
         metrics = read_metrics(folder)
         if metrics.get("metrics", {}).get("line"):
             lines.append(f"    {metrics['metrics']['line']}  [commit {_commit(metrics)}]")
@@ -25,7 +25,7 @@ def benchmarks_block() -> str:
 
 def results_block(profile: str = "tiny") -> str:
     lines = []
-    for folder in sorted((results_root() / profile).glob("*/")):
+    for folder in sorted(f for f in (results_root() / profile).glob("*/") if not f.name.startswith(".")):
         metrics = read_metrics(folder)
         provenance = metrics["provenance"]
         if provenance.get("status") != "complete":

@@ -140,7 +140,8 @@ def gated_attention(
     v = _repeat_kv(v, heads)
     scale = head_dim**-0.5 if scale is None else scale
 
-    scores = torch.matmul(q * scale, k.transpose(-1, -2)).float()
+    scores = torch.matmul(q * scale, k.transpose(-1, -2))
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))  # at least float32; float64 stays float64
     noise = None
     if sample:
         noise = torch.logit(torch.empty_like(scores).uniform_(), eps=1e-6)  # logistic noise

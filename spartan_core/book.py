@@ -4,7 +4,8 @@
   ``remove-cell`` (the parameters a chapter ran with are printed by its first code cell instead).
 * :func:`claims_markdown` / :func:`runs_markdown` write the tables that ``book/intro.md`` includes: the paper's
   numbers (typed from the paper, labelled as the paper's) next to what each profile's ``results/`` files say.
-  A profile that has not been run shows "pending", never a number.
+  A profile that has not been run shows "pending", never a number, and a paper-profile result that did not run on
+  a GPU (a forced ``--allow-cpu`` run) says where it ran.
 * :func:`build` regenerates those tables and runs ``jupyter-book build -W -n --keep-going`` (offline).
 
 ``python -m spartan_core.book build [--output DIR]`` is what ``make book`` runs.
@@ -97,10 +98,21 @@ def _cell(text: str) -> str:
 
 
 def _profile_results(root: Path, profile: str) -> list[tuple[str, dict[str, Any]]]:
+    """Finished results folders of a profile; dot-names (``.staging``, lock files) belong to runs in progress."""
     folder = Path(root) / profile
     if not folder.is_dir():
         return []
-    return [(path.name, read_metrics(path)) for path in sorted(folder.iterdir()) if (path / "metrics.json").exists()]
+    return [(path.name, read_metrics(path)) for path in sorted(folder.iterdir())
+            if not path.name.startswith(".") and (path / "metrics.json").exists()]
+
+
+def _forced_device(profile: str, data: dict[str, Any]) -> str:
+    """`` (ran on cpu, forced)`` for a paper-profile result that did not run on CUDA, so it never passes as a GPU
+    result; empty otherwise."""
+    if profile != "paper":
+        return ""
+    kind = data.get("provenance", {}).get("device", {}).get("type")
+    return "" if kind == "cuda" else f" (ran on {kind or 'an unknown device'}, forced)"
 
 
 def _chapter_link(notebook: str, chapters: set[str]) -> str:
@@ -122,7 +134,7 @@ def claims_markdown(claims_path: Path, root: Path, chapters: set[str]) -> str:
                 if entry is None:
                     continue
                 state = data.get("provenance", {}).get("status")
-                note = "" if state == "complete" else f" ({state or 'unknown'} run)"
+                note = ("" if state == "complete" else f" ({state or 'unknown'} run)") + _forced_device(profile, data)
                 found.append(f"{entry['summary']}{note} [nb {_chapter_link(notebook, chapters)}]")
             if found:
                 row.append(_cell("; ".join(found)))
@@ -146,7 +158,8 @@ def runs_markdown(root: Path) -> str:
             device = prov.get("device", {})
             lines.append("| " + " | ".join(_cell(x) for x in [
                 profile, notebook, prov.get("status", "unknown"), commit,
-                f"{device.get('type', '?')}: {device.get('name', '?')}", prov.get("wall_time_s", "?"),
+                f"{device.get('type', '?')}: {device.get('name', '?')}{_forced_device(profile, data)}",
+                prov.get("wall_time_s", "?"),
                 prov.get("finished_utc", "not finished"),
             ]) + " |")
             rows += 1

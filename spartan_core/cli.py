@@ -7,11 +7,13 @@ the parameter (exit status 2).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,9 +73,12 @@ def _positive_float(name, allow_zero=False):
 def _float(name):
     def parse(text):
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name}: expected a number, got {text!r}") from None
+        if math.isnan(value):
+            raise argparse.ArgumentTypeError(f"{name}: must be a number, got {text!r}")
+        return value
 
     return parse
 
@@ -124,12 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bf16", action="store_true", help="disable bf16 autocast on CUDA")
     p.add_argument("--activation-checkpointing", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard what --out holds and start over (default: resume the same run, refuse another)")
 
     c = sub.add_parser("count-edges", help="count kept attention edges of a (post-trained) sparse model",
                        description="Count the kept token->token edges of the deterministic sparse masks.")
     _add_model_and_data(c)
     c.add_argument("--checkpoint", type=Path, default=None,
-                   help="a post-train --out directory whose final weights to load (default: untrained gates)")
+                   help="a post-train --out directory: loads the weights its summary reports (model.safetensors), "
+                        "else its last checkpoint (default: untrained gates)")
     c.add_argument("--gate-bias", type=_float("gate-bias"), default=0.0)
     c.add_argument("--batch-size", type=_positive_int("batch-size"), default=16)
     c.add_argument("--max-batches", type=_positive_int("max-batches"), default=None)
@@ -144,16 +152,49 @@ _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 def _check_model_name(name: str) -> None:
     from . import models
 
-    if name in models.available() or name in _UNNAMESPACED_HUB_MODELS or Path(name).is_dir():
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise UsageError(f"model: {local} is a directory without config.json (not a model saved with "
+                             "save_pretrained)")
         return
-    if _HUB_NAME.match(name):
+    if name in models.available() or name in _UNNAMESPACED_HUB_MODELS or _HUB_NAME.match(name):
         return
     raise UsageError(f"model: unknown name {name!r} (registry: {', '.join(models.available())}; "
                      f"or a hub name like gpt2 or EleutherAI/pythia-160m, or a local model directory)")
 
 
+def _check_writable(path: Path, name: str) -> None:
+    """Probe where ``path`` would be created (its nearest existing folder) without creating it."""
+    existing = path.expanduser().absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if existing != path.expanduser().absolute() and not existing.is_dir():
+        raise UsageError(f"{name}: cannot create {path}: {existing} is a file")
+    folder = existing if existing.is_dir() else existing.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UsageError(f"{name}: cannot write to {folder} ({err.strerror or err})") from None
+
+
+def _read_text(path: Path) -> str:
+    """The data file as text, refused with one line when it is empty, binary or not UTF-8."""
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise UsageError(f"data: {path} is empty")
+    if b"\x00" in raw:
+        raise UsageError(f"data: {path} looks binary (it contains NUL bytes); expected UTF-8 text")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"data: {path} is not UTF-8 text (byte {err.start} cannot be decoded)") from None
+
+
 def _check(args) -> None:
     """Refuse bad values before any work starts (raises UsageError naming the parameter)."""
+    from .geco import GECO
     from .train import resolve_device
 
     _check_model_name(args.model)
@@ -161,32 +202,61 @@ def _check(args) -> None:
         resolve_device(args.device)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    if args.data is not None and not (args.data.is_file() and os.access(args.data, os.R_OK)):
-        raise UsageError(f"data: cannot read {args.data}")
-    if getattr(args, "checkpoint", None) is not None:
-        if not (args.checkpoint / "checkpoint" / "model.safetensors").is_file():
-            raise UsageError(f"checkpoint: no post-train checkpoint in {args.checkpoint}")
-    if args.command == "post-train" and args.grad_accum != "auto":
-        if args.batch_size % args.grad_accum:
-            raise UsageError(f"batch-size: {args.batch_size} is not divisible by grad-accum={args.grad_accum}")
-    if args.command == "post-train" and args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"out: {args.out} exists and is not a directory")
-    if args.command == "post-train" and not 0 <= args.alpha < 1:
-        raise UsageError(f"alpha: must be in [0, 1), got {args.alpha}")
-
-
-def _data(args, loaded) -> tuple[dict, dict]:
-    """(train blocks, eval blocks): the text file split 90/10 by position, or the registry's own splits."""
     if args.data is not None:
-        from .data.text import pack_blocks
+        if not (args.data.is_file() and os.access(args.data, os.R_OK)):
+            raise UsageError(f"data: cannot read {args.data}")
+        if args.seq_len < 2:
+            raise UsageError(f"seq-len: must be >= 2 (a block needs an input and a next token), got {args.seq_len}")
+    if getattr(args, "checkpoint", None) is not None:
+        if not any(f.is_file() for f in (args.checkpoint / "model.safetensors",
+                                          args.checkpoint / "checkpoint" / "model.safetensors")):
+            raise UsageError(f"checkpoint: no post-train weights in {args.checkpoint}")
+    if getattr(args, "json", None) is not None:
+        if args.json.is_dir():
+            raise UsageError(f"json: {args.json} is a directory")
+        _check_writable(args.json, "json")
+    if args.command == "post-train":
+        if args.grad_accum != "auto" and args.batch_size % args.grad_accum:
+            raise UsageError(f"batch-size: {args.batch_size} is not divisible by grad-accum={args.grad_accum}")
+        if args.out.exists() and not args.out.is_dir():
+            raise UsageError(f"out: {args.out} exists and is not a directory")
+        _check_writable(args.out, "out")
+        if not 0 <= args.alpha < 1:
+            raise UsageError(f"alpha: must be in [0, 1), got {args.alpha}")
+        low, high = GECO(tau=1.0).log_beta_min, GECO(tau=1.0).log_beta_max
+        if not math.exp(low) <= args.beta_init <= math.exp(high):
+            raise UsageError(f"beta-init: must lie in GECO's bounds [e^{low:g}, e^{high:g}] = "
+                             f"[{math.exp(low):.3g}, {math.exp(high):.3g}], got {args.beta_init:g}")
 
-        text = args.data.read_text(encoding="utf-8")
-        ids = loaded.tokenizer(text)["input_ids"]
-        blocks = pack_blocks(ids, args.seq_len)["input_ids"]
-        if blocks.shape[0] < 2:
-            raise UsageError(f"data: {args.data} is too short for two blocks of --seq-len {args.seq_len}")
-        cut = max(1, int(blocks.shape[0] * 0.9))
-        return {"input_ids": blocks[:cut]}, {"input_ids": blocks[cut:]}
+
+def _context_length(model) -> int | None:
+    config = model.config
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+def _text_blocks(args, text: str, tokenizer, context: int | None) -> tuple[dict, dict]:
+    """(train blocks, eval blocks) of a checked text file, split 90/10 by position."""
+    from .data.text import pack_blocks
+
+    if context is not None and args.seq_len > context:
+        raise UsageError(f"seq-len: {args.seq_len} exceeds the model's context of {context} tokens")
+    try:
+        ids = tokenizer(text)["input_ids"]
+    except Exception as err:  # tokenizers raise bare Exceptions for text outside their vocabulary
+        raise UsageError(f"data: {args.data} cannot be tokenised by {args.model}'s tokenizer "
+                         f"({str(err).splitlines()[0][:120]})") from None
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is not None and ids and sum(i == unknown for i in ids) > len(ids) / 2:
+        raise UsageError(f"data: {args.data} is mostly unknown tokens for {args.model}'s tokenizer")
+    blocks = pack_blocks(ids, args.seq_len)["input_ids"]
+    if blocks.shape[0] < 2:
+        raise UsageError(f"data: {args.data} is too short for two blocks of --seq-len {args.seq_len} "
+                         f"({len(ids)} tokens)")
+    cut = max(1, int(blocks.shape[0] * 0.9))
+    return {"input_ids": blocks[:cut]}, {"input_ids": blocks[cut:]}
+
+
+def _registry_splits(args, loaded) -> tuple[dict, dict]:
     splits = loaded.data or {}
     held_out = next((splits[k] for k in ("validation", "test", "val") if k in splits), None)
     if "train" not in splits or held_out is None:
@@ -194,18 +264,86 @@ def _data(args, loaded) -> tuple[dict, dict]:
     return splits["train"], held_out
 
 
-def post_train(args) -> dict:
-    from . import GECO, TrainConfig, evaluate, models, sparsify, train
+def _load_with_data(args):
+    """(loaded model, train blocks, eval blocks). A data file is read, decoded, tokenised and length-checked
+    before a registry toy's first-use training (its tokenizer needs no model), else right after loading."""
+    from . import models
 
-    config = TrainConfig(
+    text = _read_text(args.data) if args.data is not None else None
+    blocks = None
+    if text is not None and args.model in models.TOY_MODELS:
+        blocks = _text_blocks(args, text, *models.toy_tokenizer(args.model))
+    try:
+        loaded = models.load(args.model)
+    except models.HubUnavailableError as err:
+        raise UsageError(f"model: {err}") from None
+    if text is None:
+        return (loaded, *_registry_splits(args, loaded))
+    if blocks is None:
+        blocks = _text_blocks(args, text, loaded.tokenizer, _context_length(loaded.model))
+    return (loaded, *blocks)
+
+
+def _identity(args) -> dict:
+    """What, besides the training config, makes a post-train run this run (stored in the run's run.json)."""
+    data = "registry"
+    if args.data is not None:
+        data = {"path": str(args.data), "sha256": hashlib.sha256(args.data.read_bytes()).hexdigest(),
+                "seq_len": args.seq_len}
+    return {"command": "post-train", "model": args.model, "data": data, "tau": args.tau,
+            "tau_factor": None if args.tau is not None else args.tau_factor, "eta": args.eta, "alpha": args.alpha,
+            "beta_init": args.beta_init, "gate_bias": args.gate_bias}
+
+
+def _train_config(args):
+    from . import TrainConfig
+
+    return TrainConfig(
         steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
         schedule=args.schedule, warmup_steps=args.warmup_steps, eval_every=args.eval_every,
         eval_max_batches=args.eval_batches, checkpoint_every=args.checkpoint_every, seed=args.seed,
         progress=not args.no_progress, device=args.device, bf16=not args.no_bf16,
         activation_checkpointing=args.activation_checkpointing,
     )
-    loaded = models.load(args.model)
-    train_data, eval_data = _data(args, loaded)
+
+
+def _finished_run(args, config) -> dict | None:
+    """The summary of the same run when ``--out`` already holds it finished; refuse another run's directory."""
+    from .train import manifest_difference, run_manifest
+
+    manifest_file = args.out / "run.json"
+    started = (args.out / "checkpoint").is_dir() or (args.out / "summary.json").is_file()
+    if args.fresh or not started or not manifest_file.is_file():
+        return None
+    try:
+        stored = json.loads(manifest_file.read_text())
+    except json.JSONDecodeError:
+        return None  # torn: train() refuses or resumes it with the full message
+    wanted = run_manifest(config, None, _identity(args))
+    difference = manifest_difference({k: v for k, v in stored.items() if k != "geco"},
+                                     {k: v for k, v in wanted.items() if k != "geco"})
+    if difference:
+        raise UsageError(f"out: {args.out} holds another run ({difference}); use another --out or pass --fresh "
+                         "to discard it")
+    summary_file = args.out / "summary.json"
+    if not summary_file.is_file():
+        return None
+    summary = json.loads(summary_file.read_text())
+    print(f"post-train: {args.out} already holds this finished run; returning its result without training "
+          "(--fresh retrains)", file=sys.stderr)
+    return {**summary, "reused": True}
+
+
+def post_train(args) -> dict:
+    from safetensors.torch import save_model
+
+    from . import GECO, evaluate, sparsify, train
+
+    config = _train_config(args)
+    finished = _finished_run(args, config)
+    if finished is not None:
+        return finished
+    loaded, train_data, eval_data = _load_with_data(args)
     model = loaded.model.to(config.device if config.device != "auto" else _auto_device())
     dense_eval = evaluate(model, eval_data, config.eval_batch_size, config.eval_max_batches)
     tau = args.tau if args.tau is not None else dense_eval["ce"] * args.tau_factor
@@ -213,17 +351,23 @@ def post_train(args) -> dict:
     sparsify(model, gate_bias=args.gate_bias)
     args.out.mkdir(parents=True, exist_ok=True)
     result = train(model, train_data, config=config, eval_data=eval_data, geco=geco, out_dir=args.out,
-                   desc=f"post-train {args.model}")
+                   desc=f"post-train {args.model}", identity=_identity(args), fresh=args.fresh)
     final = evaluate(model, eval_data, config.eval_batch_size, config.eval_max_batches)
+    weights_step = result.best_step if result.best_step is not None else args.steps
+    save_model(model, str(args.out / "model.safetensors.tmp"))
+    os.replace(args.out / "model.safetensors.tmp", args.out / "model.safetensors")
     summary = {
         "model": args.model, "data": str(args.data) if args.data else "registry", "tau": tau,
         "dense_eval_ce": dense_eval["ce"], "sparse_eval_ce": final["ce"],
         "kept_fraction": final["edges"].kept_fraction, "kept_per_query": final["edges"].kept_per_query,
         "best_step": result.best_step, "wall_time_s": result.wall_time_s, "steps": args.steps,
-        "gate_bias": args.gate_bias,
+        "gate_bias": args.gate_bias, "weights": "model.safetensors", "weights_step": weights_step,
+        "weights_are": (f"the evaluation with the fewest kept edges that met tau (step {weights_step})"
+                        if result.best_step is not None else "the last step (no evaluation met tau)"),
     }
-    with open(args.out / "summary.json", "w") as f:
-        json.dump(summary, f, indent=1)
+    tmp = args.out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, args.out / "summary.json")
     return summary
 
 
@@ -234,27 +378,37 @@ def _auto_device():
 
 
 def count_edges_command(args) -> dict:
-    from . import count_edges, models, sparsify
+    from . import count_edges, sparsify
     from .train import iter_batches, load_checkpoint_weights, resolve_device
 
-    loaded = models.load(args.model)
-    _, eval_data = _data(args, loaded)
+    loaded, _, eval_data = _load_with_data(args)
     model = sparsify(loaded.model.to(resolve_device(args.device)), gate_bias=args.gate_bias)
+    weights = "untrained gates"
     if args.checkpoint is not None:
-        load_checkpoint_weights(model, args.checkpoint)
+        _, weights = load_checkpoint_weights(model, args.checkpoint)
+        summary = args.checkpoint / "summary.json"
+        if Path(weights).name == "model.safetensors" and Path(weights).parent == args.checkpoint and summary.is_file():
+            weights += f" ({json.loads(summary.read_text()).get('weights_are', 'what post-train reported')})"
+        elif Path(weights).parent.name == "checkpoint":
+            weights += " (the last checkpointed step: post-train has not finished)"
     counts = count_edges(model, iter_batches(eval_data, args.batch_size, args.max_batches), progress=True)
     out = {"model": args.model, "checkpoint": str(args.checkpoint) if args.checkpoint else None,
-           "kept_fraction": counts.kept_fraction, "kept_per_query": counts.kept_per_query,
+           "weights": weights, "kept_fraction": counts.kept_fraction, "kept_per_query": counts.kept_per_query,
            "per_layer": counts.per_layer, "per_head": counts.per_head}
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(counts.to_json(indent=1))
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(counts.to_json(indent=1))
+        os.replace(tmp, args.json)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .train import RunBusy, TrainingDiverged
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    prefix = f"{parser.prog} {args.command}: error:"
     try:
         _check(args)
         started = time.perf_counter()
@@ -262,9 +416,19 @@ def main(argv: list[str] | None = None) -> int:
             out = post_train(args)
         else:
             out = count_edges_command(args)
-    except UsageError as err:
-        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
+    except (UsageError, ValueError, RunBusy) as err:  # library ValueErrors name their parameter too
+        print(f"{prefix} {_one_line(err)}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"{prefix} training diverged: {_one_line(err)}", file=sys.stderr)
+        return 3
+    except OSError as err:
+        print(f"{prefix} {_one_line(err)}", file=sys.stderr)
+        return 1
     out["command_wall_time_s"] = round(time.perf_counter() - started, 2)
     print(json.dumps({k: v for k, v in out.items() if k != "per_head"}, indent=1))
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())

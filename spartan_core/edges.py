@@ -8,6 +8,7 @@ so the T-independent mean number of kept keys per query is reported beside it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ import torch
 from .attention import GateStats
 from .hf import layer_stats, sparse_state
 
-__all__ = ["EdgeCounts", "EdgeCounter", "count_edges"]
+__all__ = ["EdgeCounts", "EdgeCounter", "count_edges", "check_finite"]
 
 
 @dataclass
@@ -104,6 +105,25 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def first_non_finite(model: torch.nn.Module) -> str | None:
+    """The name of the first parameter or buffer holding a NaN or an infinity, or None."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+def check_finite(model: torch.nn.Module, what: str = "model") -> None:
+    """Refuse a model with non-finite weights or gate bias: its masks and CE would be meaningless (a NaN gate
+    logit closes every edge, which reads as perfect sparsity)."""
+    bad = first_non_finite(model)
+    if bad is not None:
+        raise ValueError(f"{what}: weight {bad} is not finite (NaN or inf); these weights cannot be evaluated")
+    state = sparse_state(model)
+    if state is not None and math.isnan(state.gate_bias):
+        raise ValueError(f"gate_bias: must be a number, got {state.gate_bias!r}")
+
+
 @torch.no_grad()
 def count_edges(model: torch.nn.Module, batches: Iterable[dict], *, progress: bool = False) -> EdgeCounts:
     """Count kept edges of the deterministic (evaluation) masks of a sparsified ``model`` over ``batches``.
@@ -113,6 +133,7 @@ def count_edges(model: torch.nn.Module, batches: Iterable[dict], *, progress: bo
     """
     if sparse_state(model) is None:
         raise ValueError("model: count_edges needs a sparsified model (spartan_core.sparsify(model))")
+    check_finite(model)
     device = model_device(model)
     counter = EdgeCounter()
     was_training = model.training

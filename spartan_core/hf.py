@@ -12,6 +12,8 @@ which the regulariser (:func:`expected_fraction`) and the edge counter read afte
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import torch
@@ -124,6 +126,8 @@ def sparsify(model: nn.Module, gate_bias: float = 0.0, sample: bool | None = Non
     ``float('inf')`` keeps every edge (the model then computes its ordinary attention). ``sample`` overrides
     the default of sampling masks in train mode and thresholding in eval mode.
     """
+    if isinstance(gate_bias, bool) or not isinstance(gate_bias, (int, float)) or math.isnan(gate_bias):
+        raise ValueError(f"gate_bias: must be a number (inf keeps every edge), got {gate_bias!r}")
     if not hasattr(model, "set_attn_implementation"):
         raise TypeError(f"sparsify expects a transformers PreTrainedModel, got {type(model).__name__}")
     state = sparse_state(model)

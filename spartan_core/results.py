@@ -1,9 +1,16 @@
 """The one results writer: ``results/<profile>/<notebook>/{metrics.json, *.csv, *.png}``.
 
-Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so a reader never
-sees half a file. ``metrics.json`` is merged key by key on every write, so a run that is killed keeps what it
-had recorded so far, and it carries the provenance of the run that wrote it: git commit and dirty flag, profile,
-parameters, device, library versions, start time, wall time and status (``running`` until :meth:`finish`).
+A run writes into ``results/<profile>/.staging/<notebook>/`` and :meth:`ResultsDir.finish` swaps that folder
+into place in one step, so a killed or failed rerun never destroys the previous complete results (what it had
+recorded is left in the staging folder, which the next run clears). Every file is written atomically (a temporary
+file in the same folder, then ``os.replace``), and ``metrics.json`` is merged key by key on every write. It carries
+the provenance of the run that wrote it: git commit and dirty flag, profile, parameters, device, library versions,
+start time, wall time and status.
+
+One run per results folder at a time: the first write takes an exclusive ``flock`` on
+``results/<profile>/.<notebook>.lock`` (held until :meth:`finish`, released by the kernel when the process dies);
+a second run refuses with :class:`ResultsBusy`. The notebook runner holds that lock itself for the whole run and
+tells the kernel so through env ``SPARTAN_RESULTS_LOCK_HELD=<profile>/<notebook>``.
 
 Nothing touches the disk until the first write: a notebook can build its :class:`ResultsDir` while validating
 its parameters and still leave ``results/`` untouched when they are refused.
@@ -11,21 +18,31 @@ its parameters and still leave ``results/`` untouched when they are refused.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as _dt
+import errno
+import fcntl
+import functools
 import io
 import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = [
     "REPO_ROOT",
+    "LOCK_HELD_ENV",
+    "ResultsBusy",
     "ResultsDir",
+    "ResultsLock",
     "results_root",
     "provenance",
     "atomic_write_bytes",
@@ -34,7 +51,9 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_OWNED_SUFFIXES = (".json", ".csv", ".png")
+LOCK_HELD_ENV = "SPARTAN_RESULTS_LOCK_HELD"
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 # What runs themselves rewrite: "modified" in a provenance record means the code or parameters differ from the
 # commit, not that earlier results or chapters were refreshed.
 _RUN_OUTPUTS = ("results", "book/chapters", "README.md")
@@ -153,36 +172,180 @@ def read_metrics(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def _shown(path: Path) -> str:
+    path = Path(path)
+    return path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+class ResultsBusy(RuntimeError):
+    """Another live process is writing the same results folder; the message is one line naming folder and pid."""
+
+
+class ResultsLock:
+    """The exclusive, non-blocking ``flock`` on ``results/<profile>/.<notebook>.lock`` that makes one run per
+    results folder. flock is released by the kernel when the holder dies, so a killed run leaves no stale lock;
+    the file keeps the holder's pid for the message of a refused run."""
+
+    def __init__(self, profile: str, notebook: str, root: Path | None = None):
+        root = Path(root or results_root())
+        self.path = root / profile / f".{notebook}.lock"
+        self.folder = root / profile / notebook
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> "ResultsLock":
+        if self._fd is not None:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise ResultsBusy(f"results: another run is writing {_shown(self.folder)} (pid {holder}); "
+                              "wait for it or stop it") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Closing the descriptor drops the lock; the file stays (unlinking a lock file races with its takers)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> "ResultsLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()
+
+
+@functools.lru_cache(maxsize=1)
+def _renameat2():
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where the libc,
+    the kernel or the file system lacks it."""
+    func = _renameat2()
+    if func is None:
+        return False
+    if func(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _swap_into_place(staging: Path, final: Path) -> None:
+    """Make ``staging`` the folder at ``final`` and delete the folder it replaces. Readers see the old folder or
+    the new one; only the fallback (no ``renameat2``) has a moment with neither, which :func:`_recover` repairs
+    if the process dies in it."""
+    if not final.exists():
+        os.rename(staging, final)
+        return
+    if _exchange(staging, final):
+        shutil.rmtree(staging)
+        return
+    old = _old_path(staging)
+    if old.exists():
+        shutil.rmtree(old)
+    os.rename(final, old)
+    os.rename(staging, final)
+    shutil.rmtree(old)
+
+
+def _old_path(staging: Path) -> Path:
+    return staging.with_name(staging.name + ".old")
+
+
+def _recover(staging: Path, final: Path) -> None:
+    """Undo what a run killed inside the fallback swap left: the previous folder parked at ``<staging>.old``."""
+    old = _old_path(staging)
+    if old.exists():
+        if final.exists():
+            shutil.rmtree(old)
+        else:
+            os.rename(old, final)
+
+
+# The ResultsDir of this process that holds each lock: a rerun in the same kernel (a notebook run again after a
+# failed cell, whose traceback may keep the old ResultsDir alive) takes the lock over instead of refusing itself.
+_HOLDERS: "weakref.WeakValueDictionary[Path, ResultsDir]" = weakref.WeakValueDictionary()
+
+
 class ResultsDir:
     """Results of one notebook run under one profile.
 
     ``record(**metrics)`` merges keys into ``metrics.json``; ``table(name, df)`` writes ``name.csv``;
     ``figure(fig, name)`` writes ``name.png``; ``claim(claim_id, summary, **values)`` records a measurement the
-    book's table of claims shows; ``finish()`` marks the run complete. The first write of a run clears the files
-    an earlier run left in the folder, so a folder never mixes two runs.
+    book's table of claims shows; ``finish()`` marks the run complete and puts its folder in place of the
+    previous run's, so a folder never mixes two runs. ``path`` is that final folder; writes go to
+    ``staging_path`` until then.
     """
 
     def __init__(self, profile: str, notebook: str, parameters: Mapping[str, Any] | None = None,
                  root: Path | None = None):
+        root = Path(root or results_root())
         self.profile = profile
         self.notebook = notebook
         self.parameters = dict(parameters or {})
-        self.path = Path(root or results_root()) / profile / notebook
+        self.path = root / profile / notebook
+        self.staging_path = root / profile / ".staging" / notebook
+        self._lock = ResultsLock(profile, notebook, root)
         self._created = time.perf_counter()
         self._started = False
+        self._finished = False
+        self._superseded = False
 
     @property
     def metrics_path(self) -> Path:
-        return self.path / "metrics.json"
+        return self.staging_path / "metrics.json"
+
+    def _take_lock(self) -> None:
+        if os.environ.get(LOCK_HELD_ENV) == f"{self.profile}/{self.notebook}":
+            return
+        key = self._lock.path.resolve()
+        earlier = _HOLDERS.get(key)
+        if earlier is not None and earlier is not self and earlier._lock.held:
+            self._lock, earlier._lock = earlier._lock, self._lock
+            earlier._superseded = True
+        else:
+            self._lock.acquire()
+        _HOLDERS[key] = self
 
     def _begin(self) -> None:
+        if self._finished or self._superseded:
+            why = "is finished" if self._finished else "was taken over by a newer run in this process"
+            raise RuntimeError(f"results: this run of {_shown(self.path)} {why}; start a new ResultsDir to write")
         if self._started:
             return
+        self._take_lock()
+        _recover(self.staging_path, self.path)
+        if self.staging_path.exists():
+            shutil.rmtree(self.staging_path)
+        self.staging_path.mkdir(parents=True)
         self._started = True
-        if self.path.exists():
-            for stale in self.path.iterdir():
-                if stale.is_file() and stale.suffix in _OWNED_SUFFIXES:
-                    stale.unlink()
         self._write_metrics({
             "provenance": {**provenance(self.profile, self.notebook, self.parameters), "status": "running"},
             "metrics": {},
@@ -218,7 +381,7 @@ class ResultsDir:
     def _file(self, name: str, suffix: str) -> Path:
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"name: {name!r} is not a plain file name")
-        return self.path / (name if name.endswith(suffix) else name + suffix)
+        return self.staging_path / (name if name.endswith(suffix) else name + suffix)
 
     def table(self, name: str, frame) -> Path:
         """Write a pandas DataFrame as ``name.csv`` (no index column unless it is named)."""
@@ -240,13 +403,18 @@ class ResultsDir:
         return path
 
     def finish(self) -> dict[str, Any]:
-        """Mark the run complete; returns the final metrics.json content."""
+        """Mark the run complete and swap its folder into place; returns the final metrics.json content."""
         self._begin()
         data = read_metrics(self.metrics_path)
         data["provenance"]["status"] = "complete"
         data["provenance"]["wall_time_s"] = round(time.perf_counter() - self._created, 3)
         data["provenance"]["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self._write_metrics(data)
+        _swap_into_place(self.staging_path, self.path)
+        with contextlib.suppress(OSError):
+            self.staging_path.parent.rmdir()  # only when no other notebook of the profile is staging
+        self._finished = True
+        self._lock.release()
         return data
 
     def __repr__(self) -> str:

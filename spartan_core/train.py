@@ -10,11 +10,13 @@ resumed from its last checkpoint ends with the same weights as one that was neve
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,18 +24,36 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
-from .edges import EdgeCounter, EdgeCounts, model_device
+from .edges import EdgeCounter, EdgeCounts, check_finite, first_non_finite, model_device
 from .geco import GECO
 from .hf import expected_fraction, layer_stats, sparse_state
 
 __all__ = [
-    "TrainConfig", "TrainResult", "TrainingDiverged", "train", "evaluate", "resolve_device",
-    "autocast_for", "iter_batches", "validate_blocks", "load_checkpoint_weights", "find_grad_accum",
+    "TrainConfig", "TrainResult", "TrainingDiverged", "RunMismatch", "RunBusy", "CheckpointUnreadable", "train",
+    "evaluate", "resolve_device", "autocast_for", "iter_batches", "validate_blocks", "load_checkpoint_weights",
+    "find_grad_accum", "run_manifest", "manifest_difference",
 ]
+
+# TrainConfig fields that change how a run is carried out but not what it learns: a run may resume with others
+_UNIDENTIFYING = ("progress", "device", "checkpoint_every", "checkpoint_seconds", "grad_accum",
+                  "activation_checkpointing")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint (if any) is left untouched."""
+    """The loss or the gradients became NaN or infinite; that step is not applied and the last finite checkpoint
+    (if any) is left untouched."""
+
+
+class RunMismatch(ValueError):
+    """An ``out_dir`` holds a run made with other settings; resuming it would silently mix two runs."""
+
+
+class RunBusy(RuntimeError):
+    """Another process is training into the same ``out_dir``."""
+
+
+class CheckpointUnreadable(ValueError):
+    """A checkpoint in ``out_dir`` is torn or corrupt; the message names it and what to delete."""
 
 
 @dataclass
@@ -51,6 +71,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     eval_max_batches: int | None = None
     checkpoint_every: int = 0
+    checkpoint_seconds: float = 0.0  # also checkpoint when this much wall time passed since the last one (0: off)
     keep_best: bool = True
     seed: int = 0
     progress: bool = True
@@ -83,6 +104,8 @@ class TrainConfig:
             raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio!r}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.checkpoint_seconds, (int, float)) and self.checkpoint_seconds >= 0):
+            raise ValueError(f"checkpoint_seconds: must be a number >= 0, got {self.checkpoint_seconds!r}")
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip: must be >= 0 (0 disables clipping), got {self.grad_clip!r}")
         resolve_device(self.device)
@@ -109,12 +132,22 @@ class TrainResult:
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, str):
+        raise ValueError(f"device: expected a string such as 'auto', 'cpu' or 'cuda:0', got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device: {device!r} requested but CUDA is not available (use 'auto' or 'cpu')")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except RuntimeError as err:
         raise ValueError(f"device: {device!r} is not a torch device ({err})") from None
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(f"device: {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if resolved.type not in ("cpu", "cuda"):
+        backend = getattr(torch.backends, resolved.type, None) or getattr(torch, resolved.type, None)
+        available = getattr(backend, "is_available", None)
+        if available is None or not available():
+            raise ValueError(f"device: {device!r} is not available on this machine (use 'auto', 'cpu' or 'cuda')")
+    return resolved
 
 
 def autocast_for(device: torch.device, bf16: bool = True):
@@ -255,6 +288,49 @@ def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
+def _write_atomic_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+def _open_run_dir(out: Path, manifest: dict, fresh: bool, model, optimizer, scheduler, geco, result, best):
+    """Resume the run in ``out`` if it is the same run (else refuse), or start one; returns (checkpointer, log
+    path, first step)."""
+    if fresh:
+        _start_fresh(out)
+    checkpointer = _Checkpointer(out)
+    log_path = out / "log.jsonl"
+    start_step = 0
+    latest = checkpointer.latest()
+    if latest is not None:
+        _check_manifest(out, manifest)
+        info = checkpointer.load(latest, model, optimizer, scheduler, geco)
+        start_step = info["step"]
+        result.resumed_from = start_step
+        best.update(kept_fraction=info.get("best_kept_fraction", math.inf), step=info.get("best_step"))
+        records = _read_log(log_path, start_step)
+        _write_atomic_json_lines(log_path, records)
+        result.history = [r for r in records if "ce" in r]
+        result.evals = [r for r in records if "eval_ce" in r]
+    elif log_path.exists():
+        log_path.unlink()
+    _write_atomic_json(out / "run.json", manifest)
+    return checkpointer, log_path, start_step
+
+
+def _check_manifest(out: Path, wanted: dict) -> None:
+    """Refuse to resume a run directory made with other settings."""
+    try:
+        stored = json.loads((out / "run.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        stored = None
+    difference = "its run.json is missing or unreadable" if stored is None else manifest_difference(stored, wanted)
+    if difference:
+        raise RunMismatch(f"out: {out} holds another run ({difference}); use another directory or start fresh "
+                          "(post-train --fresh, train(fresh=True)), which discards it")
+
+
 def _write_atomic_json_lines(path: Path, records: list[dict]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as f:
@@ -278,17 +354,30 @@ class _Checkpointer:
         return None
 
     def save(self, model, optimizer, scheduler, geco, step: int, extra: dict) -> None:
+        """Write the state of ``step``; refuses non-finite weights, so the kept checkpoint is always usable."""
+        bad = first_non_finite(model)
+        if bad is not None:
+            last = self.latest()
+            raise TrainingDiverged(f"step {step}: parameter {bad} is not finite; not checkpointed. "
+                                   + (f"Last finite checkpoint: {last}" if last else "No checkpoint was written."))
         shutil.rmtree(self.new, ignore_errors=True)
-        self.new.mkdir(parents=True)
-        save_model(model, str(self.new / "model.safetensors"))
-        torch.save({
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "cpu_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }, self.new / "trainer.pt")
-        with open(self.new / "trainer.json", "w") as f:
-            json.dump({"step": step, "geco": geco.state_dict() if geco else None, **extra}, f)
+        try:
+            self.new.mkdir(parents=True)
+            save_model(model, str(self.new / "model.safetensors"))
+            torch.save({
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "cpu_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            }, self.new / "trainer.pt")
+            with open(self.new / "trainer.json", "w") as f:
+                json.dump({"step": step, "geco": geco.state_dict() if geco else None, **extra}, f)
+        except (OSError, RuntimeError) as err:
+            shutil.rmtree(self.new, ignore_errors=True)
+            free = shutil.disk_usage(self.dir.parent).free
+            raise OSError(f"checkpoint: could not write {self.new} ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}); {free / 2**20:.0f} MiB free there "
+                          f"(disk full?). The previous checkpoint {self.dir} is intact.") from None
         shutil.rmtree(self.old, ignore_errors=True)
         if self.dir.exists():
             os.replace(self.dir, self.old)
@@ -296,38 +385,143 @@ class _Checkpointer:
         shutil.rmtree(self.old, ignore_errors=True)
 
     def load(self, path: Path, model, optimizer, scheduler, geco) -> dict:
-        load_model(model, str(path / "model.safetensors"), device=str(model_device(model)))
-        state = torch.load(path / "trainer.pt", weights_only=True, map_location="cpu")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["cpu_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        with open(path / "trainer.json") as f:
-            info = json.load(f)
+        try:
+            with open(path / "trainer.json") as f:
+                info = json.load(f)
+            check_checkpoint_fits(model, path / "model.safetensors")
+            load_model(model, str(path / "model.safetensors"), device=str(model_device(model)))
+            state = torch.load(path / "trainer.pt", weights_only=True, map_location="cpu")
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["cpu_rng"])
+            if state["cuda_rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            step = int(info["step"])
+        except Exception as err:  # torn or corrupt files raise whatever the reading library raises
+            raise CheckpointUnreadable(
+                f"checkpoint: {path} cannot be resumed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                f"delete {path.parent} to start over (post-train: --fresh)") from None
         if geco is not None:
             if info["geco"] is None:
                 raise ValueError("geco: the checkpoint to resume was written without GECO")
             geco.load_state_dict(info["geco"])
+        info["step"] = step
         return info
 
 
-def load_checkpoint_weights(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
-    """Load the weights of a checkpoint directory (or a .safetensors file) into ``model``."""
+def check_checkpoint_fits(model: torch.nn.Module, file: Path) -> None:
+    """Compare a safetensors file's tensor names and shapes with ``model`` before loading anything from it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            stored = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except Exception as err:  # safetensors raises its own error types for torn or foreign files
+        raise ValueError(f"checkpoint: {file} is not a readable safetensors file ({type(err).__name__})") from None
+    wanted = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    for key, shape in stored.items():
+        if key in wanted and wanted[key] != shape:
+            raise ValueError(f"checkpoint: {file} does not fit this model: {key} is {list(shape)} there, "
+                             f"{list(wanted[key])} here (another architecture?)")
+    missing = sorted(key for key in set(wanted) - set(stored) if not _tied_partners(model, key) & set(stored))
+    unexpected = sorted(set(stored) - set(wanted))
+    if missing or unexpected:
+        name = (missing or unexpected)[0]
+        raise ValueError(f"checkpoint: {file} does not fit this model: tensor {name} is "
+                         f"{'missing there' if missing else 'unknown here'} (another architecture?)")
+
+
+def _tied_partners(model: torch.nn.Module, key: str) -> set[str]:
+    """The other state-dict names sharing storage with ``key`` (safetensors stores only one of them)."""
+    state = model.state_dict()
+    pointer = state[key].data_ptr()
+    return {name for name, tensor in state.items() if name != key and tensor.data_ptr() == pointer}
+
+
+def load_checkpoint_weights(model: torch.nn.Module, path: str | os.PathLike) -> tuple[torch.nn.Module, str]:
+    """Load into ``model`` the weights a run directory reports: ``model.safetensors`` (what ``post-train``
+    summarised: the best evaluation meeting tau, or the last step) when present, else the last checkpoint; or
+    a .safetensors file. Returns the model and the file it read. Shapes are checked before loading and the
+    loaded weights must be finite."""
     path = Path(path)
-    file = path / "checkpoint" / "model.safetensors" if path.is_dir() else path
+    if path.is_dir():
+        file = next((f for f in (path / "model.safetensors", path / "checkpoint" / "model.safetensors")
+                     if f.is_file()), path / "checkpoint" / "model.safetensors")
+    else:
+        file = path
     if not file.exists():
-        raise ValueError(f"path: no checkpoint weights at {file}")
+        raise ValueError(f"checkpoint: no weights at {file}")
+    check_checkpoint_fits(model, file)
     load_model(model, str(file), device=str(model_device(model)))
-    return model
+    check_finite(model, "checkpoint")
+    return model, str(file)
 
 
 def _read_log(path: Path, upto_step: int) -> list[dict]:
+    """The log's records up to ``upto_step``; a torn line (a kill mid-write) is dropped with a warning."""
     if not path.exists():
         return []
+    records = []
     with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return [r for r in records if r["step"] <= upto_step]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                warnings.warn(f"log: {path} line {number} is torn (a killed write?); ignoring it", stacklevel=3)
+    return [r for r in records if isinstance(r, dict) and r.get("step", math.inf) <= upto_step]
+
+
+def run_manifest(config: TrainConfig, geco: GECO | None, identity: dict | None = None) -> dict:
+    """What a run directory is: the settings that change what training produces (model and data from the
+    caller's ``identity``, the training recipe, GECO's starting state). Resuming requires an equal manifest."""
+    recipe = {k: v for k, v in asdict(config).items() if k not in _UNIDENTIFYING}
+    controller = None
+    if geco is not None:
+        controller = {k: v for k, v in geco.state_dict().items() if k not in ("ce_ema", "steps")}
+    return json.loads(json.dumps({"run": identity or {}, "train": recipe, "geco": controller}, default=str))
+
+
+def manifest_difference(stored: dict, wanted: dict, prefix: str = "") -> str | None:
+    """The first setting where two manifests differ, as ``name: stored vs wanted``, or None."""
+    for key in sorted(set(stored) | set(wanted)):
+        a, b = stored.get(key, "<unset>"), wanted.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = manifest_difference(a, b, f"{prefix}{key}.")
+            if found:
+                return found
+        elif a != b:
+            return f"{prefix}{key} is {a!r} there, {b!r} now"
+    return None
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path):
+    """One training process per run directory; a second one is refused at once."""
+    with open(out / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise RunBusy(f"out: another process (pid {holder}) is training into {out}; "
+                          "wait for it or stop it") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _start_fresh(out: Path) -> None:
+    for name in ("checkpoint", "checkpoint.new", "checkpoint.old"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("log.jsonl", "best.safetensors", "model.safetensors", "run.json", "config.json", "summary.json"):
+        (out / name).unlink(missing_ok=True)
 
 
 def train(
@@ -340,6 +534,8 @@ def train(
     out_dir: str | os.PathLike | None = None,
     desc: str = "train",
     on_step: Callable[[dict], None] | None = None,
+    identity: dict | None = None,
+    fresh: bool = False,
 ) -> TrainResult:
     """Train ``model`` for ``config.steps`` optimiser steps and return a :class:`TrainResult`.
 
@@ -348,6 +544,11 @@ def train(
     checkpoints every ``checkpoint_every`` steps and at the end, and resumes from the last checkpoint there.
     With ``keep_best`` and GECO, the model ends with the weights of the evaluation with the fewest kept edges whose
     deterministic-mask CE met tau (if any did); ``best_step`` names it.
+
+    A run directory knows what it holds (``run.json``: :func:`run_manifest` of the config, GECO and the caller's
+    ``identity``, e.g. model and data): resuming with other settings raises :class:`RunMismatch` naming the first
+    difference, unless ``fresh`` discards the old run. A step whose loss or gradients are not finite is not
+    applied and raises :class:`TrainingDiverged`; non-finite weights are never checkpointed.
     """
     n_rows = validate_blocks(train_data, "train_data")
     if eval_data is not None:
@@ -382,24 +583,16 @@ def train(
     start_step = 0
     best = {"kept_fraction": math.inf, "step": None, "state": None}
     torch.manual_seed(config.seed)  # sampled gates and dropout; a resumed run restores the checkpoint's RNG states
+    held = contextlib.ExitStack()  # the run directory's lock, released however the run ends
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        checkpointer = _Checkpointer(out)
-        log_path = out / "log.jsonl"
-        latest = checkpointer.latest()
-        if latest is not None:
-            info = checkpointer.load(latest, model, optimizer, scheduler, geco)
-            start_step = info["step"]
-            result.resumed_from = start_step
-            best.update(kept_fraction=info.get("best_kept_fraction", math.inf), step=info.get("best_step"))
-            records = _read_log(log_path, start_step)
-            _write_atomic_json_lines(log_path, records)
-            result.history = [r for r in records if "ce" in r]
-            result.evals = [r for r in records if "eval_ce" in r]
-        elif log_path.exists():
-            log_path.unlink()
-        with open(out / "config.json", "w") as f:
-            json.dump({"train": asdict(config), "geco": geco.state_dict() if geco else None}, f, indent=1)
+        held.enter_context(_exclusive(out))
+        try:
+            checkpointer, log_path, start_step = _open_run_dir(
+                out, run_manifest(config, geco, identity), fresh, model, optimizer, scheduler, geco, result, best)
+        except BaseException:
+            held.close()
+            raise
 
     def save_checkpoint(step):
         if checkpointer is not None:
@@ -423,7 +616,7 @@ def train(
             else:
                 best["state"] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
-    started = time.perf_counter()
+    started = last_saved = time.perf_counter()
     bar = None
     if config.progress:
         from tqdm.auto import tqdm
@@ -453,13 +646,19 @@ def train(
                     last = checkpointer.latest() if checkpointer else None
                     raise TrainingDiverged(
                         f"step {step}: loss is {float(loss.detach())} (CE {float(ce.detach())}); stopping. "
-                        + (f"Last good checkpoint: {last}" if last else "No checkpoint was written.")
+                        + (f"Last finite checkpoint: {last}." if last else "No checkpoint was written.")
                         + " Try a lower lr or a smaller GECO eta.")
                 (loss / grad_accum).backward()
                 ce_sum += float(ce.detach())
                 tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or math.inf)
+            if not torch.isfinite(grad_norm):
+                optimizer.zero_grad(set_to_none=True)
+                last = checkpointer.latest() if checkpointer else None
+                raise TrainingDiverged(
+                    f"step {step}: gradient norm is {float(grad_norm)} (CE {ce_sum / grad_accum:.4g}); the step was "
+                    "not applied. " + (f"Last finite checkpoint: {last}." if last else "No checkpoint was written.")
+                    + " Try a lower lr or a smaller GECO eta.")
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
@@ -486,13 +685,16 @@ def train(
                 bar.update(1)
             if on_step is not None:
                 on_step(record)
-            if step == config.steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
+            timed = config.checkpoint_seconds and time.perf_counter() - last_saved >= config.checkpoint_seconds
+            if step == config.steps or timed or (config.checkpoint_every and step % config.checkpoint_every == 0):
                 save_checkpoint(step)
+                last_saved = time.perf_counter()
     finally:
         if bar is not None:
             bar.close()
         if log_file is not None:
             log_file.close()
+        held.close()
     if config.keep_best and best["step"] is not None:
         if best["state"] is not None:
             model.load_state_dict(best["state"])

@@ -142,3 +142,30 @@ def test_fused_gate_backward_matches_plain_autograd(sample):
     torch.testing.assert_close(weights, ref_weights)
     torch.testing.assert_close(expected, ref_expected)
     torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_float64_inputs_stay_float64_inside_the_gate():
+    """The gate computes in at least float32 but keeps float64 when given it (checked against a float64
+    reference of the mechanism: softmax over causal keys times the deterministic mask, not renormalised)."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    out, _ = sparse_attention(q, k, v, gate_bias=0.3)
+    scores = q @ k.transpose(-1, -2) / 8**0.5
+    causal = torch.ones(7, 7, dtype=torch.bool).tril()
+    probs = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+    reference = (probs * ((scores + 0.3 > 0) & causal)) @ v
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, reference, atol=1e-12, rtol=0)
+
+
+def test_a_nan_gate_bias_is_refused():
+    from conftest import tiny_gpt2
+    from spartan_core import count_edges, sparsify
+
+    with pytest.raises(ValueError, match="^gate_bias"):
+        sparsify(tiny_gpt2(), gate_bias=float("nan"))
+    model = sparsify(tiny_gpt2())
+    with torch.no_grad():
+        model.transformer.h[1].attn.c_attn.bias.fill_(float("nan"))
+    with pytest.raises(ValueError, match="^model: weight transformer.h.1.attn.c_attn.bias is not finite"):
+        count_edges(model, [{"input_ids": torch.ones(1, 4, dtype=torch.long)}])

@@ -6,6 +6,7 @@ The build uses a temporary copy of ``book/`` with the committed chapters and ``r
 page go to ``artifacts/screenshots/`` for a person to look at.
 """
 
+import json
 import re
 import shutil
 
@@ -44,19 +45,45 @@ def test_claims_table_reads_results_and_says_pending_otherwise(tmp_path):
     done = ResultsDir("tiny", "02_fake", {}, root=tmp_path)
     done.claim("edges_kept", "kept 1.23 % of edges at CE 0.004", kept_fraction=0.0123)
     done.finish()
-    ResultsDir("tiny", "03_fake", {}, root=tmp_path).claim("mechanism", "rows sum to 0.5")
+    unfinished = ResultsDir("tiny", "03_fake", {}, root=tmp_path)
+    unfinished.claim("mechanism", "rows sum to 0.25")  # still in results/tiny/.staging/: not shown
+    legacy = tmp_path / "tiny" / "04_fake"  # a folder an older writer left mid-run
+    legacy.mkdir()
+    (legacy / "metrics.json").write_text(json.dumps({"provenance": {"status": "running"},
+                                                     "claims": {"mechanism": {"summary": "rows sum to 0.5"}}}))
     table = book.claims_markdown(REPO_ROOT / "book" / "claims.yaml", tmp_path, chapters={"02_fake"})
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines()[2:]}
     claims = {c["id"]: c["claim"] for c in book.yaml.safe_load((REPO_ROOT / "book" / "claims.yaml").read_text())}
     edges = rows[book._cell(claims["edges_kept"])]
     assert "kept 1.23 % of edges at CE 0.004 [nb {doc}`02 </chapters/02_fake>`]" in edges[2]
     assert edges[3].startswith("pending: needs a GPU run")
-    assert "rows sum to 0.5 (running run) [nb 03]" in rows[book._cell(claims["mechanism"])][2]
+    assert rows[book._cell(claims["mechanism"])][2] == "rows sum to 0.5 (running run) [nb 04]"
     dynamics = rows[book._cell(claims["training_dynamics"])]
     assert dynamics[2].startswith("pending: not run yet") and dynamics[3].startswith("pending: needs a GPU run")
     paper_column = [r[3] for r in rows.values()]
     assert not any(re.search(r"\d", cell.replace("make reproduce", "")) for cell in paper_column), \
         "the paper profile has not run: its column may hold no number"
+
+
+def test_a_paper_result_that_did_not_run_on_cuda_is_labelled_with_its_device(tmp_path, monkeypatch):
+    from spartan_core import results as results_mod
+
+    for profile, notebook, device in [("paper", "02_fake", "cpu"), ("paper", "03_fake", "cuda"),
+                                      ("tiny", "04_fake", "cpu")]:
+        monkeypatch.setattr(results_mod, "_device", lambda device=device: {"type": device, "name": "chip"})
+        run = ResultsDir(profile, notebook, {}, root=tmp_path)
+        run.claim("edges_kept" if notebook != "03_fake" else "mechanism", f"measured in {notebook}")
+        run.finish()
+    table = book.claims_markdown(REPO_ROOT / "book" / "claims.yaml", tmp_path, chapters=set())
+    claims = {c["id"]: c["claim"] for c in book.yaml.safe_load((REPO_ROOT / "book" / "claims.yaml").read_text())}
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines()[2:]}
+    edges = rows[book._cell(claims["edges_kept"])]
+    assert edges[2] == "measured in 04_fake [nb 04]", "tiny is a CPU profile: nothing to label"
+    assert edges[3] == "measured in 02_fake (ran on cpu, forced) [nb 02] |"
+    assert rows[book._cell(claims["mechanism"])][3] == "measured in 03_fake [nb 03] |"
+    runs = {line.split(" | ")[1]: line for line in book.runs_markdown(tmp_path).splitlines()[2:]}
+    assert " cpu: chip (ran on cpu, forced) " in runs["02_fake"]
+    assert " cuda: chip |" in runs["03_fake"] and " cpu: chip |" in runs["04_fake"]
 
 
 def test_build_refuses_a_missing_chapter(tmp_path):
@@ -85,7 +112,7 @@ def test_book_builds_with_every_toc_page_and_generated_tables(built):
     intro = (html / "intro.html").read_text()
     text = " ".join(re.sub(r"<[^>]+>", " ", intro).split())
     assert "pending: needs a GPU run" in text
-    for folder in sorted((REPO_ROOT / "results" / "tiny").glob("*/")):
+    for folder in sorted(p for p in (REPO_ROOT / "results" / "tiny").glob("*/") if not p.name.startswith(".")):
         data = read_metrics(folder)
         for claim in data.get("claims", {}).values():
             assert " ".join(claim["summary"].split()) in text, f"{folder.name}: claim missing from the intro"

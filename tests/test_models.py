@@ -122,3 +122,39 @@ def test_smollm2_gguf_is_found_in_its_package():
     folder, name = models._smollm2_gguf()
     assert (folder / name).is_file() and name.endswith(".gguf")
     assert "smollm2-135m" in models.available()
+
+
+def test_a_corrupt_cache_entry_is_named_with_what_to_delete(cache):
+    from pathlib import Path
+
+    entry = Path(models.load("addition-4l", cache_dir=cache, progress=False, **TINY).info["cache_dir"])
+    weights = entry / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01  # one flipped bit in the last weight
+    weights.write_bytes(bytes(data))
+    with pytest.raises(models.CacheCorrupt, match=f"^cache: {entry}/model.safetensors does not match its checksum.*"
+                                                  f"delete {entry}"):
+        models.load("addition-4l", cache_dir=cache, progress=False, **TINY)
+    (entry / "info.json").write_text("{torn")
+    with pytest.raises(models.CacheCorrupt, match=f"^cache: {entry}/info.json is unreadable"):
+        models.load("addition-4l", cache_dir=cache, progress=False, **TINY)
+
+
+def test_first_use_training_checkpoints_by_wall_time(cache, monkeypatch):
+    seen = []
+    real_train = train_module.train
+
+    def spy(model, data, *, config, **kwargs):
+        seen.append(config)
+        return real_train(model, data, config=config, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", spy)
+    models.load("addition-4l", cache_dir=cache, progress=False, **TINY)
+    models.load_sparse("addition-4l", TINY_SPARSE, cache_dir=cache, progress=False, dense_overrides=TINY)
+    assert len(seen) == 2 and all(c.checkpoint_seconds == 120 for c in seen)
+
+
+def test_a_cache_directory_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="^SPARTAN_CACHE: .* is a file"):
+        models.load("addition-4l", cache_dir=tmp_path / "file", progress=False, **TINY)

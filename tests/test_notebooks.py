@@ -148,7 +148,7 @@ CHECKS = {"01_gated_attention": _check_01, "02_sparsity_loss_curves": _check_02,
 def _run(name, profile, tmp_path, overrides=None):
     executed = notebook_runner.run_notebook(
         name, profile, overrides, executed_dir=tmp_path / "executed", chapters_dir=tmp_path / "chapters",
-        results_root=tmp_path / "results", timeout_s=300, publish=True,
+        results_root=tmp_path / "results", timeout_s=300, publish=True, allow_cpu=True,
     )
     return executed, read_metrics(tmp_path / "results" / profile / name)
 

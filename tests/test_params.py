@@ -157,3 +157,49 @@ def test_runner_refuses_bad_parameters_before_anything_runs(tmp_path, monkeypatc
         assert err.startswith(message) and err.count("\n") == 1, err
     assert not (tmp_path / "results").exists()
     assert (executed.stat().st_mtime_ns if executed.exists() else None) == before
+
+
+@pytest.mark.parametrize("file, label", [("tiny.yaml", "profile"), ("schema.yaml", "schema")])
+def test_a_yaml_syntax_error_is_named_with_file_and_line(tmp_path, file, label):
+    for name in ("schema.yaml", "tiny.yaml"):
+        (tmp_path / name).write_text((params.PROFILES_DIR / name).read_text())
+    (tmp_path / file).write_text("01_gated_attention:\n  seed: 0\n  n_samples: 4\n    bad: indent\n")
+    with pytest.raises(ValueError) as error:
+        load_profile("tiny", tmp_path)
+    assert str(error.value) == f"{label}: {tmp_path / file} line 4: mapping values are not allowed here"
+
+
+def test_repository_profiles_are_named_relative_to_the_repository(monkeypatch):
+    real = params.yaml.safe_load
+    monkeypatch.setattr(params.yaml, "safe_load", lambda text: real("a: b: c\n"))
+    with pytest.raises(ValueError, match=r"^schema: profiles/schema.yaml line 1: mapping values are not allowed here$"):
+        load_schema()
+
+
+def _paper_namespace():
+    return dict(load_profile("paper")["01_gated_attention"])
+
+
+def test_notebook_start_refuses_the_paper_profile_without_cuda_unless_forced(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("SPARTAN_ALLOW_CPU", raising=False)
+    monkeypatch.setenv("SPARTAN_RESULTS", str(tmp_path / "results"))
+    with pytest.raises(ValueError, match=r"^profile: paper needs a CUDA GPU \(none found\); pass --allow-cpu "
+                                         r"\(or set SPARTAN_ALLOW_CPU=1\) to run it on this CPU anyway$"):
+        params.start("01_gated_attention", _paper_namespace())
+    params.start("01_gated_attention", {**_paper_namespace(), "profile": "tiny"})
+    monkeypatch.setenv("SPARTAN_ALLOW_CPU", "1")
+    chosen, results = params.start("01_gated_attention", _paper_namespace())
+    assert chosen["profile"] == "paper" and results.profile == "paper"
+    assert not (tmp_path / "results").exists()
+
+
+def test_paper_profile_with_cuda_needs_no_permission(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("SPARTAN_ALLOW_CPU", raising=False)
+    params.check_device("paper")
+    assert params.cpu_allowed({"SPARTAN_ALLOW_CPU": "1"}) and not params.cpu_allowed({"SPARTAN_ALLOW_CPU": "0"})

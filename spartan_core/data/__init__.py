@@ -18,5 +18,10 @@ def resolve_cache_dir(cache_dir: Path | str | None = None) -> Path:
     if cache_dir is None:
         cache_dir = os.environ.get("SPARTAN_CACHE") or Path(__file__).resolve().parents[2] / ".cache"
     path = Path(cache_dir).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"SPARTAN_CACHE: {path} is a file, not a directory; point it at a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"SPARTAN_CACHE: cannot create {path} ({err.strerror})") from None
     return path
