@@ -43,19 +43,19 @@ ARGS ?=
 
 .PHONY: reproduce notebook book book-check chromium
 reproduce: setup
-	$(PY) -m spartan_core.notebook_runner --profile $(PROFILE) $(if $(ALLOW_CPU),--allow-cpu)
-	$(PY) -m spartan_core.book build
+	$(PY) -m companion.runner --profile $(PROFILE) $(if $(ALLOW_CPU),--allow-cpu)
+	$(PY) -m companion.book build
 
 notebook: setup
 	@test -n "$(NB)" || { echo "error: NB: name a notebook, e.g. make notebook NB=01_gated_attention" >&2; exit 2; }
-	$(PY) -m spartan_core.notebook_runner --profile $(PROFILE) $(if $(ALLOW_CPU),--allow-cpu) --only $(NB) $(ARGS)
-	$(PY) -m spartan_core.book build
+	$(PY) -m companion.runner --profile $(PROFILE) $(if $(ALLOW_CPU),--allow-cpu) --only $(NB) $(ARGS)
+	$(PY) -m companion.book build
 
 book: setup
-	$(PY) -m spartan_core.book build
+	$(PY) -m companion.book build
 
 book-check: book chromium
-	$(PY) -m spartan_core.bookcheck book/_build/html --screenshots artifacts/screenshots
+	$(PY) -m companion.bookcheck book/_build/html --screenshots artifacts/screenshots
 
 chromium:
 	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 || { echo "error: chromium: missing; run 'apt-get install -y chromium' as root" >&2; exit 2; }; DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; }
@@ -65,4 +65,4 @@ chromium:
 bench: setup
 	cd benchmarks && ../$(PY) bench_train_step.py && ../$(PY) bench_count_edges.py
 	test ! -f benchmarks/bench_eap.py || (cd benchmarks && ../$(PY) bench_eap.py)
-	$(PY) benchmarks/readme_block.py
+	$(PY) -m companion.readme_blocks

@@ -12,7 +12,7 @@ import torch
 
 from common import batch, machine, median_times, record, small_model
 from spartan_core import count_edges, sparsify
-from spartan_core.hf import sparse_state
+from spartan_core.mechanism.sparsify import sparse_state
 
 
 def main():

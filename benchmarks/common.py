@@ -16,7 +16,7 @@ transformers.logging.set_verbosity_error()
 
 def record(name: str, line: str, parameters: dict, **ratios) -> None:
     """Print the benchmark's one line and keep it, with provenance, in results/benchmarks/<name>/."""
-    from spartan_core.results import ResultsDir
+    from companion.results import ResultsDir
 
     print(line)
     results = ResultsDir("benchmarks", name, parameters)

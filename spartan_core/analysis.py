@@ -342,7 +342,7 @@ def edges_and_loss(name: str, *, post_train: bool, recipe: dict | None = None, d
     missing) gives ``status="pending"`` and the reason, never numbers.
     """
     from . import models
-    from .hf import sparsify
+    from .mechanism.sparsify import sparsify
     from .train import evaluate
 
     row = {"model": name, "post_trained": bool(post_train)}

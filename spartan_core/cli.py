@@ -15,10 +15,20 @@ import re
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from . import zoo  # noqa: E402  (after the offline defaults)
+from ._util import write_json  # noqa: E402
+from .objective.tau import TAU_REFERENCES  # noqa: E402
+from .training import (RunBusy, TrainingDiverged, iter_batches, load_checkpoint_weights,  # noqa: E402
+                       resolve_device)
+from .training.checkpoint import weight_files  # noqa: E402
+from .training.posttrain import SparseRecipe  # noqa: E402
+from .zoo.registry import entry_for  # noqa: E402
 
 __all__ = ["main", "build_parser"]
 
@@ -90,7 +100,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_model_and_data(p):
     p.add_argument("--model", required=True,
-                   help="registry name (addition-4l, shakespeare-lm, smollm2-135m), hub name (gpt2, ...) or local dir")
+                   help="registry name (addition-4l, ...), hub name (gpt2, ...) or a local model directory")
     p.add_argument("--data", type=Path, default=None,
                    help="UTF-8 text file to train/count on (default: the model's own data from the registry)")
     p.add_argument("--seq-len", type=_positive_int("seq-len"), default=128, help="block length for --data text")
@@ -105,27 +115,40 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Sparsify a causal LM and post-train it so that CE stays <= tau with as few "
                                    "attention edges as possible.")
     _add_model_and_data(p)
-    p.add_argument("--out", type=Path, required=True, help="run directory (log.jsonl, checkpoints, summary.json)")
-    p.add_argument("--steps", type=_positive_int("steps"), default=1000)
-    p.add_argument("--batch-size", type=_positive_int("batch-size"), default=32)
+    recipe = SparseRecipe()  # the command line's defaults are the recipe's defaults
+    p.add_argument("--out", type=Path, required=True,
+                   help="run directory (run.json, floor/ and geco/ phases with log.jsonl and checkpoints, "
+                        "model.safetensors, summary.json)")
+    p.add_argument("--steps", type=_positive_int("steps"), default=recipe.steps)
+    p.add_argument("--batch-size", type=_positive_int("batch-size"), default=recipe.batch_size)
     p.add_argument("--grad-accum", type=_accum, default=1,
                    help="micro-batches per step, or 'auto' (fewest that fit in GPU memory)")
-    p.add_argument("--lr", type=_positive_float("lr"), default=3e-4)
-    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
-    p.add_argument("--warmup-steps", type=_nonneg_int("warmup-steps"), default=0)
+    p.add_argument("--lr", type=_positive_float("lr"), default=recipe.lr)
+    p.add_argument("--schedule", choices=["cosine", "constant"], default=recipe.schedule)
+    p.add_argument("--warmup-steps", type=_nonneg_int("warmup-steps"), default=recipe.warmup_steps)
+    p.add_argument("--weight-decay", type=_positive_float("weight-decay", allow_zero=True), default=recipe.weight_decay)
+    p.add_argument("--grad-clip", type=_positive_float("grad-clip", allow_zero=True), default=recipe.grad_clip)
     tau = p.add_mutually_exclusive_group()
     tau.add_argument("--tau", type=_positive_float("tau"), default=None, help="absolute CE target (nats/token)")
-    tau.add_argument("--tau-factor", type=_positive_float("tau-factor"), default=1.0,
-                     help="tau = factor x the dense model's measured eval CE (default 1.0)")
-    p.add_argument("--eta", type=_positive_float("eta", allow_zero=True), default=0.5,
+    tau.add_argument("--tau-factor", type=_positive_float("tau-factor"), default=recipe.tau_factor,
+                     help="tau = factor x the reference CE (see --tau-reference)")
+    p.add_argument("--tau-reference", choices=TAU_REFERENCES, default=recipe.tau_reference,
+                   help="dense: the dense model's CE on the training blocks; floor: the sampled-mask CE after "
+                        "--floor-steps with beta at its minimum")
+    p.add_argument("--tau-min", type=_positive_float("tau-min", allow_zero=True), default=recipe.tau_min,
+                   help="a relative tau is never below this (the sampled-mask CE has a floor)")
+    p.add_argument("--floor-steps", type=_nonneg_int("floor-steps"), default=recipe.floor_steps)
+    p.add_argument("--eta", type=_positive_float("eta", allow_zero=True), default=recipe.eta,
                    help="GECO step on log beta per nat of slack")
-    p.add_argument("--alpha", type=_float("alpha"), default=0.99, help="EMA factor of the CE seen by GECO")
-    p.add_argument("--beta-init", type=_positive_float("beta-init"), default=math.exp(-8))
-    p.add_argument("--gate-bias", type=_float("gate-bias"), default=0.0)
-    p.add_argument("--eval-every", type=_nonneg_int("eval-every"), default=100)
-    p.add_argument("--eval-batches", type=_positive_int("eval-batches"), default=20)
+    p.add_argument("--alpha", type=_float("alpha"), default=recipe.alpha, help="EMA factor of the CE seen by GECO")
+    p.add_argument("--beta-init", type=_positive_float("beta-init"), default=recipe.beta_init)
+    p.add_argument("--gate-bias", type=_float("gate-bias"), default=recipe.gate_bias)
+    p.add_argument("--eval-every", type=_nonneg_int("eval-every"), default=recipe.eval_every,
+                   help="steps between evaluations on the training blocks (where the kept checkpoint is chosen)")
+    p.add_argument("--eval-batches", type=_positive_int("eval-batches"), default=recipe.eval_max_batches)
+    p.add_argument("--eval-batch-size", type=_positive_int("eval-batch-size"), default=recipe.eval_batch_size)
     p.add_argument("--checkpoint-every", type=_nonneg_int("checkpoint-every"), default=100)
-    p.add_argument("--seed", type=_nonneg_int("seed"), default=0)
+    p.add_argument("--seed", type=_nonneg_int("seed"), default=recipe.seed)
     p.add_argument("--no-bf16", action="store_true", help="disable bf16 autocast on CUDA")
     p.add_argument("--activation-checkpointing", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -150,17 +173,15 @@ _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _check_model_name(name: str) -> None:
-    from . import models
-
     local = Path(name).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise UsageError(f"model: {local} is a directory without config.json (not a model saved with "
                              "save_pretrained)")
         return
-    if name in models.available() or name in _UNNAMESPACED_HUB_MODELS or _HUB_NAME.match(name):
+    if name in zoo.available() or name in _UNNAMESPACED_HUB_MODELS or _HUB_NAME.match(name):
         return
-    raise UsageError(f"model: unknown name {name!r} (registry: {', '.join(models.available())}; "
+    raise UsageError(f"model: unknown name {name!r} (registry: {', '.join(zoo.available())}; "
                      f"or a hub name like gpt2 or EleutherAI/pythia-160m, or a local model directory)")
 
 
@@ -192,11 +213,19 @@ def _read_text(path: Path) -> str:
         raise UsageError(f"data: {path} is not UTF-8 text (byte {err.start} cannot be decoded)") from None
 
 
+def _recipe(args) -> SparseRecipe:
+    """The post-training recipe the arguments ask for (the same object the Python API takes)."""
+    return SparseRecipe(
+        steps=args.steps, lr=args.lr, batch_size=args.batch_size, schedule=args.schedule,
+        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip, tau=args.tau,
+        tau_factor=args.tau_factor, tau_reference=args.tau_reference, tau_min=args.tau_min,
+        floor_steps=args.floor_steps, eta=args.eta, alpha=args.alpha, beta_init=args.beta_init,
+        gate_bias=args.gate_bias, eval_every=args.eval_every, eval_batch_size=args.eval_batch_size,
+        eval_max_batches=args.eval_batches, seed=args.seed)
+
+
 def _check(args) -> None:
     """Refuse bad values before any work starts (raises UsageError naming the parameter)."""
-    from .geco import GECO
-    from .train import resolve_device
-
     _check_model_name(args.model)
     try:
         resolve_device(args.device)
@@ -208,8 +237,7 @@ def _check(args) -> None:
         if args.seq_len < 2:
             raise UsageError(f"seq-len: must be >= 2 (a block needs an input and a next token), got {args.seq_len}")
     if getattr(args, "checkpoint", None) is not None:
-        if not any(f.is_file() for f in (args.checkpoint / "model.safetensors",
-                                          args.checkpoint / "checkpoint" / "model.safetensors")):
+        if not any(f.is_file() for f in weight_files(args.checkpoint)):
             raise UsageError(f"checkpoint: no post-train weights in {args.checkpoint}")
     if getattr(args, "json", None) is not None:
         if args.json.is_dir():
@@ -221,12 +249,11 @@ def _check(args) -> None:
         if args.out.exists() and not args.out.is_dir():
             raise UsageError(f"out: {args.out} exists and is not a directory")
         _check_writable(args.out, "out")
-        if not 0 <= args.alpha < 1:
-            raise UsageError(f"alpha: must be in [0, 1), got {args.alpha}")
-        low, high = GECO(tau=1.0).log_beta_min, GECO(tau=1.0).log_beta_max
-        if not math.exp(low) <= args.beta_init <= math.exp(high):
-            raise UsageError(f"beta-init: must lie in GECO's bounds [e^{low:g}, e^{high:g}] = "
-                             f"[{math.exp(low):.3g}, {math.exp(high):.3g}], got {args.beta_init:g}")
+        try:
+            _recipe(args)
+        except ValueError as err:  # the recipe names its field; the command line spells it as an option
+            name, _, rest = str(err).partition(":")
+            raise UsageError(f"{name.replace('_', '-')}:{rest}") from None
 
 
 def _context_length(model) -> int | None:
@@ -265,17 +292,16 @@ def _registry_splits(args, loaded) -> tuple[dict, dict]:
 
 
 def _load_with_data(args):
-    """(loaded model, train blocks, eval blocks). A data file is read, decoded, tokenised and length-checked
+    """(loaded model, train blocks, held-out blocks). A data file is read, decoded, tokenised and length-checked
     before a registry toy's first-use training (its tokenizer needs no model), else right after loading."""
-    from . import models
-
     text = _read_text(args.data) if args.data is not None else None
     blocks = None
-    if text is not None and args.model in models.TOY_MODELS:
-        blocks = _text_blocks(args, text, *models.toy_tokenizer(args.model))
+    toy = zoo.tokenizer_and_context(args.model) if text is not None else None
+    if toy is not None:
+        blocks = _text_blocks(args, text, *toy)
     try:
-        loaded = models.load(args.model)
-    except models.HubUnavailableError as err:
+        loaded = zoo.load(args.model, progress=not getattr(args, "no_progress", False))
+    except zoo.HubUnavailableError as err:
         raise UsageError(f"model: {err}") from None
     if text is None:
         return (loaded, *_registry_splits(args, loaded))
@@ -284,102 +310,85 @@ def _load_with_data(args):
     return (loaded, *blocks)
 
 
-def _identity(args) -> dict:
-    """What, besides the training config, makes a post-train run this run (stored in the run's run.json)."""
+def _identity(args, recipe: SparseRecipe) -> dict:
+    """What makes a post-train run this run (kept in ``--out/run.json``, and inside each phase's manifest)."""
     data = "registry"
     if args.data is not None:
         data = {"path": str(args.data), "sha256": hashlib.sha256(args.data.read_bytes()).hexdigest(),
                 "seq_len": args.seq_len}
-    return {"command": "post-train", "model": args.model, "data": data, "tau": args.tau,
-            "tau_factor": None if args.tau is not None else args.tau_factor, "eta": args.eta, "alpha": args.alpha,
-            "beta_init": args.beta_init, "gate_bias": args.gate_bias}
+    return {"command": "post-train", "model": args.model, "data": data, "recipe": asdict(recipe)}
 
 
-def _train_config(args):
-    from . import TrainConfig
-
-    return TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
-        schedule=args.schedule, warmup_steps=args.warmup_steps, eval_every=args.eval_every,
-        eval_max_batches=args.eval_batches, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        progress=not args.no_progress, device=args.device, bf16=not args.no_bf16,
-        activation_checkpointing=args.activation_checkpointing,
-    )
-
-
-def _finished_run(args, config) -> dict | None:
+def _finished_run(args, identity: dict) -> dict | None:
     """The summary of the same run when ``--out`` already holds it finished; refuse another run's directory."""
-    from .train import manifest_difference, run_manifest
+    from .training.checkpoint import manifest_difference
 
     manifest_file = args.out / "run.json"
-    started = (args.out / "checkpoint").is_dir() or (args.out / "summary.json").is_file()
-    if args.fresh or not started or not manifest_file.is_file():
+    if args.fresh or not manifest_file.is_file():
         return None
     try:
         stored = json.loads(manifest_file.read_text())
     except json.JSONDecodeError:
-        return None  # torn: train() refuses or resumes it with the full message
-    wanted = run_manifest(config, None, _identity(args))
-    difference = manifest_difference({k: v for k, v in stored.items() if k != "geco"},
-                                     {k: v for k, v in wanted.items() if k != "geco"})
+        raise UsageError(f"out: {manifest_file} is torn; pass --fresh to start over") from None
+    difference = manifest_difference(stored, identity)
     if difference:
         raise UsageError(f"out: {args.out} holds another run ({difference}); use another --out or pass --fresh "
                          "to discard it")
     summary_file = args.out / "summary.json"
     if not summary_file.is_file():
         return None
-    summary = json.loads(summary_file.read_text())
     print(f"post-train: {args.out} already holds this finished run; returning its result without training "
           "(--fresh retrains)", file=sys.stderr)
-    return {**summary, "reused": True}
+    return {**json.loads(summary_file.read_text()), "reused": True}
 
 
 def post_train(args) -> dict:
     from safetensors.torch import save_model
 
-    from . import GECO, evaluate, sparsify, train
+    from .training.checkpoint import exclusive
+    from .training.posttrain import post_train as run_recipe
 
-    config = _train_config(args)
-    finished = _finished_run(args, config)
+    recipe = _recipe(args)
+    identity = _identity(args, recipe)
+    finished = _finished_run(args, identity)
     if finished is not None:
         return finished
-    loaded, train_data, eval_data = _load_with_data(args)
-    model = loaded.model.to(config.device if config.device != "auto" else _auto_device())
-    dense_eval = evaluate(model, eval_data, config.eval_batch_size, config.eval_max_batches)
-    tau = args.tau if args.tau is not None else dense_eval["ce"] * args.tau_factor
-    geco = GECO(tau, alpha=args.alpha, eta=args.eta, beta_init=args.beta_init)
-    sparsify(model, gate_bias=args.gate_bias)
+    loaded, train_data, heldout = _load_with_data(args)  # refuses bad data before anything is written
     args.out.mkdir(parents=True, exist_ok=True)
-    result = train(model, train_data, config=config, eval_data=eval_data, geco=geco, out_dir=args.out,
-                   desc=f"post-train {args.model}", identity=_identity(args), fresh=args.fresh)
-    final = evaluate(model, eval_data, config.eval_batch_size, config.eval_max_batches)
-    weights_step = result.best_step if result.best_step is not None else args.steps
-    save_model(model, str(args.out / "model.safetensors.tmp"))
-    os.replace(args.out / "model.safetensors.tmp", args.out / "model.safetensors")
-    summary = {
-        "model": args.model, "data": str(args.data) if args.data else "registry", "tau": tau,
-        "dense_eval_ce": dense_eval["ce"], "sparse_eval_ce": final["ce"],
-        "kept_fraction": final["edges"].kept_fraction, "kept_per_query": final["edges"].kept_per_query,
-        "best_step": result.best_step, "wall_time_s": result.wall_time_s, "steps": args.steps,
-        "gate_bias": args.gate_bias, "weights": "model.safetensors", "weights_step": weights_step,
-        "weights_are": (f"the evaluation with the fewest kept edges that met tau (step {weights_step})"
-                        if result.best_step is not None else "the last step (no evaluation met tau)"),
-    }
-    tmp = args.out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, args.out / "summary.json")
+    with exclusive(args.out):
+        finished = _finished_run(args, identity)  # another process may have finished it meanwhile
+        if finished is not None:
+            return finished
+        if args.fresh:
+            for name in ("summary.json", "model.safetensors"):
+                (args.out / name).unlink(missing_ok=True)
+        write_json(args.out / "run.json", identity)
+        result = run_recipe(
+            loaded.model, train_data, heldout, recipe, extra_metrics=entry_for(args.model).heldout_metrics,
+            out_dir=args.out, progress=not args.no_progress, device=args.device, identity=identity, fresh=args.fresh,
+            desc=f"post-train {args.model}", grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every,
+            bf16=not args.no_bf16, activation_checkpointing=args.activation_checkpointing)
+        save_model(result.model, str(args.out / "model.safetensors.tmp"))
+        os.replace(args.out / "model.safetensors.tmp", args.out / "model.safetensors")
+        dense, sparse = result.metrics["dense"], result.metrics["sparse"]
+        weights_step = result.best_step if result.best_step is not None else recipe.floor_steps + recipe.steps
+        summary = {
+            "model": args.model, "data": str(args.data) if args.data else "registry", "tau": result.tau,
+            "tau_reference": result.tau_reference, "dense_train_ce": result.dense_train_ce,
+            "floor_ce": result.floor_ce, "dense_heldout_ce": dense["heldout_ce"],
+            "sparse_heldout_ce": sparse["heldout_ce"], "kept_fraction": sparse["kept_fraction"],
+            "kept_per_query": sparse["kept_per_query"], "best_step": result.best_step,
+            "wall_time_s": result.wall_time_s, "steps": recipe.steps, "gate_bias": recipe.gate_bias,
+            "weights": "model.safetensors", "weights_step": weights_step,
+            "weights_are": (f"the evaluation with the fewest kept edges that met tau (step {weights_step})"
+                            if result.best_step is not None else "the last step (no evaluation met tau)"),
+        }
+        write_json(args.out / "summary.json", summary)
     return summary
-
-
-def _auto_device():
-    from .train import resolve_device
-
-    return resolve_device("auto")
 
 
 def count_edges_command(args) -> dict:
     from . import count_edges, sparsify
-    from .train import iter_batches, load_checkpoint_weights, resolve_device
 
     loaded, _, eval_data = _load_with_data(args)
     model = sparsify(loaded.model.to(resolve_device(args.device)), gate_bias=args.gate_bias)
@@ -404,8 +413,6 @@ def count_edges_command(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .train import RunBusy, TrainingDiverged
-
     parser = build_parser()
     args = parser.parse_args(argv)
     prefix = f"{parser.prog} {args.command}: error:"

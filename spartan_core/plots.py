@@ -16,8 +16,6 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .results import ResultsDir
-
 __all__ = [
     "DENSE",
     "SPARSE",
@@ -70,8 +68,9 @@ def apply_style() -> None:
     mpl.rcParams.update(RC)
 
 
-def save(fig, results: ResultsDir, name: str) -> None:
-    """Write ``fig`` as ``<results>/<name>.png`` through the one results writer."""
+def save(fig, results, name: str) -> None:
+    """Write ``fig`` as ``<results>/<name>.png`` through the one results writer (the companion's ``ResultsDir``,
+    passed in: the library never imports the companion)."""
     results.figure(fig, name)
 
 

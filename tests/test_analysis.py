@@ -13,7 +13,7 @@ import torch  # noqa: E402
 
 from conftest import tiny_gpt2  # noqa: E402
 from spartan_core import analysis  # noqa: E402
-from spartan_core.hf import dense, layer_stats, sparsify  # noqa: E402
+from spartan_core.mechanism.sparsify import dense, layer_stats, sparsify  # noqa: E402
 
 
 def _ids(n=6, t=11, vocab=50):

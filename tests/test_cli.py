@@ -55,8 +55,8 @@ def test_post_train_then_count_edges_end_to_end(local_model, tmp_path, capsys):
                  "--steps", "4", "--batch-size", "4", "--eval-every", "2", "--checkpoint-every", "2",
                  "--tau-factor", "1.5", "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert 0 < summary["kept_fraction"] <= 1 and summary["tau"] == pytest.approx(1.5 * summary["dense_eval_ce"])
-    assert len((out / "log.jsonl").read_text().splitlines()) == 4
+    assert 0 < summary["kept_fraction"] <= 1 and summary["tau"] == pytest.approx(1.5 * summary["dense_train_ce"])
+    assert len((out / "geco" / "log.jsonl").read_text().splitlines()) == 4
     capsys.readouterr()
     counts_file = tmp_path / "counts.json"
     assert main(["count-edges", "--model", str(model_dir), "--data", str(text), "--seq-len", "16",
@@ -160,12 +160,12 @@ def test_count_edges_refuses_a_nan_model_and_a_wrong_architecture(local_model, t
 
 
 def test_divergence_is_one_line_with_its_own_exit_code(local_model, tmp_path, capsys, monkeypatch):
-    from spartan_core.train import TrainingDiverged
+    from spartan_core.training import TrainingDiverged
 
     def diverge(*args, **kwargs):
         raise TrainingDiverged("step 3: gradient norm is nan; the step was not applied.\nLast finite checkpoint: X.")
 
-    monkeypatch.setattr("spartan_core.train", diverge)
+    monkeypatch.setattr("spartan_core.training.posttrain.train", diverge)
     model_dir, text = local_model
     err = _refused(_post_train_args(model_dir, text, tmp_path / "run"), "training diverged: step 3", capsys, code=3)
     assert "Last finite checkpoint" in err
@@ -183,8 +183,8 @@ def test_a_rerun_into_the_same_out_refuses_other_settings_and_reuses_the_same(lo
     first = json.loads((out / "summary.json").read_text())
     weights = load_file(out / "model.safetensors")
     capsys.readouterr()
-    for change, named in ((["--seed", "1"], "train.seed"), (["--lr", "1e-3"], "train.lr"),
-                          (["--tau-factor", "2"], "run.tau_factor"), (["--steps", "3"], "train.steps")):
+    for change, named in ((["--seed", "1"], "recipe.seed"), (["--lr", "1e-3"], "recipe.lr"),
+                          (["--tau-factor", "2"], "recipe.tau_factor"), (["--steps", "3"], "recipe.steps")):
         err = _refused(_post_train_args(model_dir, text, out, *change), f"out: {out} holds another run ({named}",
                        capsys)
         assert "--fresh" in err
@@ -195,7 +195,7 @@ def test_a_rerun_into_the_same_out_refuses_other_settings_and_reuses_the_same(lo
     again = json.loads(captured.out)
     assert again["reused"] is True and again["kept_fraction"] == first["kept_fraction"]
     assert main(_post_train_args(model_dir, text, out, "--seed", "1", "--fresh")) == 0
-    assert json.loads((out / "run.json").read_text())["train"]["seed"] == 1
+    assert json.loads((out / "run.json").read_text())["recipe"]["seed"] == 1
 
 
 def test_count_edges_loads_the_weights_post_train_reported(local_model, tmp_path, capsys):
@@ -229,15 +229,15 @@ def test_a_sigkilled_post_train_resumes_and_a_second_one_is_refused_meanwhile(lo
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
-        while not (out / "checkpoint" / "trainer.json").exists():
+        while not (out / "geco" / "checkpoint" / "trainer.json").exists():
             assert running.poll() is None and time.time() < deadline, running.stderr.read().decode()
             time.sleep(0.2)
         _refused(argv, "another process", capsys)
     finally:
         running.send_signal(signal.SIGKILL)
         running.wait()
-    killed_at = json.loads((out / "checkpoint" / "trainer.json").read_text())["step"]
+    killed_at = json.loads((out / "geco" / "checkpoint" / "trainer.json").read_text())["step"]
     assert killed_at < 80 and not (out / "summary.json").exists()
     assert main(argv) == 0
-    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (out / "geco" / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 81))

@@ -3,23 +3,12 @@ parameters: fast tests, so a broken check or stand-in shows up without executing
 
 import pytest
 
-from spartan_core import notebook_runner
+from companion import runner as notebook_runner
+import checks_chapters_1_3
+import checks_chapters_4_6
 from test_notebooks import CHECKS, STAND_IN
 
-BROKEN = {
-    "03_edges_and_loss": {"models": {"m": {"model": "m", "status": "measured", "post_trained": False,
-                                           "dense_ce": 1.0, "gated_ce": 2.0, "gated_kept_fraction": 1.5,
-                                           "gated_kept_per_query": 1.0, "context_length": 8,
-                                           "gated_ce_increase_pct": 100.0}},
-                          "model_cards": {"m": {"model": "m", "status": "measured", "heldout_ce": 1.0,
-                                                "n_params": 10}}},
-    "04_attention_patterns": {"status": "pending", "reason": ""},
-    "05_addition": {"kept_fraction": 0.1, "kept_per_query_per_layer": [1, 1, 1],
-                    "dense_exact_match": {}, "sparse_exact_match": {}},
-    "06_circuits": {"tasks": {"addition": {"status": "measured", "needed_at_90": {"resample/edges/sparse": 0}}},
-                    "ratios_at_90": [{"task": "addition", "ablation": "resample", "kind": kind, "min": 1.0,
-                                      "dense / sparse (mean)": 2.0, "max": 3.0} for kind in ("edges", "heads")]},
-}
+BROKEN = {**checks_chapters_1_3.BROKEN, **checks_chapters_4_6.BROKEN}
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))

@@ -11,8 +11,10 @@ import math
 import nbformat
 import pytest
 
-from spartan_core import notebook_runner
-from spartan_core.results import read_metrics
+import checks_chapters_1_3
+import checks_chapters_4_6
+from companion import runner as notebook_runner
+from companion.results import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -39,110 +41,11 @@ STAND_IN = {
 }
 
 
-def _check_01(metrics, folder, parameters):
-    assert metrics["open_gates_max_abs_logit_diff"] < 1e-5, "open gates must reproduce dense logits"
-    assert metrics["open_gates_max_abs_attention_diff"] < 1e-5
-    assert metrics["gated_max_abs_logit_diff"] > 0, "closed gates must change the model"
-    assert 0 <= metrics["example_row_sum_min"] <= metrics["example_row_sum_max"] <= 1 + 1e-6
-    assert metrics["sampling_max_abs_error"] < 6 * metrics["sampling_noise_sd_bound"]
-    assert all(0 < f < 1 for f in metrics["gated_kept_fraction_by_layer"])
-
-
-def _check_02(metrics, folder, parameters):
-    import pandas as pd
-
-    history = pd.read_csv(folder / "geco_history.csv")
-    assert len(history) == parameters["steps"] and history["step"].tolist() == list(range(1, len(history) + 1))
-    assert metrics["evals"] == -(-parameters["steps"] // parameters["eval_every"])
-    assert 0 < metrics["kept_fraction"] <= 1 and 0 < metrics["expected_fraction_last"] <= 1
-    assert metrics["tau"] > 0 and metrics["beta_max"] >= metrics["beta_first"] > 0
-    tradeoff = pd.read_csv(folder / "tradeoff.csv")
-    assert tradeoff["method"].tolist() == ["GECO"] + ["fixed β"] * len(parameters["fixed_betas"])
-    assert tradeoff["beta"].iloc[1:].tolist() == parameters["fixed_betas"]
-    assert {"training_dynamics.png", "tradeoff.png"} <= set(metrics_files(folder))
-
-
-def _fraction(value) -> bool:
-    return isinstance(value, float) and 0.0 <= value <= 1.0
-
-
-def _check_03(metrics, folder=None, parameters=None):
-    rows = metrics["models"]
-    assert rows, "at least one model row"
-    assert set(metrics["model_cards"]) == set(rows)
-    for name, card in metrics["model_cards"].items():
-        assert card["status"] == rows[name]["status"]
-        if card["status"] == "measured":
-            assert card["heldout_ce"] > 0 and card["n_params"] > 0
-            if parameters and parameters.get("kjv_blocks") and name != "addition-4l":
-                assert card["kjv_ce"] > 0 and 0 < card["kjv_blocks"] <= parameters["kjv_blocks"]
-    for name, row in rows.items():
-        assert row["model"] == name and row["status"] in ("measured", "pending")
-        if row["status"] == "pending":
-            assert row["reason"] and "dense_ce" not in row, "a pending model has a reason and no numbers"
-            continue
-        assert row["dense_ce"] > 0 and row["gated_ce"] > 0
-        assert _fraction(row["gated_kept_fraction"]) and row["gated_kept_per_query"] <= row["context_length"]
-        assert math.isclose(row["gated_ce_increase_pct"], 100 * (row["gated_ce"] / row["dense_ce"] - 1), rel_tol=1e-6)
-        if row["post_trained"]:
-            assert _fraction(row["sparse_kept_fraction"]) and row["sparse_ce"] > 0
-            assert len(row["sparse_per_head"]) == len(row["sparse_per_layer"])
-
-
-def _check_04(metrics, folder=None, parameters=None):
-    assert metrics["status"] in ("measured", "pending")
-    if metrics["status"] == "pending":
-        assert metrics["reason"]
-        return
-    assert 0.0 <= metrics["induction_sparse_max"] <= 1.0 and 0.0 <= metrics["induction_dense_max"] <= 1.0
-    assert len(metrics["induction_dense_heads"]) <= metrics["heads_total"]
-    assert (len(metrics["induction_dense_heads"]) == 0) == ("no induction head" in metrics["induction_verdict"])
-    kept = [k for layer in metrics["text_kept_keys_per_query"] for k in layer]
-    assert all(0.0 <= k <= len(metrics["text_tokens_shown"]) for k in kept)
-    assert _fraction(metrics["kept_fraction"])
-
-
-def _check_05(metrics, folder=None, parameters=None):
-    assert _fraction(metrics["kept_fraction"]) and len(metrics["kept_per_query_per_layer"]) == 4
-    for kind in ("dense", "sparse"):
-        match = metrics[f"{kind}_exact_match"]
-        assert _fraction(match["all"]) and match["n_all"] == 2000
-    best = metrics["most_selective_sparse"]
-    assert _fraction(best["with_carry"]) and _fraction(best["without_carry"]) and best["relevant"]
-    assert math.isclose(best["selectivity"], best["with_carry"] - best["without_carry"], abs_tol=1e-9)
-    assert all(row["dense"] > 0 for row in metrics["figure1_edges_drawn"])
-
-
-def metrics_files(folder):
-    return read_metrics(folder)["files"]
-
-
-def _check_06(metrics, folder=None, parameters=None):
-    tasks = metrics["tasks"]
-    assert set(tasks) == set(parameters["tasks"])
-    measured = [t for t, info in tasks.items() if info["status"] == "measured"]
-    for task, info in tasks.items():
-        if info["status"] == "pending":
-            assert info["reason"] and task in ("ioi", "greater-than", "induction"), "only hub models may be pending"
-    ratios = metrics.get("ratios_at_90", [])
-    assert {(r["task"], r["ablation"], r["kind"]) for r in ratios} == {
-        (t, a, k) for t in measured for a in parameters["ablations"] for k in ("edges", "heads")}
-    for r in ratios:
-        assert r["min"] <= r["dense / sparse (mean)"] <= r["max"] and r["min"] > 0
-    for info in tasks.values():
-        for key, count in info.get("needed_at_90", {}).items():
-            assert count >= 1, f"{key}: a circuit of no edge cannot explain 90 %"
-    if parameters["check_prompts"] and "addition" in parameters["tasks"]:
-        for model in ("dense", "sparse"):
-            assert metrics["method_agreement"][model]["eap"] > 0.5, "EAP must rank edges like exact patching"
-
-
 def _no_extra_check(metrics, folder, parameters):
     """Notebooks without their own assertions get the common ones of the tests below."""
 
 
-CHECKS = {"01_gated_attention": _check_01, "02_sparsity_loss_curves": _check_02, "03_edges_and_loss": _check_03,
-          "04_attention_patterns": _check_04, "05_addition": _check_05, "06_circuits": _check_06}
+CHECKS = {**checks_chapters_1_3.CHECKS, **checks_chapters_4_6.CHECKS}
 
 
 def _run(name, profile, tmp_path, overrides=None):

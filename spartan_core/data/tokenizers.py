@@ -7,7 +7,7 @@
 * :func:`train_bpe`: a small byte-level BPE trained here with ``tokenizers``. The Shakespeare LM uses a vocabulary
   of 2,048 rather than GPT-2's 50,257 because on two CPU cores the output softmax and embedding of a 50k vocab would
   dominate a d=128 model (about 6.4M embedding parameters for 1.6M training tokens) and the pretraining budget of a
-  few minutes would be spent there; PAPER.md's calibration used the same 2,048.
+  few minutes would be spent there; the calibration in the book's method notes used the same 2,048.
 """
 
 from __future__ import annotations

@@ -1,0 +1,242 @@
+"""Assemble and build the companion book: chapters, the table of claims, the table of runs, the HTML.
+
+* :func:`publish_chapter` copies an executed notebook into ``book/chapters/`` and tags its parameter cells
+  ``remove-cell`` (the parameters a chapter ran with are printed by its first code cell instead).
+* :func:`claims_markdown` / :func:`runs_markdown` write the tables that ``book/intro.md`` includes: the paper's
+  numbers (typed from the paper, labelled as the paper's) next to what each profile's ``results/`` files say.
+  A profile that has not been run shows "pending", never a number, and a paper-profile result that did not run on
+  a GPU (a forced ``--allow-cpu`` run) says where it ran.
+* :func:`build` regenerates those tables and runs ``jupyter-book build -W -n --keep-going`` (offline).
+
+``python -m companion.book build [--output DIR]`` is what ``make book`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+from spartan_core._util import atomic_write_text
+
+from .results import REPO_ROOT, read_metrics, results_root
+
+__all__ = [
+    "BOOK_DIR",
+    "BOOK_PROFILES",
+    "publish_chapter",
+    "toc_files",
+    "claims_markdown",
+    "runs_markdown",
+    "write_generated",
+    "build",
+]
+
+BOOK_DIR = REPO_ROOT / "book"
+BOOK_PROFILES = {"tiny": "tiny profile (CPU, this repository)", "paper": "paper profile (GPU)"}
+_HIDDEN_TAGS = ("parameters", "injected-parameters")
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_PENDING = {
+    "tiny": "pending: not run yet (`make reproduce PROFILE=tiny`)",
+    "paper": "pending: needs a GPU run (`make reproduce PROFILE=paper`)",
+}
+
+
+def _is_stderr(output) -> bool:
+    return output.get("output_type") == "stream" and output.get("name") == "stderr"
+
+
+def publish_chapter(executed: Path, chapters_dir: Path) -> Path:
+    """Copy a finished executed notebook into the book, hiding papermill's parameter cells, dropping live widget
+    outputs (progress bars: a page holding widget state loads the widget manager from a CDN, which an offline
+    book cannot reach), dropping stderr streams (library warnings and progress-bar text are debris to a reader;
+    the executed notebook in ``book/executed/`` keeps them) and keeping only repository-relative paths in
+    papermill's metadata."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if any(tag in tags for tag in _HIDDEN_TAGS) and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            data.pop(_WIDGET_VIEW, None)
+        if "outputs" in cell:
+            cell.outputs = [o for o in cell.outputs
+                            if ("data" not in o or o["data"]) and not _is_stderr(o)]
+    papermill_meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if key in papermill_meta:
+            path = Path(papermill_meta[key])
+            papermill_meta[key] = path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else path.name
+    target = Path(chapters_dir) / Path(executed).name
+    atomic_write_text(target, nbformat.writes(nb))
+    return target
+
+
+def toc_files(book_dir: Path = BOOK_DIR) -> list[str]:
+    """Every ``file:`` of ``_toc.yml`` (root included), without suffix."""
+    toc = yaml.safe_load((Path(book_dir) / "_toc.yml").read_text())
+    found = [toc["root"]]
+
+    def walk(entries: Iterable[dict]) -> None:
+        for entry in entries or []:
+            if "file" in entry:
+                found.append(entry["file"])
+            walk(entry.get("sections"))
+            for part in entry.get("parts", []) or []:
+                walk(part.get("chapters"))
+
+    walk(toc.get("chapters"))
+    for part in toc.get("parts", []) or []:
+        walk(part.get("chapters"))
+    return found
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _profile_results(root: Path, profile: str) -> list[tuple[str, dict[str, Any]]]:
+    """Finished results folders of a profile; dot-names (``.staging``, lock files) belong to runs in progress."""
+    folder = Path(root) / profile
+    if not folder.is_dir():
+        return []
+    return [(path.name, read_metrics(path)) for path in sorted(folder.iterdir())
+            if not path.name.startswith(".") and (path / "metrics.json").exists()]
+
+
+def _forced_device(profile: str, data: dict[str, Any]) -> str:
+    """`` (ran on cpu, forced)`` for a paper-profile result that did not run on CUDA, so it never passes as a GPU
+    result; empty otherwise."""
+    if profile != "paper":
+        return ""
+    kind = data.get("provenance", {}).get("device", {}).get("type")
+    return "" if kind == "cuda" else f" (ran on {kind or 'an unknown device'}, forced)"
+
+
+def _chapter_link(notebook: str, chapters: set[str]) -> str:
+    return f"{{doc}}`{notebook[:2]} </chapters/{notebook}>`" if notebook in chapters else notebook[:2]
+
+
+def claims_markdown(claims_path: Path, root: Path, chapters: set[str]) -> str:
+    """The claims table: one row per claim of ``book/claims.yaml``, one measured column per book profile."""
+    claims = yaml.safe_load(Path(claims_path).read_text())
+    measured = {profile: _profile_results(root, profile) for profile in BOOK_PROFILES}
+    header = ["Claim", "The paper reports", *(f"Measured: {label}" for label in BOOK_PROFILES.values())]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for claim in claims:
+        row = [_cell(claim["claim"]), _cell(f"{claim['paper']} ({claim['source']})")]
+        for profile in BOOK_PROFILES:
+            found = []
+            for notebook, data in measured[profile]:
+                entry = data.get("claims", {}).get(claim["id"])
+                if entry is None:
+                    continue
+                state = data.get("provenance", {}).get("status")
+                note = ("" if state == "complete" else f" ({state or 'unknown'} run)") + _forced_device(profile, data)
+                found.append(f"{entry['summary']}{note} [nb {_chapter_link(notebook, chapters)}]")
+            if found:
+                row.append(_cell("; ".join(found)))
+            elif claim.get("not_attempted"):
+                row.append(_cell(f"not attempted: {claim['not_attempted']}"))
+            else:
+                row.append(_cell(_PENDING[profile]))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def runs_markdown(root: Path) -> str:
+    """Provenance of every results folder the claims table read: which code, where, how long."""
+    header = ["Profile", "Notebook", "Status", "Git commit", "Device", "Wall time (s)", "Finished (UTC)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = 0
+    for profile in BOOK_PROFILES:
+        for notebook, data in _profile_results(root, profile):
+            prov = data.get("provenance", {})
+            commit = (prov.get("git_commit") or "unknown")[:10] + (" (modified)" if prov.get("git_dirty") else "")
+            device = prov.get("device", {})
+            lines.append("| " + " | ".join(_cell(x) for x in [
+                profile, notebook, prov.get("status", "unknown"), commit,
+                f"{device.get('type', '?')}: {device.get('name', '?')}{_forced_device(profile, data)}",
+                prov.get("wall_time_s", "?"),
+                prov.get("finished_utc", "not finished"),
+            ]) + " |")
+            rows += 1
+    if not rows:
+        return "No results have been written yet: run `make reproduce`.\n"
+    return "\n".join(lines) + "\n"
+
+
+def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list[Path]:
+    """Write ``_generated/claims.md`` and ``_generated/runs.md`` from the results files."""
+    book_dir = Path(book_dir)
+    root = Path(root or results_root())
+    chapters = {p.stem for p in (book_dir / "chapters").glob("*.ipynb")}
+    chapters &= {Path(f).name for f in toc_files(book_dir) if f.startswith("chapters/")}
+    out = book_dir / "_generated"
+    return [
+        atomic_write_text(out / "claims.md", claims_markdown(book_dir / "claims.yaml", root, chapters)),
+        atomic_write_text(out / "runs.md", runs_markdown(root)),
+    ]
+
+
+def _jupyter_book() -> str:
+    local = Path(sys.executable).parent / "jupyter-book"
+    found = str(local) if local.exists() else shutil.which("jupyter-book")
+    if not found:
+        raise FileNotFoundError("jupyter-book is not installed: run `make setup`")
+    return found
+
+
+def build(book_dir: Path = BOOK_DIR, output: Path | None = None, root: Path | None = None) -> Path:
+    """Regenerate the tables and build the HTML book (warnings are errors); returns the html folder."""
+    book_dir = Path(book_dir)
+    for entry in toc_files(book_dir):
+        if not any((book_dir / f"{entry}{suffix}").exists() for suffix in (".md", ".ipynb")):
+            name = Path(entry).name
+            hint = f"run `make notebook NB={name}`" if entry.startswith("chapters/") else "restore it"
+            raise FileNotFoundError(f"book: {entry} is in _toc.yml but missing: {hint}")
+    write_generated(book_dir, root)
+    output = Path(output or book_dir)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run(
+        [_jupyter_book(), "build", str(book_dir), "--path-output", str(output), "-W", "-n", "--keep-going",
+         "--all"],
+        env=env, capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-20000:] + done.stderr[-20000:])
+        raise RuntimeError(f"book: jupyter-book build failed with status {done.returncode} (log above)")
+    return output / "_build" / "html"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m companion.book")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("tables", help="regenerate book/_generated/{claims,runs}.md from results/")
+    build_cmd = sub.add_parser("build", help="regenerate the tables and build the HTML book")
+    build_cmd.add_argument("--output", type=Path, default=None, help="output root (default: book/)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "tables":
+            for path in write_generated():
+                print(path)
+        else:
+            print(build(output=args.output) / "index.html")
+    except (FileNotFoundError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

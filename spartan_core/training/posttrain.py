@@ -1,0 +1,194 @@
+"""The paper's post-training recipe, in one place: the reference CE, the optional floor phase, the one tau rule,
+GECO, the run, and metrics before and after. The model cache, the command line and the notebooks all call
+:func:`post_train`; the CLI builds the same :class:`SparseRecipe` from its arguments."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from ..mechanism.sparsify import sparsify
+from ..objective.geco import GECO
+from ..objective.sparsity import SparsityUnderCE
+from ..objective.tau import TAU_REFERENCES, resolve_tau
+from .config import TrainConfig
+from .evaluate import evaluate
+from .loop import train
+
+__all__ = ["SparseRecipe", "PostTrainResult", "post_train", "CHECKPOINT_EVERY", "CHECKPOINT_SECONDS"]
+
+CHECKPOINT_EVERY = 500  # a run killed midway resumes from the last of these ...
+CHECKPOINT_SECONDS = 120.0  # ... or of these, whichever came last: a kill loses at most two minutes
+
+
+@dataclass(frozen=True)
+class SparseRecipe:
+    """Sparse post-training settings. Optimiser: AdamW, ``lr``, ``schedule`` (``constant`` or ``cosine``).
+
+    tau: an absolute CE target, or ``None`` to use ``tau_factor`` x the reference chosen by ``tau_reference``
+    (``"dense"``: dense model's CE on training data; ``"floor"``: mean sampled-mask training CE over the last
+    third of a first phase of ``floor_steps`` post-training steps with beta held at ``beta_min``), but at least
+    ``tau_min`` (a relative tau under the sampled-mask CE floor would never let beta rise). GECO: ``eta`` (step on log beta per nat of slack),
+    ``alpha`` (EMA), ``beta_init``/``beta_min``/``beta_max``. ``gate_bias`` b opens gates at the start.
+    ``eval_every``: how often the deterministic-mask CE and edges are measured on training data, which is also
+    where the best checkpoint meeting tau is chosen (never on the held-out split that results report).
+    ``block_size`` applies to text data only.
+    """
+
+    steps: int = 3000
+    lr: float = 3e-4
+    batch_size: int = 256
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    tau: float | None = None
+    tau_factor: float = 1.0
+    tau_reference: str = "dense"
+    tau_min: float = 0.0
+    floor_steps: int = 0
+    eta: float = 1.0
+    alpha: float = 0.99
+    beta_init: float = math.exp(-8)
+    beta_min: float = math.exp(-10)
+    beta_max: float = math.exp(5)
+    gate_bias: float = 0.0
+    eval_every: int = 250
+    eval_batch_size: int = 64
+    eval_max_batches: int | None = None
+    block_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.tau is not None and not (self.tau > 0 and math.isfinite(self.tau)):
+            raise ValueError(f"tau: must be a positive finite CE or None, got {self.tau!r}")
+        if not (self.tau_factor > 0 and math.isfinite(self.tau_factor)):
+            raise ValueError(f"tau_factor: must be positive, got {self.tau_factor!r}")
+        if not (self.tau_min >= 0 and math.isfinite(self.tau_min)):
+            raise ValueError(f"tau_min: must be a finite CE >= 0, got {self.tau_min!r}")
+        if self.tau_reference not in TAU_REFERENCES:
+            raise ValueError(f"tau_reference: must be one of {', '.join(TAU_REFERENCES)}, got {self.tau_reference!r}")
+        if self.tau_reference == "floor" and self.tau is None and self.floor_steps < 1:
+            raise ValueError("floor_steps: tau_reference='floor' needs floor_steps >= 1 to measure the floor")
+        if self.floor_steps < 0:
+            raise ValueError(f"floor_steps: must be >= 0, got {self.floor_steps!r}")
+        GECO(tau=1.0, alpha=self.alpha, eta=self.eta, beta_init=self.beta_init, beta_min=self.beta_min,
+             beta_max=self.beta_max)  # refuses bad controller settings by name before any work
+        if self.block_size < 2:
+            raise ValueError(f"block_size: must be at least 2, got {self.block_size!r}")
+
+    @classmethod
+    def from_any(cls, recipe) -> "SparseRecipe":
+        if recipe is None:
+            return cls()
+        if isinstance(recipe, cls):
+            return recipe
+        if not isinstance(recipe, dict):
+            raise ValueError(f"recipe: expected a dict or SparseRecipe, got {type(recipe).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(recipe) - known)
+        if unknown:
+            raise ValueError(f"{unknown[0]}: unknown sparse recipe setting (known: {', '.join(sorted(known))})")
+        return cls(**recipe)
+
+    def train_config(self, steps: int, progress: bool = True, device: str = "auto", **changes) -> TrainConfig:
+        """The TrainConfig of one phase; ``changes`` are execution settings (grad_accum, bf16, checkpoints ...)."""
+        settings = dict(
+            steps=steps, batch_size=self.batch_size, lr=self.lr, schedule=self.schedule,
+            warmup_steps=self.warmup_steps, weight_decay=self.weight_decay, grad_clip=self.grad_clip,
+            eval_every=self.eval_every, eval_batch_size=self.eval_batch_size,
+            eval_max_batches=self.eval_max_batches, seed=self.seed, progress=progress, device=device,
+            checkpoint_every=CHECKPOINT_EVERY, checkpoint_seconds=CHECKPOINT_SECONDS,
+        )
+        return TrainConfig(**{**settings, **changes})
+
+
+@dataclass
+class PostTrainResult:
+    """What :func:`post_train` measured. ``metrics`` has ``dense``, ``gated_before_training`` and ``sparse``
+    (held-out metrics of the dense model, of the gated model before any training, and of the result);
+    ``history`` every training step (floor phase first, ``phase`` says which), ``evals`` the selection runs."""
+
+    model: torch.nn.Module
+    recipe: SparseRecipe
+    tau: float
+    tau_reference: str
+    dense_train_ce: float
+    floor_ce: float | None
+    best_step: int | None
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+def heldout_ce(model, heldout: dict, batch_size: int) -> dict:
+    """Default held-out metrics: CE and, for a sparsified model, its kept edges."""
+    result = evaluate(model, heldout, batch_size)
+    metrics = {"heldout_ce": result["ce"]}
+    if result["edges"] is not None:
+        metrics.update(edges=result["edges"].to_dict(), kept_fraction=result["edges"].kept_fraction,
+                       kept_per_query=result["edges"].kept_per_query)
+    return metrics
+
+
+def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: SparseRecipe, *,
+               extra_metrics: Callable[[torch.nn.Module, dict], dict] | None = None,
+               out_dir: str | Path | None = None, progress: bool = True, device: str = "auto",
+               identity: dict | None = None, fresh: bool = False, desc: str = "sparse",
+               **execution) -> PostTrainResult:
+    """Sparsify ``model`` in place and post-train it under ``recipe``.
+
+    The deterministic-mask CE on ``train_data`` is both tau's ``"dense"`` reference and where the kept checkpoint
+    is chosen (never on ``heldout``, which only the reported metrics see). ``extra_metrics(model, heldout)`` adds
+    task metrics (the addition toy's exact match). ``out_dir`` holds the phases' run directories (``floor``,
+    ``geco``) so a killed run resumes; ``execution`` passes TrainConfig settings that do not change what is
+    learnt (grad_accum, bf16, activation_checkpointing, checkpoint_every, checkpoint_seconds).
+    """
+    recipe = SparseRecipe.from_any(recipe)
+    out = Path(out_dir) if out_dir is not None else None
+    batch = recipe.eval_batch_size
+
+    def measure(current) -> dict:
+        return {**heldout_ce(current, heldout, batch), **(extra_metrics(current, heldout) if extra_metrics else {})}
+
+    dense_train_ce = evaluate(model, train_data, batch, recipe.eval_max_batches)["ce"]
+    dense_metrics = measure(model)
+    sparsify(model, gate_bias=recipe.gate_bias)
+    gated_metrics = measure(model)
+    started = time.perf_counter()
+    history: list[dict] = []
+    floor_ce = None
+    if recipe.floor_steps:
+        holder = GECO(tau=dense_train_ce, eta=0.0, alpha=recipe.alpha, beta_init=recipe.beta_min,
+                      beta_min=recipe.beta_min, beta_max=recipe.beta_max)
+        floor = train(model, train_data, config=recipe.train_config(
+            recipe.floor_steps, progress, device, eval_every=0, keep_best=False, **execution),
+            objective=SparsityUnderCE(holder), out_dir=out / "floor" if out else None, desc=f"floor {desc}",
+            identity=identity, fresh=fresh)
+        tail = [r["ce"] for r in floor.history[-max(1, recipe.floor_steps // 3):]]
+        floor_ce = sum(tail) / len(tail)
+        history += [{**r, "phase": "floor"} for r in floor.history]
+    tau = resolve_tau(tau=recipe.tau, tau_factor=recipe.tau_factor, tau_reference=recipe.tau_reference,
+                      tau_min=recipe.tau_min, dense_ce=dense_train_ce, floor_ce=floor_ce)
+    geco = GECO(tau=tau, alpha=recipe.alpha, eta=recipe.eta, beta_init=recipe.beta_init,
+                beta_min=recipe.beta_min, beta_max=recipe.beta_max)
+    result = train(model, train_data, config=recipe.train_config(recipe.steps, progress, device, **execution),
+                   eval_data=train_data, objective=SparsityUnderCE(geco), out_dir=out / "geco" if out else None,
+                   desc=desc, identity=identity, fresh=fresh)
+    offset = recipe.floor_steps
+    return PostTrainResult(
+        model=model, recipe=recipe, tau=tau,
+        tau_reference="absolute" if recipe.tau is not None else recipe.tau_reference,
+        dense_train_ce=dense_train_ce, floor_ce=floor_ce,
+        best_step=None if result.best_step is None else result.best_step + offset,
+        metrics={"dense": dense_metrics, "gated_before_training": gated_metrics, "sparse": measure(model)},
+        history=history + [{**r, "step": r["step"] + offset, "phase": "geco"} for r in result.history],
+        evals=[{**r, "step": r["step"] + offset} for r in result.evals],
+        wall_time_s=time.perf_counter() - started,
+    )

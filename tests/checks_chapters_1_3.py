@@ -1,0 +1,68 @@
+"""Notebook checks for chapters 1-3: what ``tests/test_notebooks.py`` asserts about a notebook's recorded results
+(after it ran), and broken results each check must reject (``tests/test_notebook_checks.py``)."""
+
+import math
+
+from checks_common import is_fraction, metrics_files
+
+
+def _check_01(metrics, folder, parameters):
+    assert metrics["open_gates_max_abs_logit_diff"] < 1e-5, "open gates must reproduce dense logits"
+    assert metrics["open_gates_max_abs_attention_diff"] < 1e-5
+    assert metrics["gated_max_abs_logit_diff"] > 0, "closed gates must change the model"
+    assert 0 <= metrics["example_row_sum_min"] <= metrics["example_row_sum_max"] <= 1 + 1e-6
+    assert metrics["sampling_max_abs_error"] < 6 * metrics["sampling_noise_sd_bound"]
+    assert all(0 < f < 1 for f in metrics["gated_kept_fraction_by_layer"])
+
+
+def _check_02(metrics, folder, parameters):
+    import pandas as pd
+
+    history = pd.read_csv(folder / "geco_history.csv")
+    assert len(history) == parameters["steps"] and history["step"].tolist() == list(range(1, len(history) + 1))
+    assert metrics["evals"] == -(-parameters["steps"] // parameters["eval_every"])
+    assert 0 < metrics["kept_fraction"] <= 1 and 0 < metrics["expected_fraction_last"] <= 1
+    assert metrics["tau"] > 0 and metrics["beta_max"] >= metrics["beta_first"] > 0
+    tradeoff = pd.read_csv(folder / "tradeoff.csv")
+    assert tradeoff["method"].tolist() == ["GECO"] + ["fixed β"] * len(parameters["fixed_betas"])
+    assert tradeoff["beta"].iloc[1:].tolist() == parameters["fixed_betas"]
+    assert {"training_dynamics.png", "tradeoff.png"} <= set(metrics_files(folder))
+
+
+def is_fraction(value) -> bool:
+    return isinstance(value, float) and 0.0 <= value <= 1.0
+
+
+def _check_03(metrics, folder=None, parameters=None):
+    rows = metrics["models"]
+    assert rows, "at least one model row"
+    assert set(metrics["model_cards"]) == set(rows)
+    for name, card in metrics["model_cards"].items():
+        assert card["status"] == rows[name]["status"]
+        if card["status"] == "measured":
+            assert card["heldout_ce"] > 0 and card["n_params"] > 0
+            if parameters and parameters.get("kjv_blocks") and name != "addition-4l":
+                assert card["kjv_ce"] > 0 and 0 < card["kjv_blocks"] <= parameters["kjv_blocks"]
+    for name, row in rows.items():
+        assert row["model"] == name and row["status"] in ("measured", "pending")
+        if row["status"] == "pending":
+            assert row["reason"] and "dense_ce" not in row, "a pending model has a reason and no numbers"
+            continue
+        assert row["dense_ce"] > 0 and row["gated_ce"] > 0
+        assert is_fraction(row["gated_kept_fraction"]) and row["gated_kept_per_query"] <= row["context_length"]
+        assert math.isclose(row["gated_ce_increase_pct"], 100 * (row["gated_ce"] / row["dense_ce"] - 1), rel_tol=1e-6)
+        if row["post_trained"]:
+            assert is_fraction(row["sparse_kept_fraction"]) and row["sparse_ce"] > 0
+            assert len(row["sparse_per_head"]) == len(row["sparse_per_layer"])
+
+
+CHECKS = {"01_gated_attention": _check_01, "02_sparsity_loss_curves": _check_02, "03_edges_and_loss": _check_03}
+
+BROKEN = {
+    "03_edges_and_loss": {"models": {"m": {"model": "m", "status": "measured", "post_trained": False,
+                                           "dense_ce": 1.0, "gated_ce": 2.0, "gated_kept_fraction": 1.5,
+                                           "gated_kept_per_query": 1.0, "context_length": 8,
+                                           "gated_ce_increase_pct": 100.0}},
+                          "model_cards": {"m": {"model": "m", "status": "measured", "heldout_ce": 1.0,
+                                                "n_params": 10}}},
+}

@@ -1,0 +1,209 @@
+"""The book: chapters are published with their parameter cells hidden, the claims table is generated from
+results files (pending where a profile has not run), the book builds with warnings as errors, and every page
+opens in headless Chromium without errors, missing images or broken internal links, and links leave the book
+only for the allowlisted citations.
+
+The build uses a temporary copy of ``book/`` with the committed chapters and ``results/``; screenshots of every
+page go to ``artifacts/screenshots/`` for a person to look at.
+"""
+
+import json
+import re
+import shutil
+
+import nbformat
+import pytest
+
+from companion import book, bookcheck
+from companion.results import REPO_ROOT, ResultsDir, read_metrics
+
+SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
+
+
+def test_publish_chapter_hides_parameter_cells_and_drops_widgets(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("seed = 0", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("seed = 3", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(seed)"),
+    ]
+    bar = nbformat.v4.new_output("display_data", data={"text/plain": "progress 3/3",
+                                                       "application/vnd.jupyter.widget-view+json": {"model_id": "x"}})
+    widget_only = nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {}})
+    nb.cells[2].outputs = [bar, widget_only]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    executed = tmp_path / "executed" / "01_x.ipynb"
+    executed.parent.mkdir()
+    nbformat.write(nb, str(executed))
+    chapter = nbformat.read(str(book.publish_chapter(executed, tmp_path / "chapters")), as_version=4)
+    assert [c.metadata.get("tags", []) for c in chapter.cells] == [
+        ["parameters", "remove-cell"], ["injected-parameters", "remove-cell"], []]
+    assert "widgets" not in chapter.metadata, "widget state makes the page load the widget manager from a CDN"
+    assert [dict(o["data"]) for o in chapter.cells[2].outputs] == [{"text/plain": "progress 3/3"}]
+
+
+def test_publish_chapter_drops_stderr_but_the_executed_notebook_keeps_it(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("train()")]
+    nb.cells[0].outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something in a library\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="kept 2.8 % of edges\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="100%|##########| 3000/3000\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "0.97"}, execution_count=1),
+    ]
+    executed = tmp_path / "executed" / "02_x.ipynb"
+    executed.parent.mkdir()
+    nbformat.write(nb, str(executed))
+    chapter = nbformat.read(str(book.publish_chapter(executed, tmp_path / "chapters")), as_version=4)
+    assert [(o.output_type, o.get("name")) for o in chapter.cells[0].outputs] == [
+        ("stream", "stdout"), ("execute_result", None)]
+    assert len(nbformat.read(str(executed), as_version=4).cells[0].outputs) == 4
+
+
+def test_claims_table_reads_results_and_says_pending_otherwise(tmp_path):
+    done = ResultsDir("tiny", "02_fake", {}, root=tmp_path)
+    done.claim("edges_kept", "kept 1.23 % of edges at CE 0.004", kept_fraction=0.0123)
+    done.finish()
+    unfinished = ResultsDir("tiny", "03_fake", {}, root=tmp_path)
+    unfinished.claim("mechanism", "rows sum to 0.25")  # still in results/tiny/.staging/: not shown
+    legacy = tmp_path / "tiny" / "04_fake"  # a folder an older writer left mid-run
+    legacy.mkdir()
+    (legacy / "metrics.json").write_text(json.dumps({"provenance": {"status": "running"},
+                                                     "claims": {"mechanism": {"summary": "rows sum to 0.5"}}}))
+    table = book.claims_markdown(REPO_ROOT / "book" / "claims.yaml", tmp_path, chapters={"02_fake"})
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines()[2:]}
+    claims = {c["id"]: c["claim"] for c in book.yaml.safe_load((REPO_ROOT / "book" / "claims.yaml").read_text())}
+    edges = rows[book._cell(claims["edges_kept"])]
+    assert "kept 1.23 % of edges at CE 0.004 [nb {doc}`02 </chapters/02_fake>`]" in edges[2]
+    assert edges[3].startswith("pending: needs a GPU run")
+    assert rows[book._cell(claims["mechanism"])][2] == "rows sum to 0.5 (running run) [nb 04]"
+    dynamics = rows[book._cell(claims["training_dynamics"])]
+    assert dynamics[2].startswith("pending: not run yet") and dynamics[3].startswith("pending: needs a GPU run")
+    paper_column = [r[3] for r in rows.values()]
+    assert not any(re.search(r"\d", cell.replace("make reproduce", "")) for cell in paper_column), \
+        "the paper profile has not run: its column may hold no number"
+
+
+def test_a_paper_result_that_did_not_run_on_cuda_is_labelled_with_its_device(tmp_path, monkeypatch):
+    from companion import results as results_mod
+
+    for profile, notebook, device in [("paper", "02_fake", "cpu"), ("paper", "03_fake", "cuda"),
+                                      ("tiny", "04_fake", "cpu")]:
+        monkeypatch.setattr(results_mod, "_device", lambda device=device: {"type": device, "name": "chip"})
+        run = ResultsDir(profile, notebook, {}, root=tmp_path)
+        run.claim("edges_kept" if notebook != "03_fake" else "mechanism", f"measured in {notebook}")
+        run.finish()
+    table = book.claims_markdown(REPO_ROOT / "book" / "claims.yaml", tmp_path, chapters=set())
+    claims = {c["id"]: c["claim"] for c in book.yaml.safe_load((REPO_ROOT / "book" / "claims.yaml").read_text())}
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines()[2:]}
+    edges = rows[book._cell(claims["edges_kept"])]
+    assert edges[2] == "measured in 04_fake [nb 04]", "tiny is a CPU profile: nothing to label"
+    assert edges[3] == "measured in 02_fake (ran on cpu, forced) [nb 02] |"
+    assert rows[book._cell(claims["mechanism"])][3] == "measured in 03_fake [nb 03] |"
+    runs = {line.split(" | ")[1]: line for line in book.runs_markdown(tmp_path).splitlines()[2:]}
+    assert " cpu: chip (ran on cpu, forced) " in runs["02_fake"]
+    assert " cuda: chip |" in runs["03_fake"] and " cpu: chip |" in runs["04_fake"]
+
+
+def test_build_refuses_a_missing_chapter(tmp_path):
+    shutil.copytree(REPO_ROOT / "book", tmp_path / "book", ignore=shutil.ignore_patterns("_build", "executed"))
+    for chapter in (tmp_path / "book" / "chapters").glob("*.ipynb"):
+        chapter.unlink()
+    with pytest.raises(FileNotFoundError, match=r"^book: chapters/01_gated_attention is in _toc.yml but missing: "
+                                                r"run `make notebook NB=01_gated_attention`$"):
+        book.build(tmp_path / "book")
+
+
+def _page(path, body):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"<html><body>{body}</body></html>")
+
+
+def test_link_check_passes_internal_links_and_the_allowlist(tmp_path):
+    _page(tmp_path / "intro.html", '<a href="chapters/01_x.html#a-section">1</a> <a href="#top">top</a> '
+                                   '<a href="https://arxiv.org/abs/2512.05865">the paper</a> <a href="chapters/">c</a>')
+    _page(tmp_path / "chapters" / "01_x.html", '<a href="../intro.html">back</a> <a href="../_images/f.png">f</a>')
+    _page(tmp_path / "chapters" / "index.html", "")
+    (tmp_path / "_images").mkdir()
+    (tmp_path / "_images" / "f.png").write_bytes(b"png")
+    assert bookcheck.check_links(tmp_path) == []
+
+
+def test_link_check_fails_links_that_leave_the_book_and_dead_internal_links(tmp_path):
+    _page(tmp_path / "intro.html", '<a href="https://example.org/x">x</a> <a href="mailto:a@b.c">mail</a> '
+                                   '<a href="https://arxiv.org/abs/2512.05865v2">another version</a> '
+                                   '<a href="chapters/nowhere.html#s">dead</a> <a href="../outside.html">up</a>')
+    _page(tmp_path / "chapters" / "01_x.html", '<a href="//cdn.example.org/lib.js">cdn</a>')
+    assert sorted(bookcheck.check_links(tmp_path)) == sorted([
+        "intro.html: link leaves the book: https://example.org/x",
+        "intro.html: link leaves the book: mailto:a@b.c",
+        "intro.html: link leaves the book: https://arxiv.org/abs/2512.05865v2",
+        "intro.html: dead link: chapters/nowhere.html#s",
+        "intro.html: link leaves the book: ../outside.html",
+        "chapters/01_x.html: link leaves the book: //cdn.example.org/lib.js",
+    ])
+    assert bookcheck.main([str(tmp_path), "--links-only"]) == 1
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The committed book, built into a temporary folder (warnings are errors)."""
+    root = tmp_path_factory.mktemp("book")
+    shutil.copytree(REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_build", "executed"))
+    html = book.build(root / "book", output=root / "out")
+    return root / "book", html
+
+
+@pytest.mark.slow
+def test_book_builds_with_every_toc_page_and_generated_tables(built):
+    book_dir, html = built
+    for entry in book.toc_files(book_dir):
+        assert (html / f"{entry}.html").exists(), entry
+    intro = (html / "intro.html").read_text()
+    text = " ".join(re.sub(r"<[^>]+>", " ", intro).split())
+    assert "pending: needs a GPU run" in text
+    for folder in sorted(p for p in (REPO_ROOT / "results" / "tiny").glob("*/") if not p.name.startswith(".")):
+        data = read_metrics(folder)
+        for claim in data.get("claims", {}).values():
+            assert " ".join(claim["summary"].split()) in text, f"{folder.name}: claim missing from the intro"
+        assert folder.name in text, "the runs table lists every results folder"
+    assert "Parameters: " in (html / "chapters" / "01_gated_attention.html").read_text()
+    assert "profile = " not in (html / "chapters" / "01_gated_attention.html").read_text()
+
+
+@pytest.mark.slow
+def test_every_page_opens_in_chromium_without_problems(built):
+    _, html = built
+    if SCREENSHOTS.exists():
+        shutil.rmtree(SCREENSHOTS)
+    pages, problems = bookcheck.check_site(html, SCREENSHOTS)
+    assert problems == []
+    assert {"intro.html", "rerun.html", "chapters/01_gated_attention.html"} <= set(pages)
+    shots = sorted(p.name for p in SCREENSHOTS.glob("*.png"))
+    assert len(shots) == len(pages)
+    assert all((SCREENSHOTS / s).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for s in shots)
+
+
+@pytest.mark.slow
+def test_browser_check_catches_a_missing_image_and_a_broken_link(built, tmp_path):
+    _, html = built
+    site = tmp_path / "site"
+    shutil.copytree(html, site)
+    chapter = site / "chapters" / "01_gated_attention.html"
+    image = re.search(r'<img [^>]*src="\.\./(_images/[^"]+)"', chapter.read_text()).group(1)
+    (site / image).unlink()
+    intro = site / "intro.html"
+    intro.write_text(intro.read_text().replace("</article>", '<a href="chapters/nowhere.html">x</a>'
+                                               '<a href="rerun.html#no-such-id">y</a></article>', 1))
+    _, problems = bookcheck.check_site(site)
+    joined = "\n".join(problems)
+    assert "image did not load: " in joined and image in joined
+    assert "intro.html: dead link: chapters/nowhere.html" in joined
+    assert "no id 'no-such-id' on rerun.html" in joined
+
+
+@pytest.mark.slow
+def test_the_built_book_links_only_inside_itself_and_to_the_allowlist(built):
+    _, html = built
+    assert bookcheck.check_links(html) == []
+    assert "https://arxiv.org/abs/2512.05865" in (html / "method.html").read_text()
