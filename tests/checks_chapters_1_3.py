@@ -29,10 +29,6 @@ def _check_02(metrics, folder, parameters):
     assert {"training_dynamics.png", "tradeoff.png"} <= set(metrics_files(folder))
 
 
-def is_fraction(value) -> bool:
-    return isinstance(value, float) and 0.0 <= value <= 1.0
-
-
 def _check_03(metrics, folder=None, parameters=None):
     rows = metrics["models"]
     assert rows, "at least one model row"
