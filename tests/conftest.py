@@ -32,3 +32,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def local_model(tmp_path_factory):
+    """A tiny GPT-2 with the real GPT-2 BPE, saved as a local model directory."""
+    from spartan_core.data.tokenizers import gpt2_tokenizer
+
+    path = tmp_path_factory.mktemp("model")
+    tiny_gpt2(vocab=50257, width=16, heads=2, positions=64).save_pretrained(path)
+    gpt2_tokenizer().save_pretrained(path)
+    text = tmp_path_factory.mktemp("text") / "plays.txt"
+    text.write_text("To be, or not to be, that is the question.\n" * 40)
+    return path, text

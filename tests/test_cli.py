@@ -7,19 +7,6 @@ from conftest import tiny_gpt2
 from spartan_core.cli import main
 
 
-@pytest.fixture(scope="module")
-def local_model(tmp_path_factory):
-    """A tiny GPT-2 with the real GPT-2 BPE, saved as a local model directory."""
-    from spartan_core.data.tokenizers import gpt2_tokenizer
-
-    path = tmp_path_factory.mktemp("model")
-    tiny_gpt2(vocab=50257, width=16, heads=2, positions=64).save_pretrained(path)
-    gpt2_tokenizer().save_pretrained(path)
-    text = tmp_path_factory.mktemp("text") / "plays.txt"
-    text.write_text("To be, or not to be, that is the question.\n" * 40)
-    return path, text
-
-
 @pytest.mark.parametrize("argv, name", [
     (["post-train", "--model", "no-such-model", "--out", "OUT"], "model"),
     (["post-train", "--model", "addition-4l", "--out", "OUT", "--steps", "-2"], "steps"),

@@ -205,15 +205,16 @@ def induction_task(
 ) -> CircuitTask:
     """Repeated random tokens ``prefix + x + x``; corrupted ``prefix + y + x`` (the second half is no repeat).
 
-    Tokens are drawn from ``[low, vocab_size)`` without repetition inside a half, so the only way to predict the
-    second half is to copy from the first. Metric: mean log-prob of the correct next token over the second half.
+    Tokens are drawn from ``[low, vocab_size)`` (:func:`spartan_core.data.induction.distinct_random_tokens`), all
+    ``2 * half`` of a row distinct, so the only way to predict the second half is to copy from the first. Metric: mean log-prob of the correct next token over the second half.
     """
+    from ..data.induction import distinct_random_tokens
+
+    if n < 1:
+        raise ValueError(f"n: must be >= 1, got {n}")
     if half < 2:
         raise ValueError(f"half: must be >= 2, got {half}")
-    if vocab_size - low < 2 * half:
-        raise ValueError(f"vocab_size: need at least {2 * half} tokens above low={low}, got {vocab_size}")
-    generator = torch.Generator().manual_seed(seed)
-    draws = torch.stack([torch.randperm(vocab_size - low, generator=generator)[: 2 * half] for _ in range(n)]) + low
+    draws = distinct_random_tokens(n, 2 * half, vocab_size, seed=seed, low=low)
     x, y = draws[:, :half], draws[:, half:]
     head = torch.tensor(list(prefix), dtype=torch.long).expand(n, -1)
     clean = torch.cat([head, x, x], dim=1)

@@ -3,18 +3,46 @@
 Each sequence is ``[bos] x_1 .. x_L x_1 .. x_L``: L distinct random tokens, then the same L again. A model with
 induction heads predicts the second half from the first; an induction head attends, from each token of the
 second half, to the token that followed the previous occurrence of the current token (position of that
-occurrence + 1). :func:`induction_scores` measures that attention per head.
+occurrence + 1). :func:`induction_scores` measures that attention per head. :func:`distinct_random_tokens` is the
+one generator of such tokens, shared with the induction circuit task (:func:`spartan_core.circuits.induction_task`).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["induction_data", "induction_targets", "induction_scores"]
+from .._util import eager_attention, eval_mode, model_device
+
+__all__ = ["distinct_random_tokens", "random_token_range", "induction_data", "induction_targets",
+           "induction_scores"]
+
+
+def distinct_random_tokens(n_rows: int, count: int, vocab_size: int, *, seed: int = 0, low: int = 0) -> torch.Tensor:
+    """Long [n_rows, count]: per row, ``count`` distinct tokens drawn uniformly from ``[low, vocab_size)``, the
+    same for the same seed."""
+    if n_rows < 1:
+        raise ValueError(f"n_rows: must be at least 1, got {n_rows}")
+    if not 0 <= low < vocab_size or vocab_size - low < count:
+        raise ValueError(f"vocab_size: [low={low}, {vocab_size}) must hold at least {count} tokens")
+    generator = torch.Generator().manual_seed(seed)
+    span = vocab_size - low
+    if span <= 4096:
+        return torch.rand(n_rows, span, generator=generator).argsort(dim=1)[:, :count] + low
+    # large vocabularies: one permutation per row rather than an [N, V] random matrix
+    return torch.stack([torch.randperm(span, generator=generator)[:count] for _ in range(n_rows)]) + low
+
+
+def random_token_range(tokenizer, vocab_size: int) -> tuple[int, int | None]:
+    """(lowest id, start token) for random-token sequences: ids above the tokenizer's special tokens (when those
+    sit at the bottom of the vocabulary), starting with its BOS (or end-of-text) token when it has one."""
+    special = [int(i) for i in getattr(tokenizer, "all_special_ids", []) or [] if i is not None]
+    low = max(special) + 1 if special and max(special) < vocab_size // 2 else 0
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return low, getattr(tokenizer, "eos_token_id", None) if bos is None else bos
 
 
 def induction_data(n_sequences: int, half_length: int, vocab_size: int, *, seed: int = 0, low: int = 0,
-                    bos_token_id: int | None = None) -> dict[str, torch.Tensor]:
+                   bos_token_id: int | None = None) -> dict[str, torch.Tensor]:
     """Token-block dict of ``n_sequences`` rows ``[bos] x x`` with ``x`` = ``half_length`` distinct tokens drawn
     uniformly from ``[low, vocab_size)``. ``labels`` score the repeated half except its first token (which no
     context predicts), -100 elsewhere, so their CE is the in-context copying loss."""
@@ -22,14 +50,7 @@ def induction_data(n_sequences: int, half_length: int, vocab_size: int, *, seed:
         raise ValueError(f"n_sequences: must be at least 1, got {n_sequences}")
     if half_length < 2:
         raise ValueError(f"half_length: must be at least 2, got {half_length}")
-    if not 0 <= low < vocab_size or vocab_size - low < half_length:
-        raise ValueError(f"vocab_size: [low={low}, {vocab_size}) must hold at least half_length={half_length} tokens")
-    generator = torch.Generator().manual_seed(seed)
-    span = vocab_size - low
-    if span <= 4096:
-        first = torch.rand(n_sequences, span, generator=generator).argsort(dim=1)[:, :half_length] + low
-    else:  # large vocabularies: one permutation per row rather than an [N, V] random matrix
-        first = torch.stack([torch.randperm(span, generator=generator)[:half_length] for _ in range(n_sequences)]) + low
+    first = distinct_random_tokens(n_sequences, half_length, vocab_size, seed=seed, low=low)
     parts = [first, first]
     if bos_token_id is not None:
         parts.insert(0, torch.full((n_sequences, 1), bos_token_id, dtype=torch.long))
@@ -55,20 +76,13 @@ def induction_targets(input_ids: torch.Tensor) -> torch.Tensor:
 def induction_scores(model, data: dict[str, torch.Tensor], batch_size: int = 32) -> torch.Tensor:
     """Float [layers, heads]: mean attention weight from each query whose token occurred before to the token
     right after that previous occurrence. Uses ``output_attentions=True``; for a sparsified model these are the
-    masked (kept-edge) weights. A model on sdpa/flash attention is switched to eager for the call and back."""
-    device = next(model.parameters()).device
-    impl = getattr(model.config, "_attn_implementation", "eager")
-    switch = impl not in ("eager", "spartan")
-    was_training = model.training
-    model.eval()
-    if switch:
-        model.set_attn_implementation("eager")
-    try:
-        total = None
-        count = 0
+    masked (kept-edge) weights."""
+    device = model_device(model)
+    mask = data.get("attention_mask")
+    total, count = None, 0
+    with eval_mode(model), eager_attention(model):
         for start in range(0, len(data["input_ids"]), batch_size):
             ids = data["input_ids"][start:start + batch_size].to(device)
-            mask = data.get("attention_mask")
             kwargs = {"attention_mask": mask[start:start + batch_size].to(device)} if mask is not None else {}
             out = model(input_ids=ids, output_attentions=True, **kwargs)
             attn = torch.stack([a.float() for a in out.attentions], dim=1)  # [B, L, H, T, T]
@@ -81,10 +95,6 @@ def induction_scores(model, data: dict[str, torch.Tensor], batch_size: int = 32)
             batch_sum = (picked * valid[:, None, None, :]).sum(dim=(0, 3))
             total = batch_sum if total is None else total + batch_sum
             count += int(valid.sum())
-    finally:
-        if switch:
-            model.set_attn_implementation(impl)
-        model.train(was_training)
     if count == 0:
         raise ValueError("data: no token repeats an earlier one, so there is nothing to score")
     return (total / count).cpu()
