@@ -10,8 +10,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
 __all__ = ["atomic_write_bytes", "atomic_write_text", "write_json", "write_jsonl", "read_jsonl", "eval_mode",
            "model_device", "eager_attention"]
 
@@ -56,12 +54,12 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
+def model_device(model) -> "torch.device":
     return next(model.parameters()).device
 
 
 @contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+def eval_mode(model) -> Iterator:
     """``model.eval()`` for the block, then the caller's train/eval mode again."""
     was_training = model.training
     model.eval()

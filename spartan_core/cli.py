@@ -23,6 +23,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from . import zoo  # noqa: E402  (after the offline defaults)
 from ._util import write_json  # noqa: E402
+from .data.files import context_length, read_text_file, text_file_blocks  # noqa: E402
 from .objective.tau import TAU_REFERENCES  # noqa: E402
 from .training import (RunBusy, TrainingDiverged, iter_batches, load_checkpoint_weights,  # noqa: E402
                        resolve_device)
@@ -200,19 +201,6 @@ def _check_writable(path: Path, name: str) -> None:
         raise UsageError(f"{name}: cannot write to {folder} ({err.strerror or err})") from None
 
 
-def _read_text(path: Path) -> str:
-    """The data file as text, refused with one line when it is empty, binary or not UTF-8."""
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise UsageError(f"data: {path} is empty")
-    if b"\x00" in raw:
-        raise UsageError(f"data: {path} looks binary (it contains NUL bytes); expected UTF-8 text")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise UsageError(f"data: {path} is not UTF-8 text (byte {err.start} cannot be decoded)") from None
-
-
 def _recipe(args) -> SparseRecipe:
     """The post-training recipe the arguments ask for (the same object the Python API takes)."""
     return SparseRecipe(
@@ -256,36 +244,9 @@ def _check(args) -> None:
             raise UsageError(f"{name.replace('_', '-')}:{rest}") from None
 
 
-def _context_length(model) -> int | None:
-    config = model.config
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-
-
-def _text_blocks(args, text: str, tokenizer, context: int | None) -> tuple[dict, dict]:
-    """(train blocks, eval blocks) of a checked text file, split 90/10 by position."""
-    from .data.text import pack_blocks
-
-    if context is not None and args.seq_len > context:
-        raise UsageError(f"seq-len: {args.seq_len} exceeds the model's context of {context} tokens")
-    try:
-        ids = tokenizer(text)["input_ids"]
-    except Exception as err:  # tokenizers raise bare Exceptions for text outside their vocabulary
-        raise UsageError(f"data: {args.data} cannot be tokenised by {args.model}'s tokenizer "
-                         f"({str(err).splitlines()[0][:120]})") from None
-    unknown = getattr(tokenizer, "unk_token_id", None)
-    if unknown is not None and ids and sum(i == unknown for i in ids) > len(ids) / 2:
-        raise UsageError(f"data: {args.data} is mostly unknown tokens for {args.model}'s tokenizer")
-    blocks = pack_blocks(ids, args.seq_len)["input_ids"]
-    if blocks.shape[0] < 2:
-        raise UsageError(f"data: {args.data} is too short for two blocks of --seq-len {args.seq_len} "
-                         f"({len(ids)} tokens)")
-    cut = max(1, int(blocks.shape[0] * 0.9))
-    return {"input_ids": blocks[:cut]}, {"input_ids": blocks[cut:]}
-
-
 def _registry_splits(args, loaded) -> tuple[dict, dict]:
     splits = loaded.data or {}
-    held_out = next((splits[k] for k in ("validation", "test", "val") if k in splits), None)
+    held_out = splits.get(entry_for(args.model).heldout_split)
     if "train" not in splits or held_out is None:
         raise UsageError(f"data: model {args.model!r} comes without data; pass --data FILE.txt")
     return splits["train"], held_out
@@ -294,11 +255,11 @@ def _registry_splits(args, loaded) -> tuple[dict, dict]:
 def _load_with_data(args):
     """(loaded model, train blocks, held-out blocks). A data file is read, decoded, tokenised and length-checked
     before a registry toy's first-use training (its tokenizer needs no model), else right after loading."""
-    text = _read_text(args.data) if args.data is not None else None
+    text = read_text_file(args.data) if args.data is not None else None
     blocks = None
     toy = zoo.tokenizer_and_context(args.model) if text is not None else None
     if toy is not None:
-        blocks = _text_blocks(args, text, *toy)
+        blocks = text_file_blocks(args.data, text, args.model, args.seq_len, *toy)
     try:
         loaded = zoo.load(args.model, progress=not getattr(args, "no_progress", False))
     except zoo.HubUnavailableError as err:
@@ -306,7 +267,8 @@ def _load_with_data(args):
     if text is None:
         return (loaded, *_registry_splits(args, loaded))
     if blocks is None:
-        blocks = _text_blocks(args, text, loaded.tokenizer, _context_length(loaded.model))
+        blocks = text_file_blocks(args.data, text, args.model, args.seq_len, loaded.tokenizer,
+                                  context_length(loaded.model))
     return (loaded, *blocks)
 
 

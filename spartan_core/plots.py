@@ -1,16 +1,16 @@
 """The book's one figure style, shared by every notebook.
 
-``with style():`` (or ``apply_style()`` once per notebook) sets fonts, sizes and colours; dense models are always
-drawn in ``DENSE`` (grey-blue) and sparse ones in ``SPARSE`` (orange), constraint targets as dashed ``TARGET``
-lines. ``save(fig, results, name)`` writes a figure through the results writer, so every PNG in ``results/`` has
-provenance. ``attention_heatmap`` and ``head_grid`` draw attention maps the same way in every chapter;
-``training_dynamics`` draws a post-training run (edges, multiplier, CE against its target).
+``apply_style()`` (once per notebook) sets fonts, sizes and colours; dense models are always drawn in ``DENSE``
+(grey-blue) and sparse ones in ``SPARSE`` (orange), constraint targets as dashed ``TARGET`` lines.
+``save(fig, results, name)`` writes a figure through the results writer, so every PNG in ``results/`` has
+provenance. Every other function takes arrays or frames and returns a figure: ``head_grid`` draws attention maps
+the same way in every chapter, ``training_dynamics`` a post-training run (edges, multiplier, CE against its
+target), and the rest one chapter's figure each.
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
@@ -22,12 +22,17 @@ __all__ = [
     "TARGET",
     "SEQUENCE",
     "RC",
-    "style",
     "apply_style",
     "save",
     "attention_heatmap",
+    "attention_panels",
     "head_grid",
+    "weight_sums",
+    "keep_frequency",
     "training_dynamics",
+    "penalty_tradeoff",
+    "edges_vs_loss",
+    "kept_by_head",
     "circuit_curves",
     "to_numpy",
 ]
@@ -54,13 +59,6 @@ RC = {
     "image.cmap": ATTENTION_CMAP,
     "axes.prop_cycle": mpl.cycler(color=list(SEQUENCE)),
 }
-
-
-@contextlib.contextmanager
-def style() -> Iterator[None]:
-    """Temporarily apply the book's style."""
-    with mpl.rc_context(RC):
-        yield
 
 
 def apply_style() -> None:
@@ -112,6 +110,42 @@ def attention_heatmap(ax, weights, tokens: Sequence[str] | None = None, *, title
     return image
 
 
+def attention_panels(panels: Sequence[tuple[object, str]]):
+    """One row of [query, key] maps, each ``(matrix, title)``: the steps of the mechanism side by side."""
+    if not panels:
+        raise ValueError("panels: need at least one (matrix, title) pair")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.4), squeeze=False,
+                             constrained_layout=True)
+    for ax, (matrix, title) in zip(axes[0], panels):
+        attention_heatmap(ax, to_numpy(matrix), title=title)
+    return fig
+
+
+def weight_sums(kept, dense):
+    """Per-query sums of kept and of dense attention weights as overlaid bars (dense rows always sum to 1)."""
+    kept, dense = to_numpy(kept), to_numpy(dense)
+    fig, ax = plt.subplots(figsize=(6.4, 2.8))
+    queries = np.arange(len(kept))
+    ax.bar(queries, dense, color=DENSE, alpha=0.35, label="dense (always 1)")
+    ax.bar(queries, kept, color=SPARSE, label="gated, deterministic mask")
+    ax.set_xlabel("query position")
+    ax.set_ylabel("sum of attention weights")
+    ax.set_ylim(0, 1.25)
+    ax.legend(loc="upper center", ncol=2)
+    return fig
+
+
+def keep_frequency(probability, frequency, draws: int):
+    """Each edge's keep frequency over ``draws`` sampled masks against its gate probability, on the diagonal."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.plot([0, 1], [0, 1], color=TARGET, linestyle="--", linewidth=1, label="frequency = σ(s + b)")
+    ax.scatter(to_numpy(probability), to_numpy(frequency), s=14, color=SPARSE, label="causal edges")
+    ax.set_xlabel("gate probability σ(s + b)")
+    ax.set_ylabel(f"kept in {draws} sampled masks")
+    ax.legend(loc="upper left")
+    return fig
+
+
 def head_grid(weights, tokens: Sequence[str] | None = None, *, title: str | None = None,
               vmax: float | None = 1.0, cell_size: float = 1.6, label_tokens: bool = False,
               row_labels: Sequence[str] | None = None):
@@ -142,7 +176,7 @@ def head_grid(weights, tokens: Sequence[str] | None = None, *, title: str | None
 def training_dynamics(history, evals=None, *, tau: float | None = None, best_step: int | None = None,
                       title: str | None = None):
     """The paper's training-dynamics figure from a post-training run's per-step ``history`` and ``evals``
-    (lists of dicts or DataFrames as written by :func:`spartan_core.train.train`): expected edge fraction and
+    (lists of dicts or DataFrames as logged by :func:`spartan_core.training.post_train`): expected edge fraction and
     deterministic kept fraction (log), the GECO multiplier beta (log), training CE with its EMA against tau,
     and the evaluation CE against tau. A phase with beta held down (``phase == "floor"``) is shaded."""
     import pandas as pd
@@ -195,6 +229,96 @@ def training_dynamics(history, evals=None, *, tau: float | None = None, best_ste
     ax.legend(loc="upper right")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def penalty_tradeoff(runs, *, dense_ce: float, tau: float, split: str):
+    """Kept edges against held-out CE (log-log) of GECO (a star) and fixed penalties (a line); ``runs`` has the
+    columns ``method`` (``geco``/``fixed``), ``beta``, ``kept_fraction`` and ``heldout_ce``."""
+    import pandas as pd
+
+    runs = pd.DataFrame(runs)
+    fixed, geco = runs[runs["method"] == "fixed"], runs[runs["method"] == "geco"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(fixed["kept_fraction"], fixed["heldout_ce"], "s-", color=SEQUENCE[2], label="fixed β")
+    for _, row in fixed.iterrows():
+        ax.annotate(f"β = {row['beta']:g}", (row["kept_fraction"], row["heldout_ce"]), textcoords="offset points",
+                    xytext=(5, 5), fontsize=8)
+    ax.plot(geco["kept_fraction"], geco["heldout_ce"], "*", ms=14, color=SPARSE, label="GECO")
+    ax.axhline(dense_ce, color=DENSE, ls=":", label="dense model")
+    ax.axhline(tau, color=TARGET, ls="--", lw=1, label="τ (training CE, sampled masks)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("kept attention edges (fraction, deterministic masks)")
+    ax.set_ylabel(f"held-out CE ({split} split, nats)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def edges_vs_loss(rows, *, paper_percent: tuple[float, float]):
+    """Left: kept edges (%) against CE change (%) of each model's untrained gate (hollow) and sparse model
+    (star), beside the paper's reported band. Right: kept keys per query. ``rows`` has the columns ``model``,
+    ``context_length``, ``gated_kept_fraction``, ``gated_ce_increase_pct``, ``gated_kept_per_query`` and, for
+    post-trained models, the same with ``sparse_``."""
+    import pandas as pd
+
+    rows = pd.DataFrame(rows).reset_index(drop=True)
+    for column in ("sparse_kept_fraction", "sparse_ce_increase_pct", "sparse_kept_per_query"):
+        if column not in rows:
+            rows[column] = np.nan
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True)
+    low, high = paper_percent
+    ax.axvspan(low * 0.9, high * 1.1, color=TARGET, alpha=0.12, lw=0,
+               label=f"paper, reported: {low:g}–{high:g} % kept at no loss increase")
+    ax.axhline(0.0, color=TARGET, ls="--", lw=1)
+    for index, row in rows.iterrows():
+        colour = SEQUENCE[(index + 2) % len(SEQUENCE)]
+        ax.scatter(100 * row["gated_kept_fraction"], row["gated_ce_increase_pct"], s=70, facecolors="none",
+                   edgecolors=colour, linewidths=1.5, label=f"{row['model']}: untrained gate")
+        if np.isfinite(row["sparse_kept_fraction"]):
+            ax.scatter(100 * row["sparse_kept_fraction"], row["sparse_ce_increase_pct"], s=90, marker="*",
+                       color=colour, label=f"{row['model']}: sparse post-trained")
+    ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_xlabel("kept attention edges (% of causal edges, held-out data)")
+    ax.set_ylabel("CE change vs dense (%)")
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=2, fontsize=8)
+    x = np.arange(len(rows))
+    bx.bar(x - 0.2, rows["gated_kept_per_query"], width=0.4, color=DENSE, label="untrained gate")
+    bx.bar(x + 0.2, rows["sparse_kept_per_query"], width=0.4, color=SPARSE, label="sparse post-trained")
+    bx.set_xticks(x, [f"{m}\n(T = {t})" for m, t in zip(rows["model"], rows["context_length"])])
+    bx.set_yscale("log")
+    bx.set_ylabel("kept keys per query (mean)")
+    bx.legend(loc="upper left")
+    return fig
+
+
+def kept_by_head(panels: Sequence[tuple[object, str, bool]]):
+    """One [layer, head] map of kept edges (%) per ``(percent, title, is_sparse)`` panel on a log colour scale
+    (a head keeping none is white); sparse post-trained models in oranges, untrained gates in blues."""
+    from matplotlib.colors import LogNorm
+
+    if not panels:
+        raise ValueError("panels: need at least one (percent, title, is_sparse) map")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1.0, 4.4), squeeze=False,
+                             constrained_layout=True)
+    for ax, (percent, title, is_sparse) in zip(axes[0], panels):
+        percent = to_numpy(percent)
+        shown = np.ma.masked_less_equal(percent, 0.0)
+        floor = max(float(shown.min()) if shown.count() else 1e-3, 1e-3)
+        image = ax.imshow(shown, aspect="auto", cmap="Oranges" if is_sparse else "Blues",
+                          norm=LogNorm(vmin=floor, vmax=100.0), interpolation="nearest")
+        if percent.size <= 64:
+            for (layer, head), value in np.ndenumerate(percent):
+                ax.text(head, layer, f"{value:.2g}", ha="center", va="center", fontsize=7)
+        layers, heads = percent.shape
+        ax.set_xticks(range(0, heads, max(1, heads // 8)))
+        ax.set_yticks(range(0, layers, max(1, layers // 10)))
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.grid(False)
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(image, ax=ax, label="kept edges (%)", fraction=0.05)
     return fig
 
 

@@ -13,19 +13,27 @@ def _check_01(metrics, folder, parameters):
     assert 0 <= metrics["example_row_sum_min"] <= metrics["example_row_sum_max"] <= 1 + 1e-6
     assert metrics["sampling_max_abs_error"] < 6 * metrics["sampling_noise_sd_bound"]
     assert all(0 < f < 1 for f in metrics["gated_kept_fraction_by_layer"])
+    assert metrics["example_mask_is_threshold"] and metrics["example_kept_is_softmax_times_mask"]
+    assert metrics["example_regulariser_is_mean_probability"]
 
 
 def _check_02(metrics, folder, parameters):
     import pandas as pd
 
-    history = pd.read_csv(folder / "geco_history.csv")
-    assert len(history) == parameters["steps"] and history["step"].tolist() == list(range(1, len(history) + 1))
-    assert metrics["evals"] == -(-parameters["steps"] // parameters["eval_every"])
     assert 0 < metrics["kept_fraction"] <= 1 and 0 < metrics["expected_fraction_last"] <= 1
     assert metrics["tau"] > 0 and metrics["beta_max"] >= metrics["beta_first"] > 0
-    tradeoff = pd.read_csv(folder / "tradeoff.csv")
-    assert tradeoff["method"].tolist() == ["GECO"] + ["fixed β"] * len(parameters["fixed_betas"])
-    assert tradeoff["beta"].iloc[1:].tolist() == parameters["fixed_betas"]
+    runs = pd.DataFrame(metrics["tradeoff"])
+    assert runs["method"].tolist() == ["geco"] + ["fixed"] * (len(runs) - 1) and runs["ce_ratio_to_geco"][0] == 1.0
+    sparser = runs["kept_fraction"] < runs["kept_fraction"][0]
+    no_worse = runs["heldout_ce"] <= runs["heldout_ce"][0]
+    assert metrics["fixed_betas_beating_geco"] == runs["beta"][sparser & no_worse].tolist(), \
+        "every fixed beta that beat GECO is named"
+    assert metrics["evals"] == -(-parameters["steps"] // parameters["eval_every"])
+    assert runs["beta"].iloc[1:].tolist() == parameters["fixed_betas"]
+    history = pd.read_csv(folder / "geco_history.csv")
+    assert history["step"].tolist() == list(range(1, len(history) + 1))
+    assert (history["phase"] == "geco").sum() == parameters["steps"] == metrics["steps"]
+    assert pd.read_csv(folder / "tradeoff.csv")["method"].tolist() == runs["method"].tolist()
     assert {"training_dynamics.png", "tradeoff.png"} <= set(metrics_files(folder))
 
 
@@ -37,7 +45,7 @@ def _check_03(metrics, folder=None, parameters=None):
         assert card["status"] == rows[name]["status"]
         if card["status"] == "measured":
             assert card["heldout_ce"] > 0 and card["n_params"] > 0
-            if parameters and parameters.get("kjv_blocks") and name != "addition-4l":
+            if parameters and parameters.get("kjv_blocks") and card["text"]:
                 assert card["kjv_ce"] > 0 and 0 < card["kjv_blocks"] <= parameters["kjv_blocks"]
     for name, row in rows.items():
         assert row["model"] == name and row["status"] in ("measured", "pending")
@@ -55,10 +63,21 @@ def _check_03(metrics, folder=None, parameters=None):
 CHECKS = {"01_gated_attention": _check_01, "02_sparsity_loss_curves": _check_02, "03_edges_and_loss": _check_03}
 
 BROKEN = {
+    "01_gated_attention": {"open_gates_max_abs_logit_diff": 0.3, "open_gates_max_abs_attention_diff": 0.0,
+                           "gated_max_abs_logit_diff": 1.0, "example_row_sum_min": 0.2, "example_row_sum_max": 1.0,
+                           "sampling_max_abs_error": 0.01, "sampling_noise_sd_bound": 0.01,
+                           "gated_kept_fraction_by_layer": [0.5], "example_mask_is_threshold": True,
+                           "example_kept_is_softmax_times_mask": True, "example_regulariser_is_mean_probability": True},
+    "02_sparsity_loss_curves": {"kept_fraction": 0.0139, "expected_fraction_last": 0.014, "tau": 0.03,
+                                "beta_first": 1e-4, "beta_max": 100.0, "fixed_betas_beating_geco": [],
+                                "tradeoff": [{"method": "geco", "beta": None, "kept_fraction": 0.0139,
+                                              "heldout_ce": 0.0066, "ce_ratio_to_geco": 1.0},
+                                             {"method": "fixed", "beta": 3.0, "kept_fraction": 0.0094,
+                                              "heldout_ce": 0.0001, "ce_ratio_to_geco": 0.015}]},
     "03_edges_and_loss": {"models": {"m": {"model": "m", "status": "measured", "post_trained": False,
                                            "dense_ce": 1.0, "gated_ce": 2.0, "gated_kept_fraction": 1.5,
                                            "gated_kept_per_query": 1.0, "context_length": 8,
                                            "gated_ce_increase_pct": 100.0}},
                           "model_cards": {"m": {"model": "m", "status": "measured", "heldout_ce": 1.0,
-                                                "n_params": 10}}},
+                                                "n_params": 10, "text": True}}},
 }

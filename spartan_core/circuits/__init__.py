@@ -9,31 +9,25 @@ Typical use::
     fig = draw_circuit(scores, size["edges"][0.9], n_layers=graph.n_layers, n_heads=graph.n_heads)
 """
 
-from .draw import INPUT_COLOURS, draw_circuit, node_positions
+from .draw import draw_circuit
 from .graph import EMBEDDING, LOGITS, ComponentGraph, RunState
 from .patching import (
     ABLATIONS,
     METHODS,
     EdgeScores,
     attribute,
-    clean_outputs,
     corrupt_outputs,
     evaluate_ablations,
     exact_edge_scores,
-    exact_node_scores,
     graph_of,
     spearman,
 )
 from .size import (
     THRESHOLDS,
     circuit_size,
-    compare_sizes,
-    edge_curve,
     explained_effect,
-    head_curve,
     linear_grid,
     log_grid,
-    repeat,
     size_ratios,
     size_study,
 )
@@ -51,11 +45,10 @@ from .tasks import (
 
 __all__ = [
     "ComponentGraph", "RunState", "EMBEDDING", "LOGITS",
-    "ABLATIONS", "METHODS", "EdgeScores", "attribute", "clean_outputs", "corrupt_outputs", "evaluate_ablations",
-    "exact_edge_scores", "exact_node_scores", "graph_of", "spearman",
-    "THRESHOLDS", "circuit_size", "compare_sizes", "edge_curve", "head_curve", "explained_effect", "log_grid",
-    "linear_grid", "repeat", "size_study", "size_ratios",
+    "ABLATIONS", "METHODS", "EdgeScores", "attribute", "corrupt_outputs", "evaluate_ablations",
+    "exact_edge_scores", "graph_of", "spearman",
+    "THRESHOLDS", "circuit_size", "explained_effect", "log_grid", "linear_grid", "size_study", "size_ratios",
     "CircuitTask", "addition_task", "induction_task", "ioi_task", "greater_than_task", "answer_logprob",
     "logit_difference", "probability_difference", "single_token_words",
-    "INPUT_COLOURS", "draw_circuit", "node_positions",
+    "draw_circuit",
 ]

@@ -9,12 +9,12 @@ from matplotlib.patches import FancyArrowPatch
 
 from .patching import EdgeScores
 
-__all__ = ["INPUT_COLOURS", "node_positions", "draw_circuit"]
+__all__ = ["draw_circuit"]
 
-INPUT_COLOURS = {"q": "#4c72b0", "k": "#55a868", "v": "#c44e52", "mlp": "#8c8c8c", "logits": "#333333"}
+_INPUT_COLOURS = {"q": "#4c72b0", "k": "#55a868", "v": "#c44e52", "mlp": "#8c8c8c", "logits": "#333333"}
 
 
-def node_positions(n_layers: int, n_heads: int) -> dict[str, tuple[float, float]]:
+def _node_positions(n_layers: int, n_heads: int) -> dict[str, tuple[float, float]]:
     """(x, y) of every node: embedding at the bottom, each layer's heads in a row, its MLP above and to the right,
     logits on top."""
     centre = (n_heads - 1) / 2
@@ -69,7 +69,7 @@ def draw_circuit(scores: EdgeScores, keep: torch.Tensor | int, *, n_layers: int,
     keep = torch.as_tensor(keep, dtype=torch.bool)
     if keep.shape != (len(scores.edges),):
         raise ValueError(f"keep: expected a mask over {len(scores.edges)} edges, got shape {tuple(keep.shape)}")
-    positions = node_positions(n_layers, n_heads)
+    positions = _node_positions(n_layers, n_heads)
     if ax is None:
         fig, ax = plt.subplots(figsize=(2.2 + 1.1 * n_heads, 1.0 + 1.0 * (2 * n_layers + 1)))
     else:
@@ -85,7 +85,7 @@ def draw_circuit(scores: EdgeScores, keep: torch.Tensor | int, *, n_layers: int,
         strength = float(magnitude[i]) / top if top > 0 else 1.0
         ax.add_patch(FancyArrowPatch(
             (x0, y0 + 0.12), (x1, y1), connectionstyle="arc3,rad=0.15", arrowstyle="-",
-            color=INPUT_COLOURS[kind], lw=0.5 + 3.0 * strength, alpha=0.25 + 0.75 * strength, zorder=1,
+            color=_INPUT_COLOURS[kind], lw=0.5 + 3.0 * strength, alpha=0.25 + 0.75 * strength, zorder=1,
         ))
         active.add(source)
         active.update(_target_nodes(target, n_heads, n_kv_heads))
@@ -95,7 +95,7 @@ def draw_circuit(scores: EdgeScores, keep: torch.Tensor | int, *, n_layers: int,
         ax.scatter([x], [y], s=260, marker=shape, zorder=2, edgecolors="#333333",
                    facecolors="#f2c14e" if filled else "white", linewidths=1.0)
         ax.annotate(name, (x, y), ha="center", va="center", fontsize=6, zorder=3)
-    for kind, colour in INPUT_COLOURS.items():
+    for kind, colour in _INPUT_COLOURS.items():
         ax.plot([], [], color=colour, lw=2, label=kind)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False, title="input",
               title_fontsize=7)

@@ -223,12 +223,6 @@ class ComponentGraph:
         index = torch.tensor([self.upstream_index[n] for n in names], dtype=torch.long)
         return torch.isin(self.edge_source, index)
 
-    def edge_scores_matrix(self, scores: torch.Tensor) -> torch.Tensor:
-        """Scores [n_edges] scattered into [n_inputs, n_upstream] (zero where there is no edge)."""
-        matrix = torch.zeros(self.n_inputs, self.n_upstream, dtype=scores.dtype)
-        matrix[self.edge_input, self.edge_source] = scores.detach().cpu()
-        return matrix
-
     # ---------------------------------------------------------------- weights sliced per head
     def _qkv_weights(self, layer: _Layer):
         """[(W [n, head_dim, d], b [n, head_dim] | None) for q, k, v] with n heads (k/v: key/value heads)."""

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._util import eval_mode, model_device
 from .graph import ComponentGraph, RunState
 from .tasks import CircuitTask
 
@@ -32,10 +33,8 @@ __all__ = [
     "EdgeScores",
     "graph_of",
     "corrupt_outputs",
-    "clean_outputs",
     "evaluate_ablations",
     "exact_edge_scores",
-    "exact_node_scores",
     "attribute",
     "spearman",
 ]
@@ -48,26 +47,8 @@ def graph_of(model_or_graph) -> ComponentGraph:
     return model_or_graph if isinstance(model_or_graph, ComponentGraph) else ComponentGraph(model_or_graph)
 
 
-def _device(graph: ComponentGraph) -> torch.device:
-    return next(graph.model.parameters()).device
-
-
 def _mask(task: CircuitTask, device) -> torch.Tensor | None:
     return None if task.attention_mask is None else task.attention_mask.to(device)
-
-
-class _EvalMode:
-    """Run a model in eval mode (deterministic sparse masks, no dropout) and restore its mode afterwards."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
 
 
 def _check(ablation: str, batch_size: int) -> None:
@@ -78,10 +59,10 @@ def _check(ablation: str, batch_size: int) -> None:
 
 
 @torch.no_grad()
-def clean_outputs(graph: ComponentGraph, input_ids: torch.Tensor, attention_mask=None) -> torch.Tensor:
+def _clean_outputs(graph: ComponentGraph, input_ids: torch.Tensor, attention_mask=None) -> torch.Tensor:
     """Upstream outputs [N, T, n_upstream, d] of a plain run of ``input_ids`` (one batch)."""
-    device = _device(graph)
-    with _EvalMode(graph.model):
+    device = model_device(graph.model)
+    with eval_mode(graph.model):
         _, state = graph.run(input_ids.to(device), None if attention_mask is None else attention_mask.to(device))
     return state.upstream()
 
@@ -97,7 +78,7 @@ def corrupt_outputs(graph, task: CircuitTask, ablation: str = "resample", *, ref
     graph = graph_of(graph)
     _check(ablation, batch_size)
     if ablation == "resample":
-        return torch.cat([clean_outputs(graph, b.corrupt_ids, b.attention_mask) for b in task.batches(batch_size)])
+        return torch.cat([_clean_outputs(graph, b.corrupt_ids, b.attention_mask) for b in task.batches(batch_size)])
     reference = task if reference is None else reference
     if reference.clean_ids.shape[1] != task.clean_ids.shape[1]:
         raise ValueError(
@@ -106,7 +87,7 @@ def corrupt_outputs(graph, task: CircuitTask, ablation: str = "resample", *, ref
         )
     total, count = None, None
     for batch in reference.batches(batch_size):
-        outputs = clean_outputs(graph, batch.corrupt_ids, batch.attention_mask).double()
+        outputs = _clean_outputs(graph, batch.corrupt_ids, batch.attention_mask).double()
         weight = torch.ones(outputs.shape[:2], dtype=torch.float64, device=outputs.device) \
             if batch.attention_mask is None else batch.attention_mask.to(outputs.device).double()
         part = (outputs * weight[..., None, None]).sum(0)
@@ -133,14 +114,14 @@ def evaluate_ablations(graph, task: CircuitTask, ablated: torch.Tensor, *, ablat
     _check(ablation, batch_size)
     if ablated.dim() != 2 or ablated.shape[1] != graph.n_edges:
         raise ValueError(f"ablated: expected [K, {graph.n_edges}], got {tuple(ablated.shape)}")
-    device = _device(graph)
+    device = model_device(graph.model)
     if corrupt is None:
         corrupt = corrupt_outputs(graph, task, ablation, batch_size=batch_size)
     corrupt = corrupt.to(device)
     matrices = graph.ablation_matrix(ablated.to(device))  # [K, n_inputs, n_upstream]
     n_configs = len(ablated)
     totals = torch.zeros(n_configs, dtype=torch.float64, device=device)
-    with _EvalMode(graph.model):
+    with eval_mode(graph.model):
         for start in range(0, len(task), batch_size):
             rows = slice(start, start + batch_size)
             batch = task.subset(rows)
@@ -165,9 +146,9 @@ def evaluate_ablations(graph, task: CircuitTask, ablated: torch.Tensor, *, ablat
 @torch.no_grad()
 def _plain_metric(graph: ComponentGraph, task: CircuitTask, batch_size: int, corrupted: bool = False) -> float:
     """Mean metric of the unablated model on the clean (or the corrupted) prompts."""
-    device = _device(graph)
+    device = model_device(graph.model)
     total = 0.0
-    with _EvalMode(graph.model):
+    with eval_mode(graph.model):
         for batch in task.batches(batch_size):
             ids = (batch.corrupt_ids if corrupted else batch.clean_ids).to(device)
             logits = graph.model(input_ids=ids, attention_mask=_mask(batch, device), use_cache=False).logits
@@ -263,19 +244,6 @@ def exact_edge_scores(graph, task: CircuitTask, *, ablation: str = "resample", b
     return EdgeScores.from_graph(graph, values - clean, "exact", ablation, clean_metric=clean)
 
 
-def exact_node_scores(graph, task: CircuitTask, nodes=None, *, ablation: str = "resample", batch_size: int = 64,
-                      rows_per_pass: int = 2048) -> pd.Series:
-    """Change of the mean metric when each node (default: every head) is patched alone, as a Series by name."""
-    graph = graph_of(graph)
-    nodes = graph.heads if nodes is None else list(nodes)
-    corrupt = corrupt_outputs(graph, task, ablation, batch_size=batch_size)
-    clean = _plain_metric(graph, task, batch_size)
-    configs = torch.stack([graph.node_edges(n) for n in nodes])
-    values = evaluate_ablations(graph, task, configs, ablation=ablation, corrupt=corrupt, batch_size=batch_size,
-                                rows_per_pass=rows_per_pass)
-    return pd.Series((values - clean).numpy(), index=nodes, name="exact_node_score")
-
-
 def _gradient_run(graph: ComponentGraph, batch: CircuitTask, device, embedding=None):
     """Clean forward with probes; returns (summed metric, gradients [B, T, n_inputs, d], upstream outputs)."""
     state = RunState(probe=True, embedding=embedding)
@@ -298,10 +266,10 @@ def attribute(graph, task: CircuitTask, method: str = "eap-ig", *, ablation: str
                                  reference=reference)
     if steps < 1:
         raise ValueError(f"steps: must be >= 1, got {steps}")
-    device = _device(graph)
+    device = model_device(graph.model)
     corrupt_all = corrupt_outputs(graph, task, ablation, reference=reference, batch_size=batch_size)
     total = torch.zeros(graph.n_inputs, graph.n_upstream, dtype=torch.float64, device=device)
-    with _EvalMode(graph.model):
+    with eval_mode(graph.model):
         for start in range(0, len(task), batch_size):
             rows = slice(start, start + batch_size)
             batch = task.subset(rows)
@@ -309,7 +277,7 @@ def attribute(graph, task: CircuitTask, method: str = "eap-ig", *, ablation: str
             if method == "eap":
                 _, grads, clean = _gradient_run(graph, batch, device)
             else:
-                clean = clean_outputs(graph, batch.clean_ids, batch.attention_mask)
+                clean = _clean_outputs(graph, batch.clean_ids, batch.attention_mask)
                 start_emb = corrupt[:, :, 0].expand_as(clean[:, :, 0])
                 end_emb = clean[:, :, 0]
                 grads = None

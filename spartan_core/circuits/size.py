@@ -14,7 +14,7 @@ dicts and pandas DataFrames, ready for CSV/JSON.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,11 +29,7 @@ __all__ = [
     "explained_effect",
     "log_grid",
     "linear_grid",
-    "edge_curve",
-    "head_curve",
     "circuit_size",
-    "repeat",
-    "compare_sizes",
     "size_study",
     "size_ratios",
 ]
@@ -142,33 +138,6 @@ def _needed(curve: _Curve, grid: Sequence[int], m_model: float, m_empty: float, 
     return high
 
 
-def _setup(graph, task, ablation, batch_size, corrupt):
-    graph = graph_of(graph)
-    if corrupt is None:
-        corrupt = corrupt_outputs(graph, task, ablation, batch_size=batch_size)
-    return graph, corrupt
-
-
-def edge_curve(graph, task: CircuitTask, scores, *, grid: Sequence[int] | None = None, points: int = 16,
-               ablation: str = "resample", batch_size: int = 64, corrupt=None) -> pd.DataFrame:
-    """Explained effect against edges kept (default grid: :func:`log_grid`); columns kept, metric, explained."""
-    graph, corrupt = _setup(graph, task, ablation, batch_size, corrupt)
-    curve = _Curve(graph, task, "edges", _ordering(scores, "edges", graph), ablation, corrupt, batch_size)
-    grid = log_grid(graph.n_edges, points) if grid is None else list(grid)
-    m_empty, m_model = curve.at([0, graph.n_edges])
-    return _curve_frame(curve, grid, m_model, m_empty)
-
-
-def head_curve(graph, task: CircuitTask, scores, *, ablation: str = "resample", batch_size: int = 64,
-               corrupt=None) -> pd.DataFrame:
-    """Explained effect against heads kept, 0..n_heads (``scores``: EdgeScores or per-head scores)."""
-    graph, corrupt = _setup(graph, task, ablation, batch_size, corrupt)
-    curve = _Curve(graph, task, "heads", _ordering(scores, "heads", graph), ablation, corrupt, batch_size)
-    grid = list(range(len(graph.heads) + 1))
-    m_empty, m_model = curve.at([0, len(graph.heads)])
-    return _curve_frame(curve, grid, m_model, m_empty)
-
-
 def linear_grid(n_max: int, points: int | None = None) -> list[int]:
     """0..n_max, every integer (``points`` None) or about ``points`` evenly spaced integers, both ends included."""
     if points is None or points > n_max:
@@ -191,7 +160,8 @@ def circuit_size(graph, task: CircuitTask, scores, *, thresholds: Sequence[float
     for t in thresholds:
         if not 0 < t <= 1:
             raise ValueError(f"thresholds: each must be in (0, 1], got {t}")
-    graph, corrupt = _setup(graph, task, ablation, batch_size, None)
+    graph = graph_of(graph)
+    corrupt = corrupt_outputs(graph, task, ablation, batch_size=batch_size)
     result = {"n_edges": graph.n_edges, "n_heads": len(graph.heads), "ablation": ablation}
     for kind in ("edges", "heads"):
         curve = _Curve(graph, task, kind, _ordering(scores, kind, graph), ablation, corrupt, batch_size)
@@ -202,61 +172,6 @@ def circuit_size(graph, task: CircuitTask, scores, *, thresholds: Sequence[float
         result["m_model"] = m_model
         result[f"m_empty_{kind}"] = m_empty
     return result
-
-
-def repeat(fn: Callable[[int], dict], seeds: Iterable[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run ``fn(seed) -> dict of numbers`` per seed; returns (one row per seed, mean/std/min/max per column)."""
-    rows = []
-    for seed in seeds:
-        row = dict(fn(int(seed)))
-        row["seed"] = int(seed)
-        rows.append(row)
-    if not rows:
-        raise ValueError("seeds: at least one seed is needed")
-    frame = pd.DataFrame(rows)
-    numeric = frame.drop(columns="seed").select_dtypes("number")
-    summary = numeric.agg(["mean", "std", "min", "max"]).T
-    summary["n"] = numeric.notna().sum()
-    return frame, summary
-
-
-def compare_sizes(models: dict, task: CircuitTask, *, method: str = "eap-ig", ablation: str = "resample",
-                  threshold: float = 0.9, steps: int = 8, points: int = 16, head_points: int | None = None,
-                  batch_size: int = 32) -> dict:
-    """Edges and heads needed for ``threshold`` of the effect, per model, and the ratio to the first model.
-
-    ``models``: e.g. ``{"dense": dense_model, "sparse": sparse_model}``. Returns ``{"threshold", "method",
-    "ablation", "models": {name: {"edges", "heads", "n_edges", "n_heads", "m_model", "m_empty_edges"}},
-    "edge_ratio": {name: first / name}, "head_ratio": {...}, "curves": DataFrame}`` (curves: every model's
-    edge and head curve, with a ``model`` column, for plotting).
-    """
-    needed, curves = size_study(models, lambda _seed: task, [0], method=method, ablations=(ablation,),
-                                thresholds=(threshold,), steps=steps, points=points, head_points=head_points,
-                                batch_size=batch_size)
-    per_model = {}
-    for name in models:
-        rows = needed[needed["model"] == name].set_index("kind")
-
-        def count(kind):
-            value = rows.loc[kind, "needed"]
-            return None if np.isnan(value) else int(value)
-
-        per_model[name] = {
-            "edges": count("edges"), "heads": count("heads"),
-            "n_edges": int(rows.loc["edges", "total"]), "n_heads": int(rows.loc["heads", "total"]),
-            "m_model": float(rows.loc["edges", "m_model"]), "m_empty_edges": float(rows.loc["edges", "m_empty"]),
-            "m_empty_heads": float(rows.loc["heads", "m_empty"]),
-        }
-    first = next(iter(per_model))
-
-    def ratio(key):
-        base = per_model[first][key]
-        return {n: (base / v if base is not None and v else None) for n, v in
-                ((n, per_model[n][key]) for n in per_model)}
-
-    return {"threshold": float(threshold), "method": method, "ablation": ablation, "models": per_model,
-            "edge_ratio": ratio("edges"), "head_ratio": ratio("heads"),
-            "curves": curves}
 
 
 def size_study(models: dict, make_task: Callable[[int], CircuitTask], seeds: Iterable[int], *,
@@ -297,14 +212,15 @@ def size_study(models: dict, make_task: Callable[[int], CircuitTask], seeds: Ite
 
 
 def size_ratios(needed: pd.DataFrame, reference: str, threshold: float = 0.9) -> pd.DataFrame:
-    """``reference``'s count over each other model's, per ablation, kind and seed, at ``threshold``; then the mean,
-    min and max over seeds (a ratio of 5 means the other model's circuit is 5x smaller)."""
+    """``reference``'s count over each other model's at ``threshold``, per ablation, kind and prompt set; then their
+    ``ratio_mean``, ``ratio_min``, ``ratio_max`` and ``prompt_sets``, one row per (ablation, kind, model). A ratio of
+    5 means the other model's circuit is 5x smaller."""
     at = needed[np.isclose(needed["threshold"], threshold)]
     wide = at.pivot_table(index=["ablation", "kind", "seed"], columns="model", values="needed")
     if reference not in wide:
         raise ValueError(f"reference: {reference!r} is not a model of the study ({list(wide.columns)})")
     others = [m for m in wide.columns if m != reference]
-    ratios = pd.concat({m: wide[reference] / wide[m] for m in others}, axis=1)
-    summary = ratios.groupby(level=["ablation", "kind"]).agg(["mean", "min", "max"])
-    summary.columns = [f"{model} {stat}" for model, stat in summary.columns]
+    ratios = pd.concat({m: wide[reference] / wide[m] for m in others}, names=["model"]).rename("ratio")
+    summary = ratios.groupby(level=["ablation", "kind", "model"]).agg(["mean", "min", "max", "count"])
+    summary.columns = ["ratio_mean", "ratio_min", "ratio_max", "prompt_sets"]
     return summary

@@ -206,7 +206,8 @@ def induction_task(
     """Repeated random tokens ``prefix + x + x``; corrupted ``prefix + y + x`` (the second half is no repeat).
 
     Tokens are drawn from ``[low, vocab_size)`` (:func:`spartan_core.data.induction.distinct_random_tokens`), all
-    ``2 * half`` of a row distinct, so the only way to predict the second half is to copy from the first. Metric: mean log-prob of the correct next token over the second half.
+    ``2 * half`` of a row distinct, so the only way to predict the second half is to copy from the first.
+    Metric: mean log-prob of the correct next token over the second half.
     """
     from ..data.induction import distinct_random_tokens
 

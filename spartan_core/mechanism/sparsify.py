@@ -35,7 +35,6 @@ __all__ = [
     "attention_modules",
     "layer_stats",
     "expected_fraction",
-    "set_gate_bias",
 ]
 
 
@@ -155,10 +154,6 @@ def dense(model: nn.Module) -> nn.Module:
         del module._spartan_state, module._spartan_layer
     del model._spartan_state
     return model
-
-
-def set_gate_bias(model: nn.Module, gate_bias: float) -> None:
-    _require_state(model).gate_bias = float(gate_bias)
 
 
 def _require_state(model: nn.Module) -> SparseState:

@@ -1,12 +1,65 @@
-"""What several chapters' studies share: the attention maps of a model and a held-out sample of its data."""
+"""What several chapters' studies share: a dense model with its sparse copy (or why it is unavailable here), the
+attention maps of a model, a held-out sample of its data, and the display names of heads and tokens."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
+from .. import zoo
 from .._util import eager_attention, eval_mode, model_device
 
-__all__ = ["attention_maps", "heldout_blocks"]
+__all__ = ["ModelPair", "Unavailable", "load_pair", "attention_maps", "heldout_blocks", "heads_at_or_above",
+           "head_name", "token_labels"]
+
+
+@dataclass(frozen=True)
+class ModelPair:
+    """A dense model of the zoo and its sparse post-trained copy (both ``zoo.LoadedModel``)."""
+
+    name: str
+    dense: Any
+    sparse: Any
+
+    @property
+    def metrics(self) -> dict:
+        """Held-out metrics of post-training: ``dense``, ``gated_before_training`` and ``sparse``."""
+        return self.sparse.info["metrics"]
+
+    @property
+    def sentence(self) -> str:
+        dense, sparse = self.metrics["dense"], self.metrics["sparse"]
+        return (f"{self.name}: held-out CE {dense['heldout_ce']:.3f} dense, {sparse['heldout_ce']:.3f} sparse; the "
+                f"sparse copy keeps {sparse['kept_fraction']:.2%} of causal attention edges "
+                f"({sparse['kept_per_query']:.2f} keys per query).")
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A model that cannot be loaded on this machine (hub offline, weights missing): reported, never measured."""
+
+    model: str
+    reason: str
+
+    @property
+    def sentence(self) -> str:
+        return f"{self.model} is pending, not measured here: {self.reason}."
+
+
+def load_pair(name: str, *, dense_steps: int = 0, sparse_steps: int = 0, floor_steps: int = -1) -> ModelPair | Unavailable:
+    """Dense and sparse copies of ``name``; 0 steps (and floor steps -1) keep the registry's recipe. Only a toy
+    trained here takes ``dense_steps``."""
+    dense_overrides = {"steps": dense_steps} if dense_steps and zoo.entry_for(name).source == "toy" else {}
+    recipe = {**({"steps": sparse_steps} if sparse_steps else {}),
+              **({"floor_steps": floor_steps} if floor_steps >= 0 else {})}
+    try:
+        sparse = zoo.load_sparse(name, recipe, dense_overrides=dense_overrides, progress=False)
+        dense = zoo.load(name, progress=False, **dense_overrides)
+    except (zoo.HubUnavailableError, FileNotFoundError) as error:
+        return Unavailable(name, str(error).splitlines()[0])
+    return ModelPair(name, dense, sparse)
 
 
 @torch.no_grad()
@@ -42,3 +95,22 @@ def heldout_blocks(loaded, max_blocks: int, block_size: int, cache_dir=None, spr
     elif count < total:
         name = f"{name} ({count} of {total} rows)"
     return name, data
+
+
+def heads_at_or_above(scores: torch.Tensor, threshold: float) -> list[tuple[int, int]]:
+    """(layer, head) of every head of ``scores`` [layers, heads] at or above ``threshold``, strongest first."""
+    flat = [(float(scores[layer, head]), layer, head)
+            for layer in range(scores.shape[0]) for head in range(scores.shape[1])]
+    return [(layer, head) for score, layer, head in sorted(flat, key=lambda t: (-t[0], t[1], t[2]))
+            if score >= threshold]
+
+
+def head_name(layer: int, head: int) -> str:
+    """How the book writes a head: ``L1H2``; made only where a head is displayed."""
+    return f"L{layer}H{head}"
+
+
+def token_labels(tokenizer, ids) -> list[str]:
+    """One printable label per token id (each decoded alone; newlines shown as ``\\n``), for map axes."""
+    ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    return [tokenizer.decode([int(i)]).replace("\n", "\\n") or f"<{int(i)}>" for i in ids]

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._util import eager_attention, eval_mode
 from ..mechanism.gate import causal_allowed, gated_attention
 from ..mechanism.sparsify import dense, layer_stats, sparsify
 
@@ -210,13 +211,14 @@ def random_gpt2(layers: int, heads: int, head_dim: int, positions: int, vocab_si
 @torch.no_grad()
 def check_model(model, input_ids: torch.Tensor, gate_bias: float, description: str = "model") -> ModelCheck:
     """Run ``model`` dense, with gates open and at ``gate_bias`` on the same tokens; the model is left dense."""
-    dense_out = model(input_ids, output_attentions=True)
-    sparsify(model, gate_bias=math.inf)
-    open_out = model(input_ids, output_attentions=True)
-    sparsify(model, gate_bias=gate_bias)
-    gated_out = model(input_ids, output_attentions=True)
-    kept_by_layer = [s.kept_fraction for s in layer_stats(model)]
-    dense(model)
+    with eval_mode(model), eager_attention(model):
+        dense_out = model(input_ids, output_attentions=True)
+        sparsify(model, gate_bias=math.inf)
+        open_out = model(input_ids, output_attentions=True)
+        sparsify(model, gate_bias=gate_bias)
+        gated_out = model(input_ids, output_attentions=True)
+        kept_by_layer = [s.kept_fraction for s in layer_stats(model)]
+        dense(model)
 
     def largest_gap(left, right) -> float:
         return max(float((a - b).abs().max()) for a, b in zip(left, right))

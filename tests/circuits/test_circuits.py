@@ -12,7 +12,6 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -24,19 +23,14 @@ from spartan_core.circuits import (  # noqa: E402
     addition_task,
     attribute,
     circuit_size,
-    compare_sizes,
     corrupt_outputs,
     draw_circuit,
-    edge_curve,
     evaluate_ablations,
     exact_edge_scores,
-    exact_node_scores,
     explained_effect,
-    head_curve,
     induction_task,
     linear_grid,
     log_grid,
-    repeat,
     size_ratios,
     size_study,
     spearman,
@@ -199,7 +193,7 @@ def test_node_patching_matches_replacing_the_head_output(task):
     o_proj = model.transformer.h[0].attn.c_proj
     corrupted_z = _capture_input(o_proj, model, task.corrupt_ids)
     expected = task.metric(_z_hook_run(model, o_proj, task.clean_ids, 2, corrupted_z)).mean()
-    got = exact_node_scores(graph, task, ["a0.h2"])["a0.h2"] + task.metric(plain_logits(model, task.clean_ids)).mean()
+    got = evaluate_ablations(graph, task, graph.node_edges(["a0.h2"])[None])[0]
     assert abs(float(got) - float(expected)) < 1e-5
 
 
@@ -311,13 +305,12 @@ def test_attribute_refuses_bad_parameters(task):
 # ---------------------------------------------------------------- circuit size
 def test_explained_effect_curves_run_from_empty_to_model(task):
     graph, scores = graph_and_exact("gpt2", task)
-    edges = edge_curve(graph, task, scores, points=6)
-    heads = head_curve(graph, task, scores)
-    for curve, n_max in ((edges, graph.n_edges), (heads, len(graph.heads))):
+    size = circuit_size(graph, task, scores, thresholds=(0.9,), points=6)
+    for curve, n_max in ((size["edge_curve"], graph.n_edges), (size["head_curve"], len(graph.heads))):
         assert curve["kept"].iloc[0] == 0 and curve["kept"].iloc[-1] == n_max
         assert curve["explained"].iloc[0] == pytest.approx(0.0, abs=1e-5)
         assert curve["explained"].iloc[-1] == pytest.approx(1.0, abs=1e-5)
-    assert list(heads["kept"]) == list(range(9))
+    assert list(size["head_curve"]["kept"]) == list(range(9))
 
 
 def test_circuit_size_reports_counts_reached(task):
@@ -350,16 +343,6 @@ def test_needed_bisects_between_grid_points():
     assert _needed(Linear(), grid, 1.0, 0.0, 1.01, refine=True) is None
 
 
-def test_repeat_and_compare_sizes(task):
-    rows, summary = repeat(lambda seed: {"x": float(seed), "y": 2.0 * seed}, [1, 2, 3])
-    assert list(rows["seed"]) == [1, 2, 3] and summary.loc["y", "mean"] == pytest.approx(4.0)
-    small = task.subset(slice(0, 6))
-    result = compare_sizes({"dense": gpt2(), "sparse": sparsify(gpt2())}, small, method="eap", threshold=0.8,
-                           points=5)
-    assert set(result["models"]) == {"dense", "sparse"} and result["edge_ratio"]["dense"] == pytest.approx(1.0)
-    assert isinstance(result["curves"], pd.DataFrame) and set(result["curves"]["model"]) == {"dense", "sparse"}
-
-
 def test_size_study_covers_every_model_ablation_and_prompt_set(task):
     models = {"dense": gpt2(), "copy": gpt2(), "sparse": sparsify(gpt2())}
     needed, curves = size_study(models, lambda seed: addition_task(6, seed=seed), [0, 1], method="eap",
@@ -368,8 +351,11 @@ def test_size_study_covers_every_model_ablation_and_prompt_set(task):
     assert set(curves["model"]) == set(models) and set(curves["seed"]) == {0, 1}
     assert (needed["m_model"] != needed["m_empty"]).all()
     ratios = size_ratios(needed, "dense", 0.9)
-    assert list(ratios.columns) == ["copy mean", "copy min", "copy max", "sparse mean", "sparse min", "sparse max"]
-    assert ratios["copy mean"].tolist() == pytest.approx([1.0] * 4), "an identical model has the same circuit"
+    assert list(ratios.columns) == ["ratio_mean", "ratio_min", "ratio_max", "prompt_sets"]
+    assert list(ratios.index.names) == ["ablation", "kind", "model"] and (ratios["prompt_sets"] == 2).all()
+    copy = ratios.xs("copy", level="model")
+    assert copy["ratio_mean"].tolist() == pytest.approx([1.0] * 4), "an identical model has the same circuit"
+    assert (ratios["ratio_min"] <= ratios["ratio_mean"]).all() and (ratios["ratio_mean"] <= ratios["ratio_max"]).all()
     with pytest.raises(ValueError, match="^ablations: "):
         size_study(models, lambda seed: addition_task(6, seed=seed), [0], ablations=("zero",))
     with pytest.raises(ValueError, match="^reference: "):

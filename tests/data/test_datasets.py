@@ -237,6 +237,28 @@ def test_induction_data_repeats_distinct_random_tokens():
     assert big.shape == (2, 60) and torch.equal(big[:, :30], big[:, 30:])
 
 
+def test_distinct_random_tokens_are_distinct_per_row_and_seeded():
+    small = induction.distinct_random_tokens(5, 8, 20, seed=1, low=4)
+    assert small.shape == (5, 8) and small.min() >= 4 and small.max() < 20
+    assert all(len(set(row.tolist())) == 8 for row in small)
+    assert torch.equal(induction.distinct_random_tokens(5, 8, 20, seed=1, low=4), small)
+    big = induction.distinct_random_tokens(2, 16, 50_257, seed=0)
+    assert all(len(set(row.tolist())) == 16 for row in big)
+    with pytest.raises(ValueError, match="^vocab_size: "):
+        induction.distinct_random_tokens(2, 10, 12, low=4)
+
+
+def test_random_token_range_skips_special_tokens_and_starts_with_end_of_text():
+    class Tok:
+        all_special_ids = [0, 1]
+        bos_token_id = None
+        eos_token_id = 0
+
+    assert induction.random_token_range(Tok(), vocab_size=64) == (2, 0)
+    Tok.bos_token_id, Tok.all_special_ids = 5, [60]
+    assert induction.random_token_range(Tok(), vocab_size=64) == (0, 5), "specials at the top leave the range whole"
+
+
 def test_induction_targets_point_after_the_previous_occurrence():
     ids = torch.tensor([[7, 1, 2, 3, 1, 2, 3]])
     assert induction.induction_targets(ids).tolist() == [[-1, -1, -1, -1, 2, 3, 4]]

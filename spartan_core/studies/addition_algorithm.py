@@ -1,0 +1,413 @@
+"""Chapter 5's question: on the paper's addition toy, do the sparse model's heads read the matching digits, and
+is carry information read only when a carry is needed (Figure 1, then all held-out problems)?"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+import torch
+
+from ..data import addition
+from .common import ModelPair, attention_maps, head_name
+
+__all__ = [
+    "POSITION_NAMES", "ANSWER_QUERIES", "OPERAND_KEYS", "CARRY_FLAGS", "CARRY_RELEVANT_KEYS",
+    "parse_problem", "ToyAccuracy", "toy_accuracy", "ExampleGraphs", "example_graphs",
+    "ClassMeans", "attention_by_class", "class_means", "top_reads", "LayerReads", "layer_reads",
+    "carry_selectivity", "with_position_names", "CarryEdge", "CarryStudy", "carry_study", "ToyCircuit", "toy_circuit",
+    "addition_claim",
+]
+
+# Addition toy positions: a = a1 a0, b = b1 b0, sum = s4 s3 s2 s1 s0 (s4 = ten-thousands ... s0 = units).
+POSITION_NAMES = ("a1", "a0", "+", "b1", "b0", "=", "s4", "s3", "s2", "s1", "s0")
+# Query positions whose next-token prediction is an answer digit ("=" predicts s4, ..., s1 predicts s0).
+ANSWER_QUERIES = tuple(range(addition.PROMPT_LEN - 1, addition.SEQ_LEN - 1))
+OPERAND_KEYS = (0, 1, 3, 4)
+# Which carry classes (indices into addition.CARRY_CLASSES) have each kind of carry.
+CARRY_FLAGS = {"units": (1, 3), "tens": (2, 3)}
+# The operand digits that decide each carry: the units digits decide the units carry, the tens digits the tens carry.
+CARRY_RELEVANT_KEYS = {"units": (1, 4), "tens": (0, 3)}
+
+
+def parse_problem(text: str) -> tuple[int, int]:
+    """``"53+21"`` -> ``(53, 21)``: two operands 0..99 joined by ``+``; anything else is refused."""
+    parts = str(text).strip().split("+")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) <= 99 for p in parts):
+        raise ValueError(f"examples: expected problems like '53+21' with operands 0..99, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _predicts(query: int) -> str:
+    return POSITION_NAMES[query + 1] if query + 1 < len(POSITION_NAMES) else "-"
+
+
+# ------------------------------------------------------------------------------------------ the two models
+
+
+@dataclass(frozen=True)
+class ToyAccuracy:
+    """Held-out exact match (overall and per carry class, with counts) of the dense toy and its sparse copy, and the
+    sparse copy's kept edges."""
+
+    dense_exact_match: dict
+    sparse_exact_match: dict
+    dense_heldout_ce: float
+    sparse_heldout_ce: float
+    kept_fraction: float
+    kept_per_query: float
+    kept_fraction_per_layer: list
+    kept_per_query_per_layer: list
+    tau: float
+    sparse_steps: int
+
+    def table(self) -> pd.DataFrame:
+        classes = ["all", *addition.CARRY_CLASSES]
+        return pd.DataFrame({"problems": [self.dense_exact_match[f"n_{c}"] for c in classes],
+                             "dense_exact_match": [self.dense_exact_match[c] for c in classes],
+                             "sparse_exact_match": [self.sparse_exact_match[c] for c in classes]},
+                            index=pd.Index(classes, name="carry_class"))
+
+    @property
+    def sentence(self) -> str:
+        layers = ", ".join(f"{k:.2f}" for k in self.kept_per_query_per_layer)
+        return (f"The sparse toy keeps {self.kept_fraction:.2%} of causal attention edges ({self.kept_per_query:.2f} "
+                f"keys per query; by layer {layers}) at exact match {self.sparse_exact_match['all']:.1%} on "
+                f"{self.sparse_exact_match['n_all']} held-out problems (dense {self.dense_exact_match['all']:.1%}).")
+
+    def to_metrics(self) -> dict:
+        return asdict(self)
+
+
+def toy_accuracy(pair: ModelPair) -> ToyAccuracy:
+    dense, sparse = pair.metrics["dense"], pair.metrics["sparse"]
+    edges = sparse["edges"]
+    return ToyAccuracy(dense["exact_match"], sparse["exact_match"], dense["heldout_ce"], sparse["heldout_ce"],
+                       edges["kept_fraction"], edges["kept_per_query"], edges["per_layer"],
+                       edges["kept_per_query_per_layer"], pair.sparse.info["tau"],
+                       pair.sparse.info["recipe"]["steps"])
+
+
+# ------------------------------------------------------------------------------------------ Figure 1
+
+
+@dataclass(frozen=True)
+class ExampleGraphs:
+    """Attention of both models on a few problems (``dense``/``sparse`` [P, L, H, T, T]) and the weight at or
+    above which an edge is drawn."""
+
+    problems: list[tuple[int, int]]
+    dense: torch.Tensor
+    sparse: torch.Tensor
+    min_weight: float
+
+    @property
+    def texts(self) -> list[str]:
+        return [addition.problem_text(a, b) for a, b in self.problems]
+
+    @property
+    def carries(self) -> list[str]:
+        return [addition.carry_class(a, b) for a, b in self.problems]
+
+    def _drawn(self, maps: torch.Tensor) -> list[int]:
+        return [int((maps[p].tril() >= self.min_weight).sum()) for p in range(len(self.problems))]
+
+    def edges_drawn(self) -> pd.DataFrame:
+        """Edges at or above ``min_weight`` per problem and model: what each panel of the figure draws."""
+        return pd.DataFrame({"problem": self.texts, "carry": self.carries, "dense": self._drawn(self.dense),
+                             "sparse": self._drawn(self.sparse)})
+
+    @property
+    def sentence(self) -> str:
+        drawn = self.edges_drawn()
+        return (f"With the same rule (every weight ≥ {self.min_weight:g}), the dense model draws "
+                f"{drawn['dense'].min()}–{drawn['dense'].max()} edges per problem and the sparse model "
+                f"{drawn['sparse'].min()}–{drawn['sparse'].max()}.")
+
+
+def example_graphs(pair: ModelPair, examples: Sequence[str], min_weight: float) -> ExampleGraphs:
+    problems = [parse_problem(text) for text in examples]
+    ids = torch.tensor([addition.encode(addition.problem_text(a, b)) for a, b in problems])
+    return ExampleGraphs(problems, attention_maps(pair.dense.model, ids), attention_maps(pair.sparse.model, ids),
+                         min_weight)
+
+
+# ------------------------------------------------------------------------------------------ all held-out problems
+
+
+@dataclass
+class ClassMeans:
+    """Per-class averages over a dataset: ``weight`` [G, L, H, T, T] mean attention weight, ``kept`` the fraction
+    of rows in which the edge's weight is non-zero (for a sparsified model: kept by the deterministic mask; for a
+    dense model always 1 on causal edges), ``count`` [G] rows per class."""
+
+    weight: torch.Tensor
+    kept: torch.Tensor
+    count: torch.Tensor
+
+    def pooled(self, classes: Sequence[int], measure: str = "weight") -> torch.Tensor:
+        """[L, H, T, T] average of ``measure`` over the rows of the listed classes (rows weighted equally)."""
+        if measure not in ("weight", "kept"):
+            raise ValueError(f"measure: expected 'weight' or 'kept', got {measure!r}")
+        values = getattr(self, measure)
+        index = torch.as_tensor(list(classes), dtype=torch.long)
+        counts = self.count[index].double()
+        if counts.sum() == 0:
+            return torch.full(values.shape[1:], float("nan"), dtype=torch.float64)
+        return (values[index].double() * counts[:, None, None, None, None]).sum(0) / counts.sum()
+
+    def overall(self, measure: str = "weight") -> torch.Tensor:
+        return self.pooled(range(len(self.count)), measure)
+
+
+@torch.no_grad()
+def attention_by_class(model, input_ids: torch.Tensor, classes: torch.Tensor, n_classes: int,
+                       batch_size: int = 500) -> ClassMeans:
+    """Average attention weights and kept-edge frequencies per class over all rows of ``input_ids`` [N, T]
+    (``classes`` [N] in 0..n_classes-1), streamed in batches of ``batch_size``."""
+    if len(classes) != len(input_ids):
+        raise ValueError(f"classes: need one class per row ({len(input_ids)}), got {len(classes)}")
+    if len(classes) and (int(classes.min()) < 0 or int(classes.max()) >= n_classes):
+        raise ValueError(f"classes: values must lie in 0..{n_classes - 1}")
+    weight_sum = kept_sum = None
+    count = torch.bincount(classes.long(), minlength=n_classes).double()
+    for start in range(0, len(input_ids), batch_size):
+        maps = attention_maps(model, input_ids[start:start + batch_size]).double()
+        group = classes[start:start + batch_size].long()
+        if weight_sum is None:
+            weight_sum = torch.zeros(n_classes, *maps.shape[1:], dtype=torch.float64)
+            kept_sum = torch.zeros_like(weight_sum)
+        weight_sum.index_add_(0, group, maps)
+        kept_sum.index_add_(0, group, (maps > 0).double())
+    if weight_sum is None:
+        raise ValueError("input_ids: no rows to average")
+    denominator = count.clamp_min(1)[:, None, None, None, None]
+    return ClassMeans(weight=weight_sum / denominator, kept=kept_sum / denominator, count=count)
+
+
+def class_means(pair: ModelPair, batch_size: int) -> dict[str, ClassMeans]:
+    """Per-carry-class averages of both models over the toy's held-out split."""
+    heldout = pair.dense.data[pair.sparse.info["heldout_split"]]
+    return {label: attention_by_class(loaded.model, heldout["input_ids"], heldout["carry"],
+                                      len(addition.CARRY_CLASSES), batch_size)
+            for label, loaded in (("dense", pair.dense), ("sparse", pair.sparse))}
+
+
+def top_reads(means: ClassMeans, layer: int, measure: str = "weight", k: int = 2,
+              queries: Sequence[int] = ANSWER_QUERIES) -> pd.DataFrame:
+    """For each head of ``layer`` and each query position: the ``k`` keys with the largest average ``measure``
+    over all problems (``key_1``, ``value_1``, ...), plus the total over all keys."""
+    values = means.overall(measure)[layer]
+    rows = []
+    for head in range(values.shape[0]):
+        for query in queries:
+            row_values = values[head, query, : query + 1]
+            order = torch.argsort(row_values, descending=True, stable=True)[:k]
+            row = {"head": head, "query": query, "query_token": POSITION_NAMES[query], "predicts": _predicts(query)}
+            for i, j in enumerate(order):
+                row.update({f"key_{i + 1}": POSITION_NAMES[int(j)], f"value_{i + 1}": float(row_values[j])})
+            rows.append({**row, f"total_{measure}": float(row_values.sum())})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class LayerReads:
+    """What each answer position reads in one layer: the dense model's mean weights and the sparse model's kept
+    frequencies ([H, T, T] maps over all held-out problems) and their top keys."""
+
+    layer: int
+    dense_weight: torch.Tensor
+    sparse_kept: torch.Tensor
+    dense: pd.DataFrame
+    sparse: pd.DataFrame
+
+    def side_by_side(self) -> pd.DataFrame:
+        columns = ["head", "query_token", "predicts", "key_1", "value_1", "key_2", "value_2"]
+        return self.sparse[columns].merge(self.dense[columns[:2] + columns[3:]], on=["head", "query_token"],
+                                          suffixes=("_sparse_kept", "_dense_weight"))
+
+    @property
+    def sentence(self) -> str:
+        best = self.sparse.sort_values("value_1", ascending=False, kind="stable").groupby("query", sort=True).head(1)
+        parts = [f"{row.query_token} → {row.key_1} ({head_name(self.layer, row.head)}, {row.value_1:.0%})"
+                 for row in best.sort_values("query").itertuples()]
+        return (f"In layer {self.layer} of the sparse model, the most often kept read of each answer position "
+                f"(query → key, head, share of problems): {'; '.join(parts)}.")
+
+
+def layer_reads(means: dict[str, ClassMeans], layer: int = 0) -> LayerReads:
+    return LayerReads(layer, means["dense"].overall("weight")[layer], means["sparse"].overall("kept")[layer],
+                      top_reads(means["dense"], layer, "weight"), top_reads(means["sparse"], layer, "kept"))
+
+
+# ------------------------------------------------------------------------------------------ carry selectivity
+
+
+def carry_selectivity(means: ClassMeans, measure: str = "kept") -> pd.DataFrame:
+    """One row per (carry kind, layer, head, answer query, operand key): ``measure`` averaged over the problems
+    with that carry (``with_carry``) and without it (``without_carry``), their difference (``selectivity``) and
+    whether the key is a digit that decides that carry (``relevant``). Sorted by selectivity, largest first."""
+    rows = []
+    layers, heads = means.weight.shape[1:3]
+    for kind, flagged in CARRY_FLAGS.items():
+        others = [c for c in range(len(means.count)) if c not in flagged]
+        with_carry, without_carry = means.pooled(flagged, measure), means.pooled(others, measure)
+        for layer in range(layers):
+            for head in range(heads):
+                for query in ANSWER_QUERIES:
+                    for key in OPERAND_KEYS:
+                        w, wo = float(with_carry[layer, head, query, key]), float(without_carry[layer, head, query, key])
+                        rows.append({"carry": kind, "layer": layer, "head": head, "query": query, "key": key,
+                                     "with_carry": w, "without_carry": wo, "selectivity": w - wo,
+                                     "relevant": key in CARRY_RELEVANT_KEYS[kind]})
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("selectivity", ascending=False, kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class CarryEdge:
+    """One attention edge (head, answer query, operand key) and how much more it is used with a carry."""
+
+    carry: str
+    layer: int
+    head: int
+    query: int
+    key: int
+    with_carry: float
+    without_carry: float
+    selectivity: float
+    relevant: bool
+
+    @classmethod
+    def from_row(cls, row) -> "CarryEdge":
+        return cls(str(row["carry"]), int(row["layer"]), int(row["head"]), int(row["query"]), int(row["key"]),
+                   float(row["with_carry"]), float(row["without_carry"]), float(row["selectivity"]),
+                   bool(row["relevant"]))
+
+    @property
+    def reads(self) -> str:
+        """How the book writes the edge: ``L1H2 s2→a0``."""
+        return f"{head_name(self.layer, self.head)} {POSITION_NAMES[self.query]}→{POSITION_NAMES[self.key]}"
+
+
+@dataclass(frozen=True)
+class CarryStudy:
+    """Carry selectivity of every edge to an operand digit: the sparse model's kept frequencies (and weights), the
+    dense model's weights, the most selective edge to a carry-deciding digit overall and per kind of carry, and
+    that edge's use in each carry class."""
+
+    sparse_kept: pd.DataFrame
+    sparse_weight: pd.DataFrame
+    dense_weight: pd.DataFrame
+    best: CarryEdge
+    dense_best: CarryEdge
+    best_by_carry: dict
+    per_class: pd.DataFrame
+
+    @property
+    def selective(self) -> bool:
+        return self.best.selectivity > 0
+
+    @property
+    def sentence(self) -> str:
+        b, d = self.best, self.dense_best
+        if not self.selective:
+            head = "No kept edge to a carry-deciding digit is kept more often when a carry is needed."
+        else:
+            head = (f"The most carry-selective kept edge of the sparse model, {b.reads} ({b.carry} carry), is kept in "
+                    f"{b.with_carry:.1%} of problems with that carry and {b.without_carry:.1%} without: this is the "
+                    f"carry-selective head.")
+        return (f"{head} The dense model's most selective edge to a carry-deciding digit, {d.reads}, has mean weight "
+                f"{d.with_carry:.3f} with the carry and {d.without_carry:.3f} without.")
+
+    def to_metrics(self) -> dict:
+        weight = self.sparse_weight[self.sparse_weight["relevant"]]["selectivity"]
+        return {"most_selective_sparse": asdict(self.best), "most_selective_dense": asdict(self.dense_best),
+                "most_selective_sparse_by_carry": {k: asdict(e) for k, e in self.best_by_carry.items()},
+                "sparse_max_weight_selectivity": float(weight.iloc[0])}
+
+    def claim_part(self) -> str:
+        b = self.best
+        if not self.selective:
+            return "no kept edge to a carry-deciding digit is kept more often when a carry is needed"
+        parts = [f"most carry-selective kept edge {b.reads}: kept in {b.with_carry:.0%} of {b.carry}-carry problems "
+                 f"vs {b.without_carry:.0%} without (dense, best relevant weight gap {self.dense_best.selectivity:.2f})"]
+        for kind, edge in self.best_by_carry.items():
+            if kind == b.carry:
+                continue
+            parts.append(f"best {kind}-carry edge {edge.reads}: {edge.with_carry:.0%} vs {edge.without_carry:.0%}"
+                         if edge.selectivity > 0 else
+                         f"no kept edge to the {kind} digits is kept more often with a {kind} carry")
+        return "; ".join(parts)
+
+
+def carry_study(means: dict[str, ClassMeans]) -> CarryStudy:
+    sparse_kept = carry_selectivity(means["sparse"], "kept")
+    dense_weight = carry_selectivity(means["dense"], "weight")
+    relevant = sparse_kept[sparse_kept["relevant"]]
+    best = CarryEdge.from_row(relevant.iloc[0])
+    by_carry = {row["carry"]: CarryEdge.from_row(row) for _, row in relevant.groupby("carry", sort=False).head(1).iterrows()}
+    edge = (slice(None), best.layer, best.head, best.query, best.key)
+    per_class = pd.DataFrame({"sparse_kept": means["sparse"].kept[edge].numpy(),
+                              "sparse_weight": means["sparse"].weight[edge].numpy(),
+                              "dense_weight": means["dense"].weight[edge].numpy()},
+                             index=pd.Index(addition.CARRY_CLASSES, name="carry_class"))
+    return CarryStudy(sparse_kept, carry_selectivity(means["sparse"], "weight"), dense_weight, best,
+                      CarryEdge.from_row(dense_weight[dense_weight["relevant"]].iloc[0]), by_carry, per_class)
+
+
+def with_position_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """A selectivity frame with the query, predicted and key tokens named, for display."""
+    return frame.assign(query_token=frame["query"].map(POSITION_NAMES.__getitem__),
+                        predicts=frame["query"].map(_predicts), key_token=frame["key"].map(POSITION_NAMES.__getitem__))
+
+
+# ------------------------------------------------------------------------------------------ the circuit
+
+
+@dataclass(frozen=True)
+class ToyCircuit:
+    """Component-edge attributions of both models on held-out problems, their top ``n_edges`` edges and the heads
+    (layer, head) with an outgoing edge among them."""
+
+    method: str
+    n_edges: int
+    scores: dict
+    heads: dict
+
+    def top_edges(self) -> pd.DataFrame:
+        return pd.concat([s.to_frame().nsmallest(self.n_edges, "rank").assign(model=label)
+                          for label, s in self.scores.items()], ignore_index=True)
+
+    @property
+    def sentence(self) -> str:
+        parts = [f"{label}: {', '.join(head_name(*h) for h in heads) or 'none'}" for label, heads in self.heads.items()]
+        return (f"Heads with an outgoing edge among the top {self.n_edges} component edges ({self.method}): "
+                f"{'; '.join(parts)}.")
+
+    def to_metrics(self) -> dict:
+        return {label: [list(h) for h in heads] for label, heads in self.heads.items()}
+
+
+def toy_circuit(pair: ModelPair, n_problems: int, n_edges: int, method: str) -> ToyCircuit:
+    from ..circuits import ComponentGraph, addition_task, attribute
+
+    task = addition_task(n=n_problems, seed=0)
+    scores, heads = {}, {}
+    for label, loaded in (("dense", pair.dense), ("sparse", pair.sparse)):
+        graph = ComponentGraph(loaded.model)
+        head_of = {name: divmod(i, graph.n_heads) for i, name in enumerate(graph.heads)}
+        scores[label] = attribute(graph, task, method)
+        top = scores[label].top_edges(n_edges)
+        sources = {scores[label].edges[i][0] for i in top.nonzero(as_tuple=True)[0].tolist()}
+        heads[label] = sorted(head_of[s] for s in sources if s in head_of)
+    return ToyCircuit(method, n_edges, scores, heads)
+
+
+def addition_claim(accuracy: ToyAccuracy, carry: CarryStudy) -> str:
+    """The claims table's line for the addition toy."""
+    return (f"sparse toy keeps {accuracy.kept_fraction:.1%} of attention edges ({accuracy.kept_per_query:.2f} keys "
+            f"per query; layer 0: {accuracy.kept_per_query_per_layer[0]:.2f}) at exact match "
+            f"{accuracy.sparse_exact_match['all']:.1%} (dense {accuracy.dense_exact_match['all']:.1%}); "
+            + carry.claim_part())

@@ -1,0 +1,131 @@
+"""spartan_core.studies.addition_algorithm: per-class attention averages, carry selectivity, top reads, Figure 1,
+the toy circuit, and the sentences they give."""
+
+import copy
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_gpt2
+from spartan_core.data import addition
+from spartan_core.mechanism.sparsify import sparsify
+from spartan_core.studies import addition_algorithm as study
+from spartan_core.studies.common import ModelPair, attention_maps
+
+
+def _planted_means():
+    """4 carry classes, 2 layers x 2 heads, 11 x 11; layer 1 head 0 reads a0 from s2 only with a units carry."""
+    kept = torch.zeros(4, 2, 2, 11, 11, dtype=torch.float64)
+    kept[:, 0, 1, 7, 0] = 0.5  # the same in every class: not selective
+    for c in study.CARRY_FLAGS["units"]:
+        kept[c, 1, 0, 8, 1] = 1.0
+    kept[0, 1, 0, 8, 1] = 0.1
+    return study.ClassMeans(weight=kept.clone(), kept=kept, count=torch.tensor([10.0, 10.0, 10.0, 10.0]))
+
+
+def _pair(problems=40):
+    model = tiny_gpt2(vocab=addition.VOCAB_SIZE).eval()
+    test = {k: v[:problems] for k, v in addition.addition_data("test").items()}
+    exact = {"all": 0.5, "n_all": problems, **{c: 0.5 for c in addition.CARRY_CLASSES},
+             **{f"n_{c}": 10 for c in addition.CARRY_CLASSES}}
+    edges = {"kept_fraction": 0.1, "kept_per_query": 1.5, "per_layer": [0.1, 0.1], "kept_per_query_per_layer": [1.0, 2.0]}
+    metrics = {"dense": {"heldout_ce": 1.0, "exact_match": exact},
+               "sparse": {"heldout_ce": 1.1, "exact_match": exact, "edges": edges, **edges}}
+    info = {"heldout_split": "test", "tau": 0.2, "recipe": {"steps": 5}, "metrics": metrics}
+    dense = SimpleNamespace(name="addition-4l", model=model, data={"test": test}, info=info)
+    sparse = SimpleNamespace(**{**vars(dense), "model": sparsify(copy.deepcopy(model), gate_bias=0.0).eval()})
+    return ModelPair("addition-4l", dense, sparse)
+
+
+def test_attention_by_class_matches_manual_means():
+    model = tiny_gpt2().eval()
+    ids = torch.randint(0, 50, (7, 11))
+    classes = torch.tensor([0, 1, 0, 2, 1, 1, 0])
+    means = study.attention_by_class(model, ids, classes, n_classes=4, batch_size=3)
+    maps = attention_maps(model, ids).double()
+    for c in range(3):
+        assert torch.allclose(means.weight[c], maps[classes == c].mean(0), atol=1e-6)
+    assert means.count.tolist() == [3, 3, 1, 0]
+    causal = torch.ones(11, 11).tril().bool()
+    assert (means.kept[:3][..., causal] == 1).all(), "a dense model uses every causal edge"
+    assert torch.allclose(means.pooled([0, 2], "weight"), maps[(classes == 0) | (classes == 2)].mean(0), atol=1e-6)
+    assert torch.isnan(means.pooled([3])).all()
+    with pytest.raises(ValueError, match="classes"):
+        study.attention_by_class(model, ids, torch.tensor([0, 1, 0, 5, 1, 1, 0]), n_classes=4)
+    with pytest.raises(ValueError, match="measure"):
+        means.pooled([0], "mean")
+
+
+def test_carry_selectivity_finds_the_planted_edge():
+    frame = study.carry_selectivity(_planted_means())
+    top = frame.iloc[0]
+    assert (top["carry"], top["layer"], top["head"], top["query"], top["key"]) == ("units", 1, 0, 8, 1)
+    assert top["with_carry"] == pytest.approx(1.0) and top["without_carry"] == pytest.approx(0.05)
+    assert bool(top["relevant"])
+    flat = frame[(frame["layer"] == 0) & (frame["head"] == 1) & (frame["query"] == 7) & (frame["key"] == 0)]
+    assert np.allclose(flat["selectivity"], 0.0)
+    assert len(frame) == 2 * 2 * 2 * len(study.ANSWER_QUERIES) * len(study.OPERAND_KEYS)
+    named = study.with_position_names(frame).iloc[0]
+    assert (named["query_token"], named["predicts"], named["key_token"]) == ("s2", "s1", "a0")
+
+
+def test_carry_study_names_the_carry_selective_head():
+    carry = study.carry_study({"dense": _planted_means(), "sparse": _planted_means()})
+    assert (carry.best.layer, carry.best.head, carry.best.query, carry.best.key) == (1, 0, 8, 1)
+    assert carry.best.reads == "L1H0 s2→a0" and carry.selective
+    assert "L1H0 s2→a0 (units carry)" in carry.sentence and "100.0%" in carry.sentence
+    assert list(carry.per_class.index) == list(addition.CARRY_CLASSES)
+    assert carry.per_class["sparse_kept"].tolist() == pytest.approx([0.1, 1.0, 0.0, 1.0])
+    metrics = json.loads(json.dumps(carry.to_metrics()))
+    assert metrics["most_selective_sparse"]["layer"] == 1 and set(metrics["most_selective_sparse_by_carry"]) == {
+        "units", "tens"}
+    assert "most carry-selective kept edge L1H0 s2→a0" in carry.claim_part()
+
+
+def test_top_reads_ranks_keys():
+    reads = study.top_reads(_planted_means(), layer=1, measure="kept", k=1)
+    row = reads[(reads["head"] == 0) & (reads["query"] == 8)].iloc[0]
+    assert row["key_1"] == "a0" and row["value_1"] == pytest.approx(0.775) and row["predicts"] == "s1"
+    assert row["total_kept"] == pytest.approx((1.0 + 0.1 + 1.0 + 0.0) / 4)
+
+
+def test_parse_problem():
+    assert study.parse_problem("53+21") == (53, 21)
+    assert study.parse_problem(" 7+99") == (7, 99)
+    for bad in ("53-21", "100+1", "a+b", "1+2+3"):
+        with pytest.raises(ValueError, match="^examples:"):
+            study.parse_problem(bad)
+
+
+def test_toy_accuracy_reads_the_cached_metrics():
+    accuracy = study.toy_accuracy(_pair())
+    assert accuracy.kept_per_query_per_layer == [1.0, 2.0] and accuracy.sparse_steps == 5
+    assert list(accuracy.table().columns) == ["problems", "dense_exact_match", "sparse_exact_match"]
+    assert "10.00% of causal attention edges" in accuracy.sentence
+    json.dumps(accuracy.to_metrics())
+
+
+def test_example_graphs_count_what_the_figure_draws_and_the_layer_reads():
+    pair = _pair()
+    graphs = study.example_graphs(pair, ["53+21", "43+59"], min_weight=0.02)
+    assert graphs.dense.shape == (2, 2, 4, 11, 11) and graphs.carries == ["none", "both"]
+    drawn = graphs.edges_drawn()
+    assert drawn["dense"].tolist() == [int((graphs.dense[p].tril() >= 0.02).sum()) for p in range(2)]
+    assert (drawn["sparse"] <= drawn["dense"]).all() and "edges per problem" in graphs.sentence
+    reads = study.layer_reads(study.class_means(pair, batch_size=16))
+    assert reads.dense_weight.shape == (4, 11, 11) and len(reads.side_by_side()) == 4 * len(study.ANSWER_QUERIES)
+    assert reads.sentence.startswith("In layer 0 of the sparse model")
+
+
+def test_toy_circuit_names_heads_as_layer_head_pairs():
+    circuit = study.toy_circuit(_pair(), n_problems=4, n_edges=6, method="eap")
+    assert set(circuit.heads) == {"dense", "sparse"}
+    assert all(0 <= layer < 2 and 0 <= head < 4 for heads in circuit.heads.values() for layer, head in heads)
+    assert len(circuit.top_edges()) == 12 and "top 6 component edges" in circuit.sentence
+    assert json.loads(json.dumps(circuit.to_metrics())) == {k: [list(h) for h in v] for k, v in circuit.heads.items()}
+    claim = study.addition_claim(study.toy_accuracy(_pair()), study.carry_study(
+        {"dense": _planted_means(), "sparse": _planted_means()}))
+    assert claim.startswith("sparse toy keeps 10.0% of attention edges")
