@@ -214,9 +214,9 @@ def size_study(models: dict, make_task: Callable[[int], CircuitTask], seeds: Ite
 def size_ratios(needed: pd.DataFrame, reference: str, threshold: float = 0.9) -> pd.DataFrame:
     """``reference``'s count over each other model's at ``threshold``, per ablation, kind and prompt set; then their
     ``ratio_mean``, ``ratio_min``, ``ratio_max`` and ``prompt_sets``, one row per (ablation, kind, model). A ratio of
-    5 means the other model's circuit is 5x smaller."""
+    5 means the other model's circuit is 5x smaller; a count never reached (NaN) gives no ratio for that prompt set."""
     at = needed[np.isclose(needed["threshold"], threshold)]
-    wide = at.pivot_table(index=["ablation", "kind", "seed"], columns="model", values="needed")
+    wide = at.pivot(index=["ablation", "kind", "seed"], columns="model", values="needed")
     if reference not in wide:
         raise ValueError(f"reference: {reference!r} is not a model of the study ({list(wide.columns)})")
     others = [m for m in wide.columns if m != reference]

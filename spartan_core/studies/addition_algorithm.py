@@ -257,7 +257,8 @@ def carry_selectivity(means: ClassMeans, measure: str = "kept") -> pd.DataFrame:
             for head in range(heads):
                 for query in ANSWER_QUERIES:
                     for key in OPERAND_KEYS:
-                        w, wo = float(with_carry[layer, head, query, key]), float(without_carry[layer, head, query, key])
+                        w = float(with_carry[layer, head, query, key])
+                        wo = float(without_carry[layer, head, query, key])
                         rows.append({"carry": kind, "layer": layer, "head": head, "query": query, "key": key,
                                      "with_carry": w, "without_carry": wo, "selectivity": w - wo,
                                      "relevant": key in CARRY_RELEVANT_KEYS[kind]})
@@ -315,9 +316,9 @@ class CarryStudy:
         if not self.selective:
             head = "No kept edge to a carry-deciding digit is kept more often when a carry is needed."
         else:
-            head = (f"The most carry-selective kept edge of the sparse model, {b.reads} ({b.carry} carry), is kept in "
-                    f"{b.with_carry:.1%} of problems with that carry and {b.without_carry:.1%} without: this is the "
-                    f"carry-selective head.")
+            head = (f"The sparse model's most carry-selective head is {head_name(b.layer, b.head)}: its edge "
+                    f"{b.reads} ({b.carry} carry) is kept in {b.with_carry:.1%} of problems with that carry and "
+                    f"{b.without_carry:.1%} without.")
         return (f"{head} The dense model's most selective edge to a carry-deciding digit, {d.reads}, has mean weight "
                 f"{d.with_carry:.3f} with the carry and {d.without_carry:.3f} without.")
 
@@ -332,7 +333,8 @@ class CarryStudy:
         if not self.selective:
             return "no kept edge to a carry-deciding digit is kept more often when a carry is needed"
         parts = [f"most carry-selective kept edge {b.reads}: kept in {b.with_carry:.0%} of {b.carry}-carry problems "
-                 f"vs {b.without_carry:.0%} without (dense, best relevant weight gap {self.dense_best.selectivity:.2f})"]
+                 f"vs {b.without_carry:.0%} without "
+                 f"(dense, best relevant weight gap {self.dense_best.selectivity:.2f})"]
         for kind, edge in self.best_by_carry.items():
             if kind == b.carry:
                 continue
@@ -347,7 +349,8 @@ def carry_study(means: dict[str, ClassMeans]) -> CarryStudy:
     dense_weight = carry_selectivity(means["dense"], "weight")
     relevant = sparse_kept[sparse_kept["relevant"]]
     best = CarryEdge.from_row(relevant.iloc[0])
-    by_carry = {row["carry"]: CarryEdge.from_row(row) for _, row in relevant.groupby("carry", sort=False).head(1).iterrows()}
+    firsts = relevant.groupby("carry", sort=False).head(1)
+    by_carry = {row["carry"]: CarryEdge.from_row(row) for _, row in firsts.iterrows()}
     edge = (slice(None), best.layer, best.head, best.query, best.key)
     per_class = pd.DataFrame({"sparse_kept": means["sparse"].kept[edge].numpy(),
                               "sparse_weight": means["sparse"].weight[edge].numpy(),

@@ -60,7 +60,8 @@ class CircuitSetup:
 
 
 def circuit_setup(task: str, model: str, *, n_prompts: int, dense_steps: int = 0, sparse_steps: int = 0,
-                  lm_sparse_steps: int = 0, lm_floor_steps: int = -1, induction_half: int = 8) -> CircuitSetup | Unavailable:
+                  lm_sparse_steps: int = 0, lm_floor_steps: int = -1,
+                  induction_half: int = 8) -> CircuitSetup | Unavailable:
     """Dense and sparse copies of ``model`` (a text LM takes the ``lm_`` recipe) and the prompt-set generator."""
     from .. import circuits
     from ..data.induction import random_token_range
@@ -127,7 +128,8 @@ class TaskSizes:
     def effect_table(self) -> pd.DataFrame:
         """The effect being explained, m(model) - m(empty), mean over prompt sets."""
         at = self._at_threshold()
-        return (at["m_model"] - at["m_empty"]).groupby([at["ablation"], at["kind"], at["model"]]).mean().rename("effect").to_frame()
+        effect = (at["m_model"] - at["m_empty"]).groupby([at["ablation"], at["kind"], at["model"]]).mean()
+        return effect.rename("effect").to_frame()
 
     def to_metrics(self) -> dict:
         sizes, effect = self.sizes_table()["mean"], self.effect_table()["effect"]
@@ -143,9 +145,18 @@ class TaskSizes:
 
     @property
     def sentence(self) -> str:
-        parts = [f"{r.ratio_mean:.1f}× fewer {r.kind} ({r.ablation})" for r in self.ratios]
-        return (f"{self.task} on {self.model}: to explain {self.threshold:.0%} of the effect the dense model needs "
-                f"{', '.join(parts)} than the sparse one, mean over {self.ratios[0].prompt_sets} prompt set(s).")
+        parts = [f"{r.ratio_mean:.1f}× fewer {r.kind} ({r.ablation} ablation)" for r in self.ratios]
+        sentence = (f"{self.task} on {self.model}: to explain {self.threshold:.0%} of the effect the sparse model "
+                    f"needs {', '.join(parts)} than the dense one, mean over {self.ratios[0].prompt_sets} "
+                    f"prompt set(s).")
+        effect = self.effect_table()["effect"]
+        dense = effect.xs("dense", level="model").abs().min()
+        sparse = effect.xs("sparse", level="model").abs().max()
+        if sparse < 1e-2 * dense:
+            sentence += (f" But the sparse model has almost no effect to explain (|m(model) − m(empty)| ≤ "
+                         f"{sparse:.3f} against at least {dense:.3f} dense), so these ratios say little about "
+                         f"circuit size.")
+        return sentence
 
 
 def measure_sizes(setup: CircuitSetup, seeds: Sequence[int], *, method: str, ablations: Sequence[str], points: int,
@@ -181,17 +192,29 @@ class SizeComparison:
         columns = [f.name for f in SizeRatio.__dataclass_fields__.values()]
         return pd.DataFrame([asdict(r) for t in self.measured for r in t.ratios], columns=columns)
 
-    def claim_line(self, kind: str) -> str:
-        parts = []
+    def _pending(self) -> list[str]:
+        """The unavailable tasks, grouped by model and reason: ``"ioi, greater-than on gpt2: pending (reason)"``."""
+        groups = {}
         for task, result in self.tasks.items():
             if isinstance(result, Unavailable):
-                parts.append(f"{task} on {result.model}: pending ({result.reason})")
-                continue
+                groups.setdefault((result.model, result.reason), []).append(task)
+        return [f"{', '.join(tasks)} on {model}: pending ({reason})" for (model, reason), tasks in groups.items()]
+
+    def claim_line(self, kind: str) -> str:
+        parts = []
+        for result in self.measured:
             ratio = next(r for r in result.ratios if r.kind == kind and r.ablation == self.ablations[0])
-            spread = (f" (prompt sets: {ratio.ratio_min:.1f}–{ratio.ratio_max:.1f}×)" if ratio.prompt_sets > 1 else "")
-            parts.append(f"{task} on {result.model}: {ratio.ratio_mean:.1f}× fewer {kind}{spread}")
+            spread = f" (prompt sets: {ratio.ratio_min:.1f}–{ratio.ratio_max:.1f}×)" if ratio.prompt_sets > 1 else ""
+            parts.append(f"{result.task} on {result.model}: {ratio.ratio_mean:.1f}× fewer {kind}{spread}")
         return (f"dense / sparse at {self.threshold:.0%} explained effect, {self.method}, {self.ablations[0]} "
-                f"ablation: " + "; ".join(parts))
+                f"ablation: " + "; ".join(parts + self._pending()))
+
+    @property
+    def tasks_sentence(self) -> str:
+        """Each measured task's ratios, then the tasks not measured here."""
+        pending = self._pending()
+        sentences = [t.sentence for t in self.measured] + ([f"Not measured: {'; '.join(pending)}."] if pending else [])
+        return " ".join(sentences)
 
     @property
     def sentence(self) -> str:
@@ -204,7 +227,8 @@ class SizeComparison:
             inside = int(((ours >= reported.low) & (ours <= reported.high)).sum())
             parts.append(f"{reported.kind}: this run's ratios run from {ours.min():.1f}× to {ours.max():.1f}× "
                          f"({inside} of {len(ours)} inside the paper's {reported.low:g}–{reported.high:g}×)")
-        return "; ".join(parts).capitalize() + "."
+        sentence = "; ".join(parts)
+        return sentence[0].upper() + sentence[1:] + "."
 
     def to_metrics(self) -> dict:
         tasks = {task: ({"status": "pending", "model": r.model, "reason": r.reason} if isinstance(r, Unavailable)

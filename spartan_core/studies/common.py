@@ -48,7 +48,8 @@ class Unavailable:
         return f"{self.model} is pending, not measured here: {self.reason}."
 
 
-def load_pair(name: str, *, dense_steps: int = 0, sparse_steps: int = 0, floor_steps: int = -1) -> ModelPair | Unavailable:
+def load_pair(name: str, *, dense_steps: int = 0, sparse_steps: int = 0,
+              floor_steps: int = -1) -> ModelPair | Unavailable:
     """Dense and sparse copies of ``name``; 0 steps (and floor steps -1) keep the registry's recipe. Only a toy
     trained here takes ``dense_steps``."""
     dense_overrides = {"steps": dense_steps} if dense_steps and zoo.entry_for(name).source == "toy" else {}

@@ -69,8 +69,8 @@ class ModelCard:
             return f"{self.model} is pending: {self.reason}."
         text = f"{self.model} ({self.n_params / 1e6:.2g} M parameters) has held-out CE {self.heldout_ce:.3g} nats"
         if self.bigram_ce is not None:
-            better = "below" if self.heldout_ce < self.bigram_ce else "NOT below"
-            text += f", {abs(self.bigram_ce - self.heldout_ce):.2f} nats {better} its bigram baseline"
+            side = "below" if self.heldout_ce < self.bigram_ce else "above"
+            text += f", {abs(self.bigram_ce - self.heldout_ce):.2f} nats {side} its bigram baseline"
         if self.kjv_ce is not None:
             text += f", and {self.kjv_ce:.3g} on the KJV"
         return text + "."

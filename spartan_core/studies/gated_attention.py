@@ -85,9 +85,10 @@ class HeadExample:
         holds = self.mask_is_threshold and self.kept_is_softmax_times_mask and self.regulariser_is_mean_probability
         return (f"At b = {self.gate_bias:g} the deterministic mask keeps {self.kept_fraction:.0%} of the causal edges "
                 f"(the regulariser, the mean gate probability, is {self.expected_fraction:.0%}). The kept rows sum "
-                f"to between {float(sums.min()):.2f} and {float(sums.max()):.2f} instead of 1: the weights are not "
-                f"renormalised. " + ("The kept weights are exactly the dense weights times the mask 1[s + b > 0]."
-                                     if holds else "The kept weights are NOT the dense weights times 1[s + b > 0]."))
+                f"to between {float(sums.min()):.2f} and {float(sums.max()):.2f} rather than always 1: the weights "
+                f"are not renormalised. " + ("The kept weights are exactly the dense weights times the mask "
+                                             "1[s + b > 0]." if holds else
+                                             "The kept weights are NOT the dense weights times 1[s + b > 0]."))
 
 
 @dataclass
@@ -237,7 +238,7 @@ def check_model(model, input_ids: torch.Tensor, gate_bias: float, description: s
 
 def claim_sentence(sampling: SamplingCheck, model: ModelCheck) -> str:
     """The mechanism row of the claims table."""
+    rows = f"{model.gated_row_sum_min:.2f}–{model.gated_row_sum_max:.2f}"
     return (f"open gates (b = +∞) reproduce dense GPT-2 logits to {model.open_max_abs_logit_diff:.1e}; at b = "
-            f"{model.gate_bias:g} kept-weight rows sum to {model.gated_row_sum_min:.2f}–{model.gated_row_sum_max:.2f} "
-            f"(no renormalisation); sampled keep frequency = σ(s + b) within {sampling.max_abs_error:.3f} over "
-            f"{sampling.draws} draws")
+            f"{model.gate_bias:g} kept-weight rows sum to {rows} (no renormalisation); sampled keep frequency = "
+            f"σ(s + b) within {sampling.max_abs_error:.3f} over {sampling.draws} draws")

@@ -100,9 +100,9 @@ class GecoRun:
         """The training-dynamics row of the claims table."""
         m = self.metrics()
         return (f"{self.model}, {m['steps']} steps: expected edge fraction {m['expected_fraction_first']:.3f} → "
-                f"{m['expected_fraction_last']:.4f}; β {m['beta_first']:.1e} → max {m['beta_max']:.1e}, falling back "
-                f"to its lower clamp {m['beta_collapses']} times; eval CE ≤ τ at {m['evals_meeting_tau']} of "
-                f"{m['evals']} evaluations")
+                f"{m['expected_fraction_last']:.4f}; β {m['beta_first']:.1e} → max {m['beta_max']:.1e}, "
+                f"falling back to its lower clamp {m['beta_collapses']} times; eval CE ≤ τ at "
+                f"{m['evals_meeting_tau']} of {m['evals']} evaluations")
 
     @property
     def kept_sentence(self) -> str:
@@ -121,8 +121,12 @@ class GecoRun:
         best = "" if self.best_step is None else f" The kept checkpoint is step {self.best_step}."
         return (f"The expected edge fraction fell from {m['expected_fraction_first']:.3f} to "
                 f"{m['expected_fraction_last']:.4f} while β rose from {m['beta_first']:.1e} to at most "
-                f"{m['beta_max']:.1e}; β fell back onto its lower clamp {m['beta_collapses']} times, and the "
+                f"{m['beta_max']:.1e}; β {_times(m['beta_collapses'])} fell back onto its lower clamp, and the "
                 f"evaluation CE met τ = {self.tau:.4f} at {m['evals_meeting_tau']} of {m['evals']} evaluations.{best}")
+
+
+def _times(count: int) -> str:
+    return {0: "never", 1: "once"}.get(count, f"{count} times")
 
 
 @dataclass

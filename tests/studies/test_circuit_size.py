@@ -4,6 +4,7 @@ ranges in one place, method agreement, and the sentences they give."""
 import copy
 import json
 
+import pandas as pd
 import pytest
 
 from conftest import tiny_gpt2
@@ -17,7 +18,7 @@ from spartan_core.studies.common import Unavailable
 @pytest.fixture(scope="module")
 def setup():
     model = tiny_gpt2(vocab=addition.VOCAB_SIZE).eval()
-    models = {"dense": model, "sparse": sparsify(copy.deepcopy(model), gate_bias=-0.5).eval()}
+    models = {"dense": model, "sparse": sparsify(copy.deepcopy(model), gate_bias=0.0).eval()}
     return study.CircuitSetup("addition", "addition-4l", models, lambda seed: circuits.addition_task(4, seed=seed),
                               sparse_kept_fraction=0.3)
 
@@ -46,7 +47,8 @@ def test_sizes_ratios_and_sentences(setup):
     ratios = comparison.ratio_table()
     assert list(ratios.columns) == ["task", "model", "ablation", "kind", "ratio_mean", "ratio_min", "ratio_max",
                                     "prompt_sets"]
-    assert "ioi on gpt2: pending (offline)" in comparison.claim_line("edges")
+    assert comparison.claim_line("edges").endswith("; ioi on gpt2: pending (offline)")
+    assert comparison.tasks_sentence.endswith("Not measured: ioi on gpt2: pending (offline).")
     assert "fewer edges (prompt sets:" in comparison.claim_line("edges")
     assert "inside the paper's 5.4–97×" in comparison.sentence and "prompt set(s)" in sizes.sentence
     metrics = json.loads(json.dumps(comparison.to_metrics()))
@@ -63,3 +65,14 @@ def test_method_agreement_per_model_and_method(setup):
 def test_nothing_measured_says_so():
     comparison = study.SizeComparison({"ioi": Unavailable("gpt2", "offline")}, "eap", ["resample"])
     assert comparison.ratio_table().empty and "No task could be measured" in comparison.sentence
+
+
+def test_a_sparse_model_with_no_effect_is_flagged():
+    rows = [{"model": model, "ablation": "resample", "seed": 0, "kind": kind, "threshold": 0.9, "needed": needed,
+             "total": 10, "m_model": m_model, "m_empty": -1.0}
+            for model, needed, m_model in (("dense", 8.0, 0.0), ("sparse", 2.0, -1.0)) for kind in ("edges", "heads")]
+    ratios = [study.SizeRatio("addition", "addition-4l", "resample", kind, 4.0, 4.0, 4.0, 1)
+              for kind in ("edges", "heads")]
+    sizes = study.TaskSizes("addition", "addition-4l", "eap", 0.9, pd.DataFrame(rows), pd.DataFrame(), ratios, 0.1)
+    assert "4.0× fewer edges (resample ablation)" in sizes.sentence
+    assert "almost no effect to explain" in sizes.sentence

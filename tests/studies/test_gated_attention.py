@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from conftest import tiny_gpt2
-from spartan_core.studies.gated_attention import check_model, claim_sentence, one_head, random_gpt2, sample_masks
+from spartan_core.studies.gated_attention import (check_model, claim_sentence, one_head, random_gpt2,
+                                                 sample_masks)
 
 
 def test_one_head_is_softmax_times_the_threshold_mask_and_rows_are_not_renormalised():
