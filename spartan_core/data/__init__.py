@@ -1,6 +1,6 @@
 """Corpora and tasks, all available offline: the addition toy, Shakespeare and KJV text, hub text, induction.
 
-Every dataset is a *token-block dict* (the format ``spartan_core.train.train`` consumes): ``input_ids`` [N, T]
+Every dataset is a *token-block dict* (the format ``spartan_core.training.train`` consumes): ``input_ids`` [N, T]
 (long), optionally ``attention_mask`` and ``labels`` (-100 = not scored; aligned with ``input_ids``, the model
 shifts them). Some datasets add 1-D metadata columns (e.g. the addition toy's ``carry``).
 """

@@ -14,7 +14,7 @@ Carry classes (``CARRY_CLASSES``), for a = 10*a1 + a0 and b = 10*b1 + b0:
   (81+27), ``"both"``: both (43+59, 45+55).
 
 All 10,000 problems are split once, by a seeded permutation, into train and test (80/20 by default); the split
-never depends on global random state. Datasets are token-block dicts (see ``spartan_core.train``) with
+never depends on global random state. Datasets are token-block dicts (see ``spartan_core.training.batches``) with
 ``input_ids`` [N, 11] and ``labels`` [N, 11] (-100 on the six prompt positions, so only the five answer digits
 are scored), plus three 1-D metadata columns used by the evaluation here: ``a``, ``b`` (operands) and
 ``carry`` (index into ``CARRY_CLASSES``).

@@ -16,14 +16,9 @@ import pytest
 from companion import runner
 from companion.results import LOCK_HELD_ENV, ResultsBusy, ResultsDir, ResultsLock, read_metrics
 
-LIBRARY_DIR = runner.REPO_ROOT / "spartan_core"
-# The children need only companion.results and the library's atomic writer (spartan_core._util): an empty stand-in
-# for the library package spares each of them the transformers import that spartan_core/__init__.py does.
-PRELUDE = textwrap.dedent(f"""
-    import sys, time, types
-    library = types.ModuleType("spartan_core")
-    library.__path__ = [{str(LIBRARY_DIR)!r}]
-    sys.modules["spartan_core"] = library
+# The children need only companion.results (which imports no torch: spartan_core's exports load lazily).
+PRELUDE = textwrap.dedent("""
+    import sys, time
     from companion import results
 """)
 

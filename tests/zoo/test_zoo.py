@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from spartan_core import zoo as models
+from spartan_core import zoo
 from spartan_core.training import SparseRecipe
 from spartan_core.mechanism.sparsify import is_sparse
 
@@ -25,29 +25,29 @@ def _refuse_training(*args, **kwargs):
 
 
 def test_toy_is_trained_once_then_reloaded_from_the_cache(cache, monkeypatch):
-    first = models.load("addition-4l", cache_dir=cache, progress=False, **TINY)
+    first = zoo.load("addition-4l", cache_dir=cache, progress=False, **TINY)
     assert first.info["trained_now"] and first.model.config.n_layer == 4 and first.model.config.n_embd == 64
     assert len(first.history) == 3 and set(first.data) == {"train", "test"}
     assert "exact_match" in first.info["metrics"] and first.info["heldout_split"] == "test"
     monkeypatch.setattr(train_module, "train", _refuse_training)
-    again = models.load("addition-4l", cache_dir=cache, progress=False, **TINY)
+    again = zoo.load("addition-4l", cache_dir=cache, progress=False, **TINY)
     assert not again.info["trained_now"] and again.info["cache_dir"] == first.info["cache_dir"]
     for (name, a), b in zip(first.model.state_dict().items(), again.model.state_dict().values()):
         assert torch.equal(a.cpu(), b.cpu()), name
     with pytest.raises(AssertionError, match="cached"):
-        models.load("addition-4l", cache_dir=cache, progress=False, **{**TINY, "steps": 4})
+        zoo.load("addition-4l", cache_dir=cache, progress=False, **{**TINY, "steps": 4})
 
 
 def test_overrides_are_checked_and_change_the_key(cache):
     with pytest.raises(ValueError, match="^colour:"):
-        models.load("addition-4l", cache_dir=cache, colour="red")
-    small = models.load("addition-4l", cache_dir=cache, progress=False, n_layer=1, **TINY)
+        zoo.load("addition-4l", cache_dir=cache, colour="red")
+    small = zoo.load("addition-4l", cache_dir=cache, progress=False, n_layer=1, **TINY)
     assert small.model.config.n_layer == 1 and "/addition-4l/" in small.info["cache_dir"]
     assert small.info["recipe"]["architecture"]["n_layer"] == 1
 
 
 def test_sparse_variant_is_post_trained_cached_and_sparsified(cache, monkeypatch):
-    loaded = models.load_sparse("addition-4l", TINY_SPARSE, cache_dir=cache, progress=False, dense_overrides=TINY)
+    loaded = zoo.load_sparse("addition-4l", TINY_SPARSE, cache_dir=cache, progress=False, dense_overrides=TINY)
     assert loaded.info["trained_now"] and is_sparse(loaded.model)
     assert [r["phase"] for r in loaded.history] == ["geco"] * 3
     assert {"tau", "beta", "log_beta", "ce_ema", "expected_fraction"} <= set(loaded.history[0])
@@ -55,13 +55,13 @@ def test_sparse_variant_is_post_trained_cached_and_sparsified(cache, monkeypatch
     sparse_metrics = loaded.info["metrics"]["sparse"]
     assert 0.0 <= sparse_metrics["kept_fraction"] <= 1.0 and "exact_match" in sparse_metrics
     monkeypatch.setattr(train_module, "train", _refuse_training)
-    again = models.load_sparse("addition-4l", TINY_SPARSE, cache_dir=cache, progress=False, dense_overrides=TINY)
+    again = zoo.load_sparse("addition-4l", TINY_SPARSE, cache_dir=cache, progress=False, dense_overrides=TINY)
     assert not again.info["trained_now"] and is_sparse(again.model) and len(again.history) == 3
 
 
 def test_floor_phase_sets_tau_from_the_sampled_mask_loss(cache):
     recipe = {**TINY_SPARSE, "tau_reference": "floor", "floor_steps": 2, "tau_factor": 1.5}
-    loaded = models.load_sparse("addition-4l", recipe, cache_dir=cache, progress=False, dense_overrides=TINY)
+    loaded = zoo.load_sparse("addition-4l", recipe, cache_dir=cache, progress=False, dense_overrides=TINY)
     assert [r["phase"] for r in loaded.history] == ["floor", "floor", "geco", "geco", "geco"]
     assert [r["step"] for r in loaded.history] == [1, 2, 3, 4, 5]
     assert loaded.info["tau"] == pytest.approx(1.5 * loaded.info["floor_ce"])
@@ -71,7 +71,7 @@ def test_training_here_gives_the_same_model_whatever_the_global_random_state(tmp
     runs = []
     for attempt in range(2):
         torch.manual_seed(1000 + attempt)  # whatever the caller did before must not matter
-        runs.append(models.load_sparse("addition-4l", TINY_SPARSE, cache_dir=tmp_path / str(attempt),
+        runs.append(zoo.load_sparse("addition-4l", TINY_SPARSE, cache_dir=tmp_path / str(attempt),
                                        progress=False, dense_overrides=TINY))
     first, second = (run.model.state_dict() for run in runs)
     assert all(torch.equal(first[name], second[name]) for name in first)
@@ -79,7 +79,7 @@ def test_training_here_gives_the_same_model_whatever_the_global_random_state(tmp
 
 
 def test_tau_min_is_a_floor_under_a_relative_tau(cache):
-    loaded = models.load_sparse("addition-4l", {**TINY_SPARSE, "tau_min": 50.0}, cache_dir=cache, progress=False,
+    loaded = zoo.load_sparse("addition-4l", {**TINY_SPARSE, "tau_min": 50.0}, cache_dir=cache, progress=False,
                                 dense_overrides=TINY)
     assert 3.0 * loaded.info["dense_train_ce"] < 50.0 and loaded.info["tau"] == 50.0
 
@@ -92,15 +92,15 @@ def test_sparse_recipe_refuses_bad_settings():
     with pytest.raises(ValueError, match="^floor_steps:"):
         SparseRecipe(tau_reference="floor", floor_steps=0)
     with pytest.raises(ValueError, match="^warmth:"):
-        models.load_sparse("addition-4l", {"warmth": 1})
-    assert models.default_sparse_recipe("addition-4l").tau_factor == 3.0
+        zoo.load_sparse("addition-4l", {"warmth": 1})
+    assert zoo.default_sparse_recipe("addition-4l").tau_factor == 3.0
 
 
 def test_hub_name_offline_fails_fast_with_one_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
-    with pytest.raises(models.HubUnavailableError) as err:
-        models.load("spartan-tests/no-such-model")
+    with pytest.raises(zoo.HubUnavailableError) as err:
+        zoo.load("spartan-tests/no-such-model")
     assert time.perf_counter() - started < 10
     message = str(err.value)
     assert "\n" not in message and "spartan-tests/no-such-model" in message and "HF_HUB_OFFLINE" in message
@@ -114,7 +114,7 @@ def test_local_directory_loads_like_a_hub_name(tmp_path):
     folder = tmp_path / "tiny"
     tiny_gpt2(vocab=addition.VOCAB_SIZE).save_pretrained(folder)
     addition.tokenizer().save_pretrained(folder)
-    loaded = models.load(str(folder))
+    loaded = zoo.load(str(folder))
     assert loaded.model.config.vocab_size == addition.VOCAB_SIZE
     assert loaded.tokenizer("12+34=")["input_ids"] == addition.encode("12+34=")
 
@@ -124,23 +124,23 @@ def test_smollm2_gguf_is_found_in_its_package():
 
     folder, name = _smollm2_gguf()
     assert (folder / name).is_file() and name.endswith(".gguf")
-    assert "smollm2-135m" in models.available()
+    assert "smollm2-135m" in zoo.available()
 
 
 def test_a_corrupt_cache_entry_is_named_with_what_to_delete(cache):
     from pathlib import Path
 
-    entry = Path(models.load("addition-4l", cache_dir=cache, progress=False, **TINY).info["cache_dir"])
+    entry = Path(zoo.load("addition-4l", cache_dir=cache, progress=False, **TINY).info["cache_dir"])
     weights = entry / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01  # one flipped bit in the last weight
     weights.write_bytes(bytes(data))
-    with pytest.raises(models.CacheCorrupt, match=f"^cache: {entry}/model.safetensors does not match its checksum.*"
+    with pytest.raises(zoo.CacheCorrupt, match=f"^cache: {entry}/model.safetensors does not match its checksum.*"
                                                   f"delete {entry}"):
-        models.load("addition-4l", cache_dir=cache, progress=False, **TINY)
+        zoo.load("addition-4l", cache_dir=cache, progress=False, **TINY)
     (entry / "info.json").write_text("{torn")
-    with pytest.raises(models.CacheCorrupt, match=f"^cache: {entry}/info.json is unreadable"):
-        models.load("addition-4l", cache_dir=cache, progress=False, **TINY)
+    with pytest.raises(zoo.CacheCorrupt, match=f"^cache: {entry}/info.json is unreadable"):
+        zoo.load("addition-4l", cache_dir=cache, progress=False, **TINY)
 
 
 def test_first_use_training_checkpoints_by_wall_time(cache, monkeypatch):
@@ -153,12 +153,12 @@ def test_first_use_training_checkpoints_by_wall_time(cache, monkeypatch):
 
     monkeypatch.setattr(train_module, "train", spy)
     monkeypatch.setattr("spartan_core.training.posttrain.train", spy)
-    models.load("addition-4l", cache_dir=cache, progress=False, **TINY)
-    models.load_sparse("addition-4l", TINY_SPARSE, cache_dir=cache, progress=False, dense_overrides=TINY)
+    zoo.load("addition-4l", cache_dir=cache, progress=False, **TINY)
+    zoo.load_sparse("addition-4l", TINY_SPARSE, cache_dir=cache, progress=False, dense_overrides=TINY)
     assert len(seen) == 2 and all(c.checkpoint_seconds == 120 for c in seen)
 
 
 def test_a_cache_directory_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="^SPARTAN_CACHE: .* is a file"):
-        models.load("addition-4l", cache_dir=tmp_path / "file", progress=False, **TINY)
+        zoo.load("addition-4l", cache_dir=tmp_path / "file", progress=False, **TINY)
