@@ -12,7 +12,7 @@ from .. import zoo
 from .._util import eager_attention, eval_mode, model_device
 
 __all__ = ["ModelPair", "Unavailable", "load_pair", "attention_maps", "heldout_blocks", "heads_at_or_above",
-           "head_name", "token_labels"]
+           "pretrain_overrides", "head_name", "token_labels"]
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,16 @@ class Unavailable:
         return f"{self.model} is pending, not measured here: {self.reason}."
 
 
+def pretrain_overrides(name: str, dense_steps: int) -> dict:
+    """Pretraining steps only mean something for a toy trained here; 0 keeps the registry's default."""
+    return {"steps": dense_steps} if dense_steps and zoo.entry_for(name).source == "toy" else {}
+
+
 def load_pair(name: str, *, dense_steps: int = 0, sparse_steps: int = 0,
               floor_steps: int = -1) -> ModelPair | Unavailable:
     """Dense and sparse copies of ``name``; 0 steps (and floor steps -1) keep the registry's recipe. Only a toy
     trained here takes ``dense_steps``."""
-    dense_overrides = {"steps": dense_steps} if dense_steps and zoo.entry_for(name).source == "toy" else {}
+    dense_overrides = pretrain_overrides(name, dense_steps)
     recipe = {**({"steps": sparse_steps} if sparse_steps else {}),
               **({"floor_steps": floor_steps} if floor_steps >= 0 else {})}
     try:

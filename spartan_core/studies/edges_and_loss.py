@@ -18,7 +18,7 @@ from .. import zoo
 from ..data.text import kjv_data
 from ..mechanism.sparsify import sparsify
 from ..training.evaluate import evaluate
-from .common import heldout_blocks
+from .common import heldout_blocks, pretrain_overrides
 
 __all__ = ["PAPER_KEPT_PERCENT", "KeptEdges", "ModelCard", "EdgesAndLoss", "EdgesStudy", "measure_model",
            "measure_models"]
@@ -224,11 +224,6 @@ class EdgesStudy:
                 f"contexts; here " + "; ".join(parts) + ".")
 
 
-def _dense_overrides(name: str, dense_steps: int) -> dict:
-    """Pretraining steps only mean something for a toy trained here; 0 keeps the registry's default."""
-    return {"steps": dense_steps} if dense_steps and zoo.entry_for(name).source == "toy" else {}
-
-
 def _card(name: str, loaded, *, eval_blocks: int, kjv_blocks: int, block_size: int, batch_size: int,
           cache_dir) -> ModelCard:
     entry, info = zoo.entry_for(name), loaded.info
@@ -298,7 +293,7 @@ def measure_model(name: str, *, post_train: bool, recipe: dict | None = None, de
     """``name``'s card and row. With ``post_train`` the row reads the sparse post-trained model (``recipe`` over
     the model's default, trained on first use) and its own held-out metrics; otherwise the dense model is gated
     at ``gate_bias`` without training and measured on ``eval_blocks`` held-out blocks."""
-    overrides = _dense_overrides(name, dense_steps)
+    overrides = pretrain_overrides(name, dense_steps)
     try:
         loaded = zoo.load(name, progress=False, cache_dir=cache_dir, **overrides)
         card = _card(name, loaded, eval_blocks=eval_blocks, kjv_blocks=kjv_blocks, block_size=block_size,

@@ -14,13 +14,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .. import zoo
+from .common import pretrain_overrides
 
 __all__ = ["GecoRun", "PenaltyOutcome", "Tradeoff", "geco_run", "compare_fixed_penalties"]
-
-
-def _dense_overrides(name: str, dense_steps: int) -> dict:
-    """Pretraining steps only mean something for a toy trained here; 0 keeps the registry's default."""
-    return {"steps": dense_steps} if dense_steps and zoo.entry_for(name).source == "toy" else {}
 
 
 @dataclass
@@ -184,7 +180,7 @@ class Tradeoff:
 
 def geco_run(name: str, recipe: dict, dense_steps: int = 0) -> GecoRun:
     """The sparse post-trained copy of ``name`` under ``recipe`` (over the model's default), read as a run."""
-    loaded = zoo.load_sparse(name, recipe, dense_overrides=_dense_overrides(name, dense_steps), progress=False)
+    loaded = zoo.load_sparse(name, recipe, dense_overrides=pretrain_overrides(name, dense_steps), progress=False)
     info, metrics = loaded.info, loaded.info["metrics"]
     dense_metrics, sparse = metrics["dense"], metrics["sparse"]
     exact = {f"{kind}_exact_match": metrics[kind]["exact_match"]["all"]
@@ -206,7 +202,7 @@ def compare_fixed_penalties(name: str, recipe: dict, betas, geco: GecoRun, dense
     """``recipe`` with eta = 0 and beta fixed at each of ``betas`` (an ordinary penalty), against ``geco``."""
     if not betas:
         raise ValueError("betas: need at least one fixed penalty to compare with GECO")
-    overrides = _dense_overrides(name, dense_steps)
+    overrides = pretrain_overrides(name, dense_steps)
     fixed = []
     for beta in betas:
         loaded = zoo.load_sparse(name, {**recipe, "eta": 0.0, "beta_init": float(beta)}, dense_overrides=overrides,
