@@ -176,8 +176,35 @@ def runs_markdown(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def models_markdown(root: Path) -> str:
+    """Which weights produced the numbers: every model a results folder used, with its weights' SHA-256 (first
+    12 hex digits), training seed, and the threads and device it trained on. Two results that show the same hash
+    come from the same model."""
+    header = ["Profile", "Notebook", "Model", "Kind", "Seed", "Weights SHA-256", "Trained on", "Threads",
+              "Train time (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = 0
+    for profile in BOOK_PROFILES:
+        for notebook, data in _profile_results(root, profile):
+            for model in data.get("provenance", {}).get("models", []):
+                trained = (f"{model['device']}: {model['device_name']}" if model.get("device")
+                           else model.get("source") or "not trained here")
+                wall = model.get("train_wall_time_s")
+                lines.append("| " + " | ".join(_cell(x) for x in [
+                    profile, notebook, model["model"], model["kind"],
+                    "–" if model.get("seed") is None else model["seed"],
+                    f"`{model['weights_sha256'][:12]}`" if model.get("weights_sha256") else "not hashed",
+                    trained, "–" if model.get("threads") is None else model["threads"],
+                    "–" if wall is None else f"{wall:.0f}",
+                ]) + " |")
+                rows += 1
+    if not rows:
+        return "No results file records its models yet: run `make reproduce`.\n"
+    return "\n".join(lines) + "\n"
+
+
 def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list[Path]:
-    """Write ``_generated/claims.md`` and ``_generated/runs.md`` from the results files."""
+    """Write ``_generated/claims.md``, ``runs.md`` and ``models.md`` from the results files."""
     book_dir = Path(book_dir)
     root = Path(root or results_root())
     chapters = {p.stem for p in (book_dir / "chapters").glob("*.ipynb")}
@@ -186,6 +213,7 @@ def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list
     return [
         atomic_write_text(out / "claims.md", claims_markdown(book_dir / "claims.yaml", root, chapters)),
         atomic_write_text(out / "runs.md", runs_markdown(root)),
+        atomic_write_text(out / "models.md", models_markdown(root)),
     ]
 
 
@@ -222,7 +250,7 @@ def build(book_dir: Path = BOOK_DIR, output: Path | None = None, root: Path | No
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m companion.book")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("tables", help="regenerate book/_generated/{claims,runs}.md from results/")
+    sub.add_parser("tables", help="regenerate book/_generated/{claims,runs,models}.md from results/")
     build_cmd = sub.add_parser("build", help="regenerate the tables and build the HTML book")
     build_cmd.add_argument("--output", type=Path, default=None, help="output root (default: book/)")
     args = parser.parse_args(argv)

@@ -83,7 +83,8 @@ def check_device(profile: str, allow_cpu: bool = False) -> None:
 class ParamSpec:
     """What one parameter accepts: ``type`` int|float|str|bool or list[int|float|str]; optional inclusive
     ``min``/``max``, exclusive ``gt``, allowed ``choices`` (for lists these apply to every item) and
-    ``min_items``/``max_items`` for lists."""
+    ``min_items``/``max_items`` and ``distinct`` (no repeated item: a seed listed twice would count twice) for
+    lists."""
 
     name: str
     type: str
@@ -94,10 +95,11 @@ class ParamSpec:
     choices: tuple | None = None
     min_items: int | None = None
     max_items: int | None = None
+    distinct: bool = False
 
     @classmethod
     def from_mapping(cls, name: str, spec: Mapping[str, Any]) -> "ParamSpec":
-        unknown = set(spec) - {"type", "help", "min", "max", "gt", "choices", "min_items", "max_items"}
+        unknown = set(spec) - {"type", "help", "min", "max", "gt", "choices", "min_items", "max_items", "distinct"}
         if unknown:
             raise ValueError(f"{name}: unknown schema keys {sorted(unknown)}")
         kind = spec.get("type")
@@ -108,7 +110,8 @@ class ParamSpec:
         choices = spec.get("choices")
         return cls(name=name, type=kind, help=spec.get("help", ""), min=spec.get("min"), max=spec.get("max"),
                    gt=spec.get("gt"), choices=tuple(choices) if choices is not None else None,
-                   min_items=spec.get("min_items"), max_items=spec.get("max_items"))
+                   min_items=spec.get("min_items"), max_items=spec.get("max_items"),
+                   distinct=bool(spec.get("distinct", False)))
 
     @property
     def item_type(self) -> str:
@@ -137,7 +140,11 @@ class ParamSpec:
                 raise ValueError(f"{self.name}: needs at least {self.min_items} items, got {len(value)}")
             if self.max_items is not None and len(value) > self.max_items:
                 raise ValueError(f"{self.name}: takes at most {self.max_items} items, got {len(value)}")
-            return [self._check_item(v, f"{self.name}[{i}]") for i, v in enumerate(value)]
+            checked = [self._check_item(v, f"{self.name}[{i}]") for i, v in enumerate(value)]
+            if self.distinct and len(set(checked)) != len(checked):
+                repeated = next(v for i, v in enumerate(checked) if v in checked[:i])
+                raise ValueError(f"{self.name}: lists {repeated!r} more than once")
+            return checked
         return self._check_item(value, self.name)
 
     def _check_item(self, value: Any, label: str) -> Any:

@@ -42,7 +42,35 @@ def results_block(profile: str = "tiny") -> str:
             "each beside the paper's number):\n\n" + "\n".join(lines))
 
 
-BLOCKS = {"benchmarks": benchmarks_block, "results": results_block}
+def timing_block(profile: str = "tiny") -> str:
+    """Where the time of ``make reproduce`` goes: each notebook's wall time in the run that wrote it (a warm model
+    cache makes it short), and the first-use training time of every model it used, each model counted once
+    (what a fresh clone pays on top)."""
+    rows, trained, seen = [], 0.0, set()
+    for folder in sorted(f for f in (results_root() / profile).glob("*/") if not f.name.startswith(".")):
+        provenance = read_metrics(folder)["provenance"]
+        if provenance.get("status") != "complete":
+            continue
+        own = 0.0
+        for model in provenance.get("models", []):
+            key = model.get("weights_sha256") or model.get("model")
+            if key not in seen and model.get("train_wall_time_s"):
+                seen.add(key)
+                own += model["train_wall_time_s"]
+        trained += own
+        rows.append(f"    {folder.name:<26} notebook {provenance.get('wall_time_s', 0) / 60:5.1f} min   "
+                    f"first-use training of its new models {own / 60:5.1f} min")
+    if not rows:
+        return f"The {profile} profile has not been run yet: `make reproduce PROFILE={profile}`."
+    notebooks = sum(read_metrics(f)["provenance"].get("wall_time_s", 0)
+                    for f in (results_root() / profile).glob("*/") if not f.name.startswith("."))
+    return (f"Where the time of `make reproduce PROFILE={profile}` goes (from `results/{profile}/*/metrics.json`: "
+            "notebook wall times of the run that wrote them, and the recorded training time of each model they "
+            "used, counted once):\n\n" + "\n".join(rows) +
+            f"\n\n    total: notebooks {notebooks / 60:.1f} min + first-use training {trained / 60:.1f} min")
+
+
+BLOCKS = {"benchmarks": benchmarks_block, "results": results_block, "timing": timing_block}
 
 
 def main() -> None:

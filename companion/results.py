@@ -76,9 +76,26 @@ def _git(*args: str) -> str | None:
 def _device() -> dict[str, Any]:
     import torch
 
-    if torch.cuda.is_available():
-        return {"type": "cuda", "name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count()}
-    return {"type": "cpu", "name": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+    from spartan_core.training.config import describe_machine
+
+    machine = describe_machine()
+    device = {"type": machine["device"], "name": machine["device_name"], "threads": machine["threads"]}
+    if machine["device"] == "cuda":
+        device["count"] = torch.cuda.device_count()
+    return device
+
+
+def _models_used(since: int) -> list[dict[str, Any]]:
+    """Provenance of the models this process loaded through the zoo since index ``since`` (none when the
+    notebook never imported it)."""
+    import sys
+
+    zoo = sys.modules.get("spartan_core.zoo")
+    return zoo.used_models(since) if zoo is not None else []
+
+
+def _models_count() -> int:
+    return len(_models_used(0))
 
 
 def _versions() -> dict[str, str]:
@@ -289,6 +306,7 @@ class ResultsDir:
         self.staging_path = root / profile / ".staging" / notebook
         self._lock = ResultsLock(profile, notebook, root)
         self._created = time.perf_counter()
+        self._models_since = _models_count()
         self._started = False
         self._finished = False
         self._superseded = False
@@ -384,6 +402,7 @@ class ResultsDir:
         data["provenance"]["status"] = "complete"
         data["provenance"]["wall_time_s"] = round(time.perf_counter() - self._created, 3)
         data["provenance"]["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        data["provenance"]["models"] = _jsonable(_models_used(self._models_since))
         self._write_metrics(data)
         _swap_into_place(self.staging_path, self.path)
         with contextlib.suppress(OSError):

@@ -4,13 +4,14 @@ model's device, and the eager-attention switch that ``output_attentions`` needs.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "write_json", "write_jsonl", "read_jsonl", "eval_mode",
+__all__ = ["file_sha256", "atomic_write_bytes", "atomic_write_text", "write_json", "write_jsonl", "read_jsonl", "eval_mode",
            "model_device", "eager_attention"]
 
 _UMASK = os.umask(0o022)
@@ -33,6 +34,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

@@ -7,7 +7,6 @@ the parameter (exit status 2).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -22,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from . import zoo  # noqa: E402  (after the offline defaults)
-from ._util import write_json  # noqa: E402
+from ._util import file_sha256, write_json  # noqa: E402
 from .data.files import context_length, read_text_file, text_file_blocks  # noqa: E402
 from .objective.tau import TAU_REFERENCES  # noqa: E402
 from .training import (RunBusy, TrainingDiverged, iter_batches, load_checkpoint_weights,  # noqa: E402
@@ -149,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-batches", type=_positive_int("eval-batches"), default=recipe.eval_max_batches)
     p.add_argument("--eval-batch-size", type=_positive_int("eval-batch-size"), default=recipe.eval_batch_size)
     p.add_argument("--checkpoint-every", type=_nonneg_int("checkpoint-every"), default=100)
-    p.add_argument("--seed", type=_nonneg_int("seed"), default=recipe.seed)
+    p.add_argument("--seed", type=_nonneg_int("seed"), default=recipe.seed, help="training seed")
+    p.add_argument("--threads", type=_positive_int("threads"), default=recipe.threads,
+                   help="torch CPU threads while training (default: as set); the same seed at another thread "
+                        "count trains other weights")
     p.add_argument("--no-bf16", action="store_true", help="disable bf16 autocast on CUDA")
     p.add_argument("--activation-checkpointing", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -209,7 +211,7 @@ def _recipe(args) -> SparseRecipe:
         tau_factor=args.tau_factor, tau_reference=args.tau_reference, tau_min=args.tau_min,
         floor_steps=args.floor_steps, eta=args.eta, alpha=args.alpha, beta_init=args.beta_init,
         gate_bias=args.gate_bias, eval_every=args.eval_every, eval_batch_size=args.eval_batch_size,
-        eval_max_batches=args.eval_batches, seed=args.seed)
+        eval_max_batches=args.eval_batches, seed=args.seed, threads=args.threads)
 
 
 def _check(args) -> None:
@@ -342,6 +344,8 @@ def post_train(args) -> dict:
             "kept_per_query": sparse["kept_per_query"], "best_step": result.best_step,
             "wall_time_s": result.wall_time_s, "steps": recipe.steps, "gate_bias": recipe.gate_bias,
             "weights": "model.safetensors", "weights_step": weights_step,
+            "weights_sha256": file_sha256(args.out / "model.safetensors"), "seed": recipe.seed,
+            "trained_on": result.machine,
             "weights_are": (f"the evaluation with the fewest kept edges that met tau (step {weights_step})"
                             if result.best_step is not None else "the last step (no evaluation met tau)"),
         }

@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import pytest
@@ -40,9 +41,11 @@ def test_post_train_then_count_edges_end_to_end(local_model, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["post-train", "--model", str(model_dir), "--data", str(text), "--seq-len", "16", "--out", str(out),
                  "--steps", "4", "--batch-size", "4", "--eval-every", "2", "--checkpoint-every", "2",
-                 "--tau-factor", "1.5", "--no-progress"]) == 0
+                 "--tau-factor", "1.5", "--threads", "1", "--seed", "3", "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert 0 < summary["kept_fraction"] <= 1 and summary["tau"] == pytest.approx(1.5 * summary["dense_train_ce"])
+    assert summary["weights_sha256"] == hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    assert summary["seed"] == 3 and summary["trained_on"]["threads"] == 1
     assert len((out / "geco" / "log.jsonl").read_text().splitlines()) == 4
     capsys.readouterr()
     counts_file = tmp_path / "counts.json"

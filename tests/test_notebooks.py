@@ -28,16 +28,16 @@ STAND_IN = {
                            "head_dim": 16, "batch_size": 2},
     "02_sparsity_loss_curves": {"model": "addition-4l", "dense_steps": 30, "steps": 12, "batch_size": 32,
                                 "eval_every": 6, "eval_batch_size": 500, "eval_max_batches": 1,
-                                "fixed_betas": [1.0]},
+                                "fixed_betas": [1.0], "train_seeds": [0]},
     "03_edges_and_loss": {"model_names": ["gpt2", "addition-4l"], "post_train": ["gpt2", "addition-4l"],
                           "dense_steps": 30, "sparse_steps": 20, "eval_blocks": 2, "block_size": 64,
-                          "eval_batch_size": 500},
+                          "eval_batch_size": 500, "train_seeds": [0], "thread_check": 0},
     "04_attention_patterns": {"sparse_steps": 2, "text_tokens": 16, "induction_sequences": 2,
-                              "induction_half": 8},
+                              "induction_half": 8, "train_seeds": [0]},
     "05_addition": {"dense_steps": 30, "sparse_steps": 20, "batch_size": 1000, "circuit_problems": 16,
-                    "circuit_method": "eap"},
+                    "circuit_method": "eap", "train_seeds": [0]},
     "06_circuits": {"dense_steps": 30, "sparse_steps": 20, "lm_sparse_steps": 20, "lm_floor_steps": 5,
-                    "method": "eap", "seeds": [0], "n_prompts": 8, "points": 6, "check_prompts": 8},
+                    "method": "eap", "prompt_seeds": [0], "train_seeds": [0], "n_prompts": 8, "points": 6, "check_prompts": 8},
 }
 
 

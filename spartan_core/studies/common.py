@@ -48,18 +48,24 @@ class Unavailable:
         return f"{self.model} is pending, not measured here: {self.reason}."
 
 
-def pretrain_overrides(name: str, dense_steps: int) -> dict:
-    """Pretraining steps only mean something for a toy trained here; 0 keeps the registry's default."""
-    return {"steps": dense_steps} if dense_steps and zoo.entry_for(name).source == "toy" else {}
+def pretrain_overrides(name: str, dense_steps: int = 0, seed: int = 0, threads: int | None = None) -> dict:
+    """Pretraining settings of a toy trained here: ``seed`` (its training seed), ``threads`` (None: the toy's
+    default) and steps (0: the registry's default). Models not trained here take none of them."""
+    if zoo.entry_for(name).source != "toy":
+        return {}
+    return {"seed": seed, **({"steps": dense_steps} if dense_steps else {}),
+            **({"threads": threads} if threads is not None else {})}
 
 
-def load_pair(name: str, *, dense_steps: int = 0, sparse_steps: int = 0,
-              floor_steps: int = -1) -> ModelPair | Unavailable:
-    """Dense and sparse copies of ``name``; 0 steps (and floor steps -1) keep the registry's recipe. Only a toy
-    trained here takes ``dense_steps``."""
-    dense_overrides = pretrain_overrides(name, dense_steps)
-    recipe = {**({"steps": sparse_steps} if sparse_steps else {}),
-              **({"floor_steps": floor_steps} if floor_steps >= 0 else {})}
+def load_pair(name: str, *, seed: int = 0, threads: int | None = None, dense_steps: int = 0, sparse_steps: int = 0,
+              floor_steps: int = -1, recipe: dict | None = None) -> ModelPair | Unavailable:
+    """Dense and sparse copies of ``name`` for training seed ``seed`` (a toy's pretraining and the
+    post-training both use it); 0 steps (and floor steps -1) keep the registry's recipe, ``recipe`` sets other
+    post-training fields. ``threads`` retrains both at another CPU thread count (None: the recipe's)."""
+    dense_overrides = pretrain_overrides(name, dense_steps, seed, threads)
+    recipe = {**(recipe or {}), "seed": seed, **({"steps": sparse_steps} if sparse_steps else {}),
+              **({"floor_steps": floor_steps} if floor_steps >= 0 else {}),
+              **({"threads": threads} if threads is not None else {})}
     try:
         sparse = zoo.load_sparse(name, recipe, dense_overrides=dense_overrides, progress=False)
         dense = zoo.load(name, progress=False, **dense_overrides)

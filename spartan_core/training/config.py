@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "resolve_device", "autocast_for", "lr_factor"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "resolve_device", "autocast_for", "lr_factor",
+           "torch_threads", "describe_machine"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -36,6 +37,7 @@ class TrainConfig:
     checkpoint_seconds: float = 0.0  # also checkpoint when this much wall time passed since the last one (0: off)
     keep_best: bool = True
     seed: int = 0
+    threads: int | None = None  # torch CPU threads while training (None: leave as set); they change the weights
     progress: bool = True
     device: str = "auto"
     bf16: bool = True
@@ -56,6 +58,8 @@ class TrainConfig:
             positive_int(name, 0)
         if self.eval_max_batches is not None:
             positive_int("eval_max_batches")
+        if self.threads is not None:
+            positive_int("threads")
         if self.grad_accum != "auto" and self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size: {self.batch_size} is not divisible by grad_accum={self.grad_accum}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
@@ -89,6 +93,7 @@ class TrainResult:
     best_step: int | None = None
     wall_time_s: float = 0.0
     resumed_from: int | None = None
+    machine: dict = field(default_factory=dict)  # where it trained: describe_machine() during the run
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -117,6 +122,40 @@ def autocast_for(device: torch.device, bf16: bool = True):
     if device.type == "cuda" and bf16:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run with ``threads`` torch CPU threads (None: unchanged), restored afterwards. CPU matrix products split
+    their sums by thread, so the same seed trains bit-identical weights only at the same thread count."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def describe_machine(device: torch.device | str | None = None) -> dict:
+    """What a result depends on beyond its seed: device type and name (CPU model or GPU), torch CPU threads, and
+    the torch version. Hostname-free, since results are committed."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device is None else torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
+    return {"device": device.type, "device_name": name, "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def lr_factor(config: TrainConfig) -> Callable[[int], float]:

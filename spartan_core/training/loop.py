@@ -18,7 +18,8 @@ from safetensors.torch import load_model, save_model
 from ..objective.base import Objective
 from .batches import find_grad_accum, sample_rows, take, validate_blocks
 from .checkpoint import exclusive, open_run_dir, run_manifest
-from .config import TrainConfig, TrainingDiverged, TrainResult, autocast_for, lr_factor, resolve_device
+from .config import (TrainConfig, TrainingDiverged, TrainResult, autocast_for, describe_machine, lr_factor,
+                     resolve_device, torch_threads)
 from .evaluate import evaluate
 
 __all__ = ["train"]
@@ -69,6 +70,8 @@ def train(
     checkpointer = log_path = None
     start_step = 0
     with contextlib.ExitStack() as held:
+        held.enter_context(torch_threads(config.threads))
+        result.machine = describe_machine(device)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             held.enter_context(exclusive(out))

@@ -37,7 +37,9 @@ class SparseRecipe:
     ``alpha`` (EMA), ``beta_init``/``beta_min``/``beta_max``. ``gate_bias`` b opens gates at the start.
     ``eval_every``: how often the deterministic-mask CE and edges are measured on training data, which is also
     where the best checkpoint meeting tau is chosen (never on the held-out split that results report).
-    ``block_size`` applies to text data only.
+    ``block_size`` applies to text data only. ``seed``: the training seed (batch order and sampled gates);
+    ``threads``: torch CPU threads while training (None: as set), part of the recipe because the weights depend
+    on it.
     """
 
     steps: int = 3000
@@ -63,6 +65,7 @@ class SparseRecipe:
     eval_max_batches: int | None = None
     block_size: int = 128
     seed: int = 0
+    threads: int | None = None
 
     def __post_init__(self):
         if self.tau is not None and not (self.tau > 0 and math.isfinite(self.tau)):
@@ -102,7 +105,8 @@ class SparseRecipe:
             steps=steps, batch_size=self.batch_size, lr=self.lr, schedule=self.schedule,
             warmup_steps=self.warmup_steps, weight_decay=self.weight_decay, grad_clip=self.grad_clip,
             eval_every=self.eval_every, eval_batch_size=self.eval_batch_size,
-            eval_max_batches=self.eval_max_batches, seed=self.seed, progress=progress, device=device,
+            eval_max_batches=self.eval_max_batches, seed=self.seed, threads=self.threads, progress=progress,
+            device=device,
             checkpoint_every=CHECKPOINT_EVERY, checkpoint_seconds=CHECKPOINT_SECONDS,
         )
         return TrainConfig(**{**settings, **changes})
@@ -125,6 +129,7 @@ class PostTrainResult:
     history: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
     wall_time_s: float = 0.0
+    machine: dict = field(default_factory=dict)
 
 
 def heldout_ce(model, heldout: dict, batch_size: int) -> dict:
@@ -190,5 +195,5 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
         metrics={"dense": dense_metrics, "gated_before_training": gated_metrics, "sparse": measure(model)},
         history=history + [{**r, "step": r["step"] + offset, "phase": "geco"} for r in result.history],
         evals=[{**r, "step": r["step"] + offset} for r in result.evals],
-        wall_time_s=time.perf_counter() - started,
+        wall_time_s=time.perf_counter() - started, machine=result.machine,
     )

@@ -22,13 +22,13 @@ from ..training.posttrain import SparseRecipe, post_train
 from .cache import (FORMAT_VERSION, CacheCorrupt, config_hash, from_cache, locked, model_cache_dir, publish,
                     verified_info)
 from .hub import HubUnavailableError, load_hub
-from .loaded import LoadedModel, to_device
+from .loaded import LoadedModel, to_device, used, used_models
 from .registry import REGISTRY, ModelEntry, available, default_sparse_recipe, entry_for
 from .smollm2 import load_smollm2
 from .toys import load_toy, toy_tokenizer
 
 __all__ = ["LoadedModel", "ModelEntry", "REGISTRY", "available", "entry_for", "load", "load_sparse",
-           "default_sparse_recipe", "tokenizer_and_context", "CacheCorrupt", "HubUnavailableError"]
+           "default_sparse_recipe", "tokenizer_and_context", "used_models", "CacheCorrupt", "HubUnavailableError"]
 
 
 def load(name: str, *, cache_dir=None, progress: bool = True, **overrides) -> LoadedModel:
@@ -92,7 +92,7 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
             info = {
                 "name": name, "dense_cache_dir": str(dense_dir), "key": key, "recipe": asdict(resolved),
                 "heldout_split": entry.heldout_split, "tau": result.tau, "tau_reference": result.tau_reference,
-                "dense_train_ce": result.dense_train_ce, "floor_ce": result.floor_ce, "best_step": result.best_step,
+                "seed": resolved.seed, "trained_on": result.machine, "dense_train_ce": result.dense_train_ce, "floor_ce": result.floor_ce, "best_step": result.best_step,
                 "train_wall_time_s": result.wall_time_s, "metrics": result.metrics,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
@@ -103,6 +103,6 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
     model = from_cache(final, AutoModelForCausalLM.from_pretrained)
     sparsify(model, gate_bias=info["recipe"]["gate_bias"])
     info.update(cache_dir=str(final), trained_now=trained_now)
-    return LoadedModel(name=name, model=to_device(model, device).eval(), tokenizer=dense_loaded.tokenizer,
-                       data=dense_loaded.data, info=info, history=read_jsonl(final / "history.jsonl"),
-                       evals=read_jsonl(final / "evals.jsonl"))
+    return used(LoadedModel(name=name, model=to_device(model, device).eval(), tokenizer=dense_loaded.tokenizer,
+                            data=dense_loaded.data, info=info, history=read_jsonl(final / "history.jsonl"),
+                            evals=read_jsonl(final / "evals.jsonl")))

@@ -12,13 +12,13 @@ import json
 import shutil
 from pathlib import Path
 
-from .._util import write_json, write_jsonl
+from .._util import file_sha256, write_json, write_jsonl
 from ..data import resolve_cache_dir
 
 __all__ = ["FORMAT_VERSION", "CacheCorrupt", "model_cache_dir", "config_hash", "locked", "quiet_transformers",
            "publish", "verified_info", "from_cache"]
 
-FORMAT_VERSION = 4  # bump when what training produces or records changes: older cache entries are then rebuilt
+FORMAT_VERSION = 5  # bump when what training produces or records changes: older cache entries are then rebuilt
 
 
 class CacheCorrupt(ValueError):
@@ -62,14 +62,7 @@ def quiet_transformers():
 
 
 def _weights_checksums(folder: Path) -> dict[str, str]:
-    checksums = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        digest = hashlib.sha256()
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(chunk)
-        checksums[file.name] = digest.hexdigest()
-    return checksums
+    return {file.name: file_sha256(file) for file in sorted(folder.glob("*.safetensors"))}
 
 
 def publish(final: Path, run_dir: Path | None, model, info: dict, history: list[dict], evals: list[dict],

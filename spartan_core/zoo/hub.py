@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..data.text import HubUnavailableError, hub_unavailable_reason
 from .cache import quiet_transformers
-from .loaded import LoadedModel, to_device
+from .loaded import LoadedModel, to_device, used
 
 __all__ = ["load_hub", "HubUnavailableError"]
 
@@ -44,4 +44,5 @@ def load_hub(name: str, *, overrides: dict) -> LoadedModel:
         tokenizer.pad_token = tokenizer.eos_token
     info = {"name": name, "source": source, "n_params": sum(p.numel() for p in model.parameters()),
             "trained_now": False}
-    return LoadedModel(name=name, model=to_device(model, device).eval(), tokenizer=tokenizer, data={}, info=info)
+    return used(LoadedModel(name=name, model=to_device(model, device).eval(), tokenizer=tokenizer, data={},
+                            info=info))

@@ -1,13 +1,14 @@
-"""What loading a model returns."""
+"""What loading a model returns, and the record of which models this process used (results files list them)."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-__all__ = ["LoadedModel", "to_device"]
+__all__ = ["LoadedModel", "to_device", "used", "used_models"]
 
 
 @dataclass
@@ -24,6 +25,53 @@ class LoadedModel:
     info: dict
     history: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
+
+    @property
+    def provenance(self) -> dict:
+        """What identifies these weights: their SHA-256 (the cache's checksum; None for hub models, which are
+        not hashed), the training seed, and the threads, device and torch version they were trained with
+        (None for models not trained here)."""
+        info = self.info
+        trained = info.get("trained_on") or {}
+        return {
+            "model": self.name,
+            "kind": "sparse" if "recipe" in info and "tau" in info else "dense",
+            "weights_sha256": weights_digest(info.get("weights_sha256")),
+            "seed": info.get("seed"),
+            "threads": trained.get("threads"),
+            "device": trained.get("device"),
+            "device_name": trained.get("device_name"),
+            "torch": trained.get("torch"),
+            "train_wall_time_s": info.get("train_wall_time_s"),
+            "source": info.get("source", "post-trained here" if "tau" in info else None),
+            "cache_key": info.get("key"),
+        }
+
+
+def weights_digest(checksums: dict[str, str] | None) -> str | None:
+    """One SHA-256 for a model's weight files: the file's own when there is one, else a hash of name=sha lines."""
+    if not checksums:
+        return None
+    if len(checksums) == 1:
+        return next(iter(checksums.values()))
+    lines = "".join(f"{name}={digest}\n" for name, digest in sorted(checksums.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+_USED: list[dict] = []
+
+
+def used(loaded: LoadedModel) -> LoadedModel:
+    """Note ``loaded`` as used by this process (once per set of weights) and return it."""
+    record = loaded.provenance
+    if record not in _USED:
+        _USED.append(record)
+    return loaded
+
+
+def used_models(since: int = 0) -> list[dict]:
+    """Provenance of every model this process loaded through the zoo, in order (from index ``since``)."""
+    return [dict(r) for r in _USED[since:]]
 
 
 def to_device(model, device: str):

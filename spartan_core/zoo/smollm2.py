@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .cache import (FORMAT_VERSION, config_hash, from_cache, locked, model_cache_dir, publish, quiet_transformers,
                     verified_info)
-from .loaded import LoadedModel, to_device
+from .loaded import LoadedModel, to_device, used
 
 __all__ = ["NAME", "load_smollm2"]
 
@@ -61,5 +61,5 @@ def load_smollm2(*, cache_dir, progress: bool, overrides: dict) -> LoadedModel:
     model = from_cache(final, AutoModelForCausalLM.from_pretrained)
     tokenizer = from_cache(final, AutoTokenizer.from_pretrained)
     info.update(cache_dir=str(final), trained_now=converted_now)
-    return LoadedModel(name=NAME, model=to_device(model, device).eval(), tokenizer=tokenizer, data={},
-                       info=info)
+    return used(LoadedModel(name=NAME, model=to_device(model, device).eval(), tokenizer=tokenizer, data={},
+                            info=info))

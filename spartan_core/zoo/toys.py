@@ -13,7 +13,7 @@ from .._util import read_jsonl
 from ..training.config import TrainConfig
 from ..training.posttrain import CHECKPOINT_EVERY, CHECKPOINT_SECONDS
 from .cache import FORMAT_VERSION, config_hash, from_cache, locked, model_cache_dir, publish, verified_info
-from .loaded import LoadedModel, to_device
+from .loaded import LoadedModel, to_device, used
 from .registry import ModelEntry
 
 __all__ = ["load_toy", "toy_settings", "toy_tokenizer"]
@@ -87,6 +87,7 @@ def load_toy(entry: ModelEntry, *, cache_dir, progress: bool, overrides: dict) -
             info = {
                 "name": entry.name, "source": "trained here", "key": key, "recipe": keyed,
                 "heldout_split": entry.heldout_split,
+                "seed": config.seed, "trained_on": result.machine,
                 "train_wall_time_s": result.wall_time_s, "resumed_from": result.resumed_from,
                 "n_params": sum(p.numel() for p in model.parameters()),
                 "metrics": entry.dense_metrics(model, splits, config.eval_batch_size),
@@ -97,5 +98,5 @@ def load_toy(entry: ModelEntry, *, cache_dir, progress: bool, overrides: dict) -
     info = verified_info(final)
     model = from_cache(final, GPT2LMHeadModel.from_pretrained)
     info.update(cache_dir=str(final), trained_now=trained_now)
-    return LoadedModel(name=entry.name, model=to_device(model, device).eval(), tokenizer=tokenizer, data=splits,
-                       info=info, history=read_jsonl(final / "history.jsonl"), evals=read_jsonl(final / "evals.jsonl"))
+    return used(LoadedModel(name=entry.name, model=to_device(model, device).eval(), tokenizer=tokenizer, data=splits,
+                       info=info, history=read_jsonl(final / "history.jsonl"), evals=read_jsonl(final / "evals.jsonl")))

@@ -207,3 +207,25 @@ def test_the_built_book_links_only_inside_itself_and_to_the_allowlist(built):
     _, html = built
     assert bookcheck.check_links(html) == []
     assert "https://arxiv.org/abs/2512.05865" in (html / "method.html").read_text()
+
+
+def test_results_files_list_the_models_they_used_and_the_book_shows_their_hashes(tmp_path):
+    from spartan_core.zoo import LoadedModel
+    from spartan_core.zoo.loaded import used
+
+    def fake(name, sha, seed, **info):
+        return used(LoadedModel(name=name, model=None, tokenizer=None, data={}, info={
+            "weights_sha256": {"model.safetensors": sha}, "seed": seed, "train_wall_time_s": 12.3,
+            "trained_on": {"device": "cpu", "device_name": "Some CPU", "threads": 2, "torch": "x"}, **info}))
+
+    fake("before-the-run", "0" * 64, 0)  # loaded before this results folder existed: not its model
+    run = ResultsDir("tiny", "02_fake", {}, root=tmp_path)
+    fake("addition-4l", "ab" * 32, 1)
+    fake("addition-4l", "cd" * 32, 1, recipe={}, tau=0.01)
+    run.record(x=1)
+    models = run.finish()["provenance"]["models"]
+    assert [(m["model"], m["kind"], m["seed"], m["threads"]) for m in models] == [
+        ("addition-4l", "dense", 1, 2), ("addition-4l", "sparse", 1, 2)]
+    table = book.models_markdown(tmp_path)
+    assert "| tiny | 02_fake | addition-4l | dense | 1 | `abababababab` | cpu: Some CPU | 2 | 12 |" in table
+    assert "`cdcdcdcdcdcd`" in table and "before-the-run" not in table

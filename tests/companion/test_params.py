@@ -74,6 +74,18 @@ def test_bad_values_are_refused_with_one_line_naming_the_parameter(key, value, m
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("value, message", [
+    ([], r"^train_seeds: needs at least 1 items, got 0$"),
+    ([0, 1, 0], r"^train_seeds: lists 0 more than once$"),
+    ([0, -1], r"^train_seeds\[1\]: must be int >= 0"),
+])
+def test_training_seeds_are_a_non_empty_list_of_distinct_seeds(value, message):
+    values = _valid("02_sparsity_loss_curves")
+    values["train_seeds"] = value
+    with pytest.raises(ValueError, match=message):
+        validate("02_sparsity_loss_curves", values)
+
+
 def test_unknown_and_missing_names_are_refused():
     values = _valid()
     values["seeed"] = 3

@@ -78,6 +78,32 @@ def test_training_here_gives_the_same_model_whatever_the_global_random_state(tmp
     assert [r["ce"] for r in runs[0].history] == [r["ce"] for r in runs[1].history]
 
 
+def test_a_seed_and_thread_count_give_one_weight_hash_and_the_provenance_names_them(tmp_path):
+    def dense(folder, **changes):
+        return zoo.load("addition-4l", cache_dir=tmp_path / folder, progress=False, **{**TINY, **changes})
+
+    def sparse(folder, seed):
+        return zoo.load_sparse("addition-4l", {**TINY_SPARSE, "seed": seed}, cache_dir=tmp_path / folder,
+                               progress=False, dense_overrides={**TINY, "seed": seed})
+
+    first, again, other = dense("a"), dense("b"), dense("a", seed=1)
+    assert first.provenance["weights_sha256"] == again.provenance["weights_sha256"]
+    assert other.provenance["weights_sha256"] != first.provenance["weights_sha256"]
+    assert (first.provenance["seed"], other.provenance["seed"]) == (0, 1)
+    assert first.provenance["threads"] == zoo.registry.TOY_THREADS and first.provenance["device"] == "cpu"
+    assert first.provenance["device_name"] and first.provenance["torch"] == torch.__version__
+    assert sparse("a", 0).provenance["weights_sha256"] == sparse("b", 0).provenance["weights_sha256"]
+    seeded = sparse("a", 1).provenance
+    assert seeded["kind"] == "sparse" and seeded["seed"] == 1
+    assert seeded["weights_sha256"] != sparse("a", 0).provenance["weights_sha256"]
+    before = torch.get_num_threads()
+    one = dense("a", threads=1)
+    assert one.provenance["threads"] == 1 and one.info["cache_dir"] != first.info["cache_dir"]
+    assert torch.get_num_threads() == before  # the training's thread count is not left behind
+    used = [m["weights_sha256"] for m in zoo.used_models()]
+    assert first.provenance["weights_sha256"] in used and seeded["weights_sha256"] in used
+
+
 def test_tau_min_is_a_floor_under_a_relative_tau(cache):
     loaded = zoo.load_sparse("addition-4l", {**TINY_SPARSE, "tau_min": 50.0}, cache_dir=cache, progress=False,
                                 dense_overrides=TINY)

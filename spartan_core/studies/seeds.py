@@ -1,0 +1,77 @@
+"""Numbers over training seeds. A toy retrained on another machine, or at another thread count, is another
+model, so one run's number is one draw: the book reports every headline as a mean with its min-max over
+training seeds (and, for circuits, over seeds x prompt sets), built here from the per-seed values."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+__all__ = ["Spread", "spread", "spread_table", "percent", "times", "plain"]
+
+
+def percent(value: float) -> str:
+    return f"{value:.2%}"
+
+
+def times(value: float) -> str:
+    return f"{value:.1f}x"
+
+
+def plain(value: float) -> str:
+    return f"{value:.3g}"
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Values of one measurement over ``n`` draws (training seeds, or seeds x prompt sets)."""
+
+    values: tuple[float, ...]
+    over: str = "seeds"
+
+    def __post_init__(self):
+        if not self.values:
+            raise ValueError("values: a spread needs at least one value")
+        if not all(math.isfinite(v) for v in self.values):
+            raise ValueError(f"values: not all finite ({list(self.values)})")
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / self.n
+
+    @property
+    def low(self) -> float:
+        return min(self.values)
+
+    @property
+    def high(self) -> float:
+        return max(self.values)
+
+    def text(self, fmt: Callable[[float], str] = plain) -> str:
+        """``"1.47% (1.31%-1.62% over 3 seeds)"``; a single draw says so (``"1.47% (1 seed)"``)."""
+        if self.n == 1:
+            return f"{fmt(self.mean)} (1 {self.over.rstrip('s')})"
+        return f"{fmt(self.mean)} ({fmt(self.low)}–{fmt(self.high)} over {self.n} {self.over})"
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "min": self.low, "max": self.high, "n": self.n, "values": list(self.values)}
+
+
+def spread(values: Iterable[float], over: str = "seeds") -> Spread:
+    return Spread(tuple(float(v) for v in values), over)
+
+
+def spread_table(frame: pd.DataFrame, by: str | Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
+    """Per group of ``by``: mean, min and max of each of ``columns`` over the rows (one row per seed), and n."""
+    grouped = frame.groupby(by, sort=False)[list(columns)]
+    table = grouped.agg(["mean", "min", "max"])
+    table.columns = [f"{column} {stat}" for column, stat in table.columns]
+    table["n"] = frame.groupby(by, sort=False).size()
+    return table
