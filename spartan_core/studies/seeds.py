@@ -44,7 +44,8 @@ class Spread:
 
     @property
     def mean(self) -> float:
-        return sum(self.values) / self.n
+        # fsum and the clamp keep min <= mean <= max exactly (a plain sum of equal values can round above them)
+        return min(max(math.fsum(self.values) / self.n, self.low), self.high)
 
     @property
     def low(self) -> float:

@@ -1,9 +1,11 @@
-"""spartan_core.studies.circuit_size: which model a task runs on, sizes and ratios dense vs sparse, the paper's
-ranges in one place, method agreement, and the sentences they give."""
+"""spartan_core.studies.circuit_size: which model a task runs on, sizes and ratios dense vs sparse over training
+seeds x prompt sets, the paper's ranges in one place, method agreement, and the sentences they give."""
 
 import copy
+import dataclasses
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,6 +15,7 @@ from spartan_core.data import addition
 from spartan_core.mechanism.sparsify import sparsify
 from spartan_core.studies import circuit_size as study
 from spartan_core.studies.common import Unavailable
+from spartan_core.studies.seeds import spread
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +24,22 @@ def setup():
     models = {"dense": model, "sparse": sparsify(copy.deepcopy(model), gate_bias=0.0).eval()}
     return study.CircuitSetup("addition", "addition-4l", models, lambda seed: circuits.addition_task(4, seed=seed),
                               sparse_kept_fraction=0.3)
+
+
+@pytest.fixture(scope="module")
+def two_seeds(setup):
+    """Two training seeds (here: the same models relabelled) x two prompt sets."""
+    parts = [study.measure_sizes(dataclasses.replace(setup, train_seed=s, sparse_kept_fraction=0.3 + s / 10),
+                                 [0, 1], method="eap", ablations=["resample"], points=4) for s in (0, 5)]
+    return study.combine_sizes(parts)
+
+
+def _needed(rows):
+    """A needed frame from (train_seed, prompt_seed, kind, dense, sparse) rows at the 90 % threshold."""
+    return pd.DataFrame([{"model": model, "ablation": "resample", "train_seed": t, "prompt_seed": p, "kind": kind,
+                          "threshold": 0.9, "needed": count, "total": 100, "m_model": 0.0, "m_empty": -1.0}
+                         for t, p, kind, dense, sparse in rows for model, count in (("dense", dense),
+                                                                                    ("sparse", sparse))])
 
 
 def test_task_model_maps_tasks_to_their_models():
@@ -37,42 +56,173 @@ def test_the_papers_ranges_are_in_one_table():
     assert set(table.index) == {r.kind for r in study.PAPER_RATIOS}
 
 
-def test_sizes_ratios_and_sentences(setup):
-    sizes = study.measure_sizes(setup, [0, 1], method="eap", ablations=["resample"], points=4)
+def test_ratios_aggregate_over_training_seeds_times_prompt_sets():
+    # edges: seed 0 gives 2 and 4, seed 1 gives 6 and 8; heads: 1 and 1, 3 and 3.
+    rows = [(0, 0, "edges", 20, 10), (0, 1, "edges", 40, 10), (1, 0, "edges", 60, 10), (1, 1, "edges", 80, 10),
+            (0, 0, "heads", 2, 2), (0, 1, "heads", 2, 2), (1, 0, "heads", 6, 2), (1, 1, "heads", 6, 2)]
+    sizes = study.TaskSizes("addition", "addition-4l", "eap", 0.9, _needed(rows), pd.DataFrame(), {0: 0.1, 1: 0.2})
+    draws = sizes.draws()
+    assert len(draws) == 8 and {"train_seed", "prompt_seed", "dense", "sparse", "ratio"} <= set(draws.columns)
+    edges, heads = (next(r for r in sizes.ratios if r.kind == k) for k in ("edges", "heads"))
+    assert edges.over_draws.n == 4 and edges.train_seeds == 2 and edges.prompt_sets == 2
+    assert (edges.over_draws.mean, edges.over_draws.low, edges.over_draws.high) == (5.0, 2.0, 8.0)
+    assert edges.over_seeds.values == (3.0, 7.0) and edges.within == 2.0
+    assert edges.text == "5.0x (2.0x–8.0x over 2 training seeds x 2 prompt sets)"
+    assert edges.seeds_text == "5.0x (3.0x–7.0x over 2 training seeds)"
+    assert "so the training seed moves it more" in edges.variation
+    assert heads.over_seeds.values == (1.0, 3.0) and heads.within == 0.0 and "training seed moves" in heads.variation
+    comparison = study.SizeComparison({"addition": sizes}, "eap", ["resample"])
+    row = comparison.ratio_table().set_index("kind").loc["edges"]
+    assert (row["draws"], row["train_seeds"], row["prompt_sets"]) == (4, 2, 2)
+    assert (row["ratio_min"], row["ratio_mean"], row["ratio_max"]) == (2.0, 5.0, 8.0)
+    assert (row["seed_mean_min"], row["seed_mean_max"]) == (3.0, 7.0)
+    seeds = comparison.seed_table().sort_index().loc[("addition", "resample", "edges")]
+    assert list(seeds["ratio mean"]) == [3.0, 7.0] and list(seeds["n"]) == [2, 2]
+    assert "addition on addition-4l: 5.0x (2.0x–8.0x over 2 training seeds x 2 prompt sets) fewer edges" in \
+        comparison.claim_line("edges")
+    assert "per-training-seed means 5.0x (3.0x–7.0x over 2 training seeds)" in comparison.claim_line("edges")
+    values = comparison.claim_values("edges")["addition"]
+    assert values["over_draws"]["n"] == 4 and values["over_training_seeds"]["values"] == [3.0, 7.0]
+    assert "run from 1.0× to 3.0×, 2 of 4 inside the paper's 1.4–4.5×" in comparison.sentence
+    assert "run from 2.0× to 8.0×, 2 of 4 inside the paper's 5.4–97×" in comparison.sentence
+    assert comparison.variation_sentence.startswith("Where the spread comes from: addition, edges (resample)")
+
+
+def test_a_draw_never_reaching_the_threshold_is_counted_out():
+    rows = [(0, 0, "edges", 20, 10), (0, 1, "edges", np.nan, 10), (0, 0, "heads", 2, 2), (0, 1, "heads", 2, 2)]
+    sizes = study.TaskSizes("addition", "addition-4l", "eap", 0.9, _needed(rows), pd.DataFrame(), {0: 0.1})
+    edges = next(r for r in sizes.ratios if r.kind == "edges")
+    assert edges.over_draws.n == 1 and edges.text == "2.0x (1 of 2 draws of 1 training seed x 2 prompt sets)"
+    assert edges.variation == ""
+
+
+def test_draws_text_words():
+    assert study.draws_text(spread([4.0]), 1, 1) == "4.0x (1 training seed x 1 prompt set)"
+    assert study.draws_text(spread([3.0, 5.0, 4.0]), 3, 1) == "4.0x (3.0x–5.0x over 3 training seeds x 1 prompt set)"
+
+
+def test_sizes_over_two_training_seeds(two_seeds):
+    sizes = two_seeds
+    assert sizes.train_seeds == [0, 5] and sizes.prompt_seeds == [0, 1]
     assert {(r.ablation, r.kind) for r in sizes.ratios} == {("resample", "edges"), ("resample", "heads")}
-    assert all(r.prompt_sets == 2 and r.ratio_min <= r.ratio_mean <= r.ratio_max for r in sizes.ratios)
+    for r in sizes.ratios:
+        assert r.over_draws.n == 4 and r.over_seeds.n == 2
+        assert r.over_draws.low <= r.over_draws.mean <= r.over_draws.high
+        assert r.over_draws.low <= r.over_seeds.low <= r.over_seeds.high <= r.over_draws.high
+    draws = sizes.draws()
+    assert set(zip(draws["train_seed"], draws["prompt_seed"])) == {(t, p) for t in (0, 5) for p in (0, 1)}
+    curves, needed = sizes.curves_of(5)
+    assert set(curves["train_seed"]) == set(needed["train_seed"]) == {5} and "prompt_seed" in curves
     metrics = json.loads(json.dumps(sizes.to_metrics()))
+    assert metrics["train_seeds"] == [0, 5] and metrics["sparse_kept_fraction"]["n"] == 2
     assert set(metrics["needed_at_threshold"]["resample"]["edges"]) == {"dense", "sparse"}
-    comparison = study.SizeComparison({"addition": sizes, "ioi": Unavailable("gpt2", "offline")}, "eap", ["resample"])
+    with pytest.raises(ValueError, match="^parts: a training seed appears twice"):
+        study.combine_sizes([sizes, sizes])
+
+
+def test_comparison_tables_sentences_and_metrics(two_seeds):
+    comparison = study.SizeComparison({"addition": two_seeds, "ioi": Unavailable("gpt2", "offline")}, "eap",
+                                      ["resample"])
     ratios = comparison.ratio_table()
-    assert list(ratios.columns) == ["task", "model", "ablation", "kind", "ratio_mean", "ratio_min", "ratio_max",
-                                    "prompt_sets"]
+    assert list(ratios.columns) == study.RATIO_COLUMNS and len(ratios) == 2
+    assert (ratios["draws"] == 4).all() and (ratios["train_seeds"] == 2).all() and (ratios["prompt_sets"] == 2).all()
+    assert ((ratios["ratio_min"] <= ratios["ratio_mean"]) & (ratios["ratio_mean"] <= ratios["ratio_max"])).all()
+    assert len(comparison.draws_table()) == 2 * 2 * 2
     assert comparison.claim_line("edges").endswith("; ioi on gpt2: pending (offline)")
+    assert "over 2 training seeds x 2 prompt sets) fewer edges; per-training-seed means" in \
+        comparison.claim_line("edges")
     assert comparison.tasks_sentence.endswith("Not measured: ioi on gpt2: pending (offline).")
-    assert "fewer edges (prompt sets:" in comparison.claim_line("edges")
-    assert "inside the paper's 5.4–97×" in comparison.sentence and "prompt set(s)" in sizes.sentence
+    assert "Per training seed (mean over its prompt sets)" in two_seeds.sentence
+    assert "inside the paper's 5.4–97×" in comparison.sentence
     metrics = json.loads(json.dumps(comparison.to_metrics()))
     assert metrics["tasks"]["ioi"] == {"status": "pending", "model": "gpt2", "reason": "offline"}
-    assert len(metrics["ratios_at_threshold"]) == 2 and len(comparison.needed_table()) == len(sizes.needed)
+    assert len(metrics["ratios_at_threshold"]) == 2 and len(metrics["ratios_by_draw"]) == 8
+    assert len(comparison.needed_table()) == len(two_seeds.needed)
+
+
+def test_measure_task_loops_training_seeds_and_stops_at_an_unavailable_one(setup, monkeypatch):
+    asked = []
+
+    def fake_setup(task, model, *, n_prompts, seed, **options):
+        asked.append(seed)
+        return dataclasses.replace(setup, train_seed=seed) if seed < 2 else Unavailable(model, "offline")
+
+    monkeypatch.setattr(study, "circuit_setup", fake_setup)
+    sizes = study.measure_task("addition", "addition-4l", [0, 1], [0], n_prompts=4, method="eap",
+                               ablations=["resample"], points=4)
+    assert asked == [0, 1] and sizes.train_seeds == [0, 1] and all(r.over_draws.n == 2 for r in sizes.ratios)
+    assert isinstance(study.measure_task("addition", "addition-4l", [0, 2, 1], [0], n_prompts=4, method="eap",
+                                         ablations=["resample"], points=4), Unavailable)
+    assert asked[-2:] == [0, 2]
 
 
 def test_method_agreement_per_model_and_method(setup):
     agreement = study.method_agreement(setup, seed=0, methods=("eap",))
     assert set(agreement.spearman) == {"dense", "sparse"} and -1 <= agreement.spearman["dense"]["eap"] <= 1
     assert agreement.table().shape == (1, 2) and agreement.sentence.startswith("Rank correlation")
+    assert "training seed 0 only" in agreement.sentence
 
 
 def test_nothing_measured_says_so():
     comparison = study.SizeComparison({"ioi": Unavailable("gpt2", "offline")}, "eap", ["resample"])
     assert comparison.ratio_table().empty and "No task could be measured" in comparison.sentence
+    assert "cannot be split" in comparison.variation_sentence
+    assert comparison.draws_table().empty and comparison.seed_table().empty
 
 
 def test_a_sparse_model_with_no_effect_is_flagged():
-    rows = [{"model": model, "ablation": "resample", "seed": 0, "kind": kind, "threshold": 0.9, "needed": needed,
-             "total": 10, "m_model": m_model, "m_empty": -1.0}
+    rows = [{"model": model, "ablation": "resample", "train_seed": 0, "prompt_seed": 0, "kind": kind,
+             "threshold": 0.9, "needed": needed, "total": 10, "m_model": m_model, "m_empty": -1.0}
             for model, needed, m_model in (("dense", 8.0, 0.0), ("sparse", 2.0, -1.0)) for kind in ("edges", "heads")]
-    ratios = [study.SizeRatio("addition", "addition-4l", "resample", kind, 4.0, 4.0, 4.0, 1)
-              for kind in ("edges", "heads")]
-    sizes = study.TaskSizes("addition", "addition-4l", "eap", 0.9, pd.DataFrame(rows), pd.DataFrame(), ratios, 0.1)
-    assert "4.0× fewer edges (resample ablation)" in sizes.sentence
+    sizes = study.TaskSizes("addition", "addition-4l", "eap", 0.9, pd.DataFrame(rows), pd.DataFrame(), {0: 0.1})
+    assert "4.0x (1 training seed x 1 prompt set) fewer edges (resample ablation)" in sizes.sentence
     assert "almost no effect to explain" in sizes.sentence
+
+
+def test_the_notebook_check_rejects_wrong_aggregation():
+    """``_check_06`` (run on the notebook's metrics) accepts this module's metrics and rejects a missing draw, a
+    wrong count of draws or a mean that is not the mean of the draws."""
+    import checks_chapters_4_6
+
+    rows = [(t, p, kind, 10 * (t + p + 2), 10) for t in (0, 1) for p in (0, 1, 2) for kind in ("edges", "heads")]
+    sizes = study.TaskSizes("addition", "addition-4l", "eap", 0.9, _needed(rows), pd.DataFrame(), {0: 0.1, 1: 0.2})
+    metrics = json.loads(json.dumps(study.SizeComparison({"addition": sizes}, "eap", ["resample"]).to_metrics()))
+    parameters = {"tasks": ["addition"], "ablations": ["resample"], "train_seeds": [0, 1], "prompt_seeds": [0, 1, 2],
+                  "check_prompts": 0}
+    check = checks_chapters_4_6.CHECKS["06_circuits"]
+    check(metrics, None, parameters)
+    with pytest.raises(AssertionError):
+        check(metrics, None, {**parameters, "train_seeds": [0, 1, 2]})
+    broken = copy.deepcopy(metrics)
+    broken["ratios_by_draw"] = broken["ratios_by_draw"][1:]
+    with pytest.raises(AssertionError):
+        check(broken, None, parameters)
+    broken = copy.deepcopy(metrics)
+    broken["ratios_at_threshold"][0]["ratio_mean"] = broken["ratios_at_threshold"][0]["seed_mean_max"]
+    with pytest.raises(AssertionError):
+        check(broken, None, parameters)
+    broken = copy.deepcopy(metrics)
+    broken["ratios_at_threshold"][0]["draws"] = 3
+    with pytest.raises(AssertionError):
+        check(broken, None, parameters)
+
+
+def test_ratio_figure_shows_every_draw_grouped_by_training_seed():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spartan_core import plots
+
+    rows = [(t, p, kind, 10 * (t + p + 2), 10) for t in (0, 1) for p in (0, 1, 2) for kind in ("edges", "heads")]
+    sizes = study.TaskSizes("addition", "addition-4l", "eap", 0.9, _needed(rows), pd.DataFrame(), {0: 0.1, 1: 0.2})
+    fig = plots.ratio_draws(sizes.draws(), study.PAPER_RATIOS)
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        points = [c for c in ax.collections if hasattr(c, "get_offsets") and len(c.get_offsets()) == 3]
+        assert len(points) == 2, "one group of three prompt-set points per training seed"
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "training seed 0" in labels and "training seed 1" in labels and any(
+            label.startswith("the paper,") for label in labels)
+    plt.close(fig)

@@ -6,7 +6,9 @@ import torch
 
 from conftest import tiny_gpt2
 from spartan_core import zoo
-from spartan_core.studies.edges_and_loss import PAPER_KEPT_PERCENT, EdgesStudy, measure_model, measure_models
+from spartan_core.studies.edges_and_loss import (PAPER_KEPT_PERCENT, EdgesAndLoss, EdgesStudy, KeptEdges, ThreadCheck,
+                                                measure_model, measure_models, thread_check)
+from spartan_core.studies.seeds import spread
 from spartan_core.training.posttrain import SparseRecipe, post_train
 from spartan_core.zoo.loaded import LoadedModel
 
@@ -76,3 +78,119 @@ def test_study_tables_and_sentences(tiny_zoo):
     assert len(study.records()) == 2 and study.cards_sentence.count("held-out CE") == 2
     with pytest.raises(ValueError, match="^post_train:"):
         measure_models(["a"], ["b"])
+
+
+@pytest.fixture
+def toy_zoo(monkeypatch, one_torch_thread):
+    """The addition toy's name with tiny GPT-2s standing in: every (seed, threads) gives another model (its own
+    data, its own post-training run and weight hash); the calls are recorded."""
+    calls = []
+
+    def info_of(recipe, overrides):
+        seed, threads = overrides.get("seed", 0), overrides.get("threads", 2)
+        return {"heldout_split": "validation", "weights_sha256": {"model.safetensors": f"{seed}-{threads}"},
+                "trained_on": {"threads": threads}, "seed": seed}
+
+    def load(name, *, progress=True, cache_dir=None, **overrides):
+        calls.append(("load", name, overrides))
+        torch.manual_seed(overrides.get("seed", 0))
+        return LoadedModel(name=name, model=tiny_gpt2().eval(), tokenizer=None,
+                           data={"validation": _blocks(seed=overrides.get("seed", 0))}, info=info_of({}, overrides))
+
+    def load_sparse(name, recipe, *, dense_overrides=None, progress=True, cache_dir=None):
+        calls.append(("load_sparse", name, dict(recipe), dict(dense_overrides or {})))
+        resolved = SparseRecipe.from_any({"steps": 4, "batch_size": 4, "eval_every": 2, "eval_batch_size": 8,
+                                          "block_size": 12, **{k: v for k, v in recipe.items() if k != "threads"}})
+        torch.manual_seed(100 + resolved.seed + 10 * recipe.get("threads", 2))
+        result = post_train(tiny_gpt2(), _blocks(seed=resolved.seed), _blocks(seed=1), resolved, progress=False)
+        sparse_info = info_of(recipe, {"seed": resolved.seed, "threads": recipe.get("threads", 2)})
+        sparse_info["weights_sha256"] = {"model.safetensors": f"sparse-{resolved.seed}-{recipe.get('threads', 2)}"}
+        info = {**sparse_info, "recipe": asdict(resolved), "metrics": result.metrics, "tau": result.tau}
+        return LoadedModel(name=name, model=result.model, tokenizer=None, data={}, info=info)
+
+    monkeypatch.setattr(zoo, "load", load)
+    monkeypatch.setattr(zoo, "load_sparse", load_sparse)
+    return calls
+
+
+def test_post_trained_models_are_measured_per_training_seed(toy_zoo):
+    study = measure_models(["addition-4l", "tiny-hub"], ["addition-4l"], seeds=[0, 1], eval_blocks=2)
+    assert [(row.model, row.seed) for row in study.rows] == [("addition-4l", 0), ("addition-4l", 1), ("tiny-hub", None)]
+    sparse_calls = [call for call in toy_zoo if call[0] == "load_sparse"]
+    assert [call[2:] for call in sparse_calls] == [({"seed": 0}, {"seed": 0}), ({"seed": 1}, {"seed": 1})], \
+        "the same models as the ones trained ahead: recipe {'seed': s}, dense overrides {'seed': s}"
+    assert ("load", "tiny-hub", {}) in toy_zoo, "a model not trained here is loaded once, with no seed"
+    spreads = study.spreads()
+    kept = spreads["addition-4l"]["sparse_kept_fraction"]
+    assert kept.n == 2 and kept.low <= kept.mean <= kept.high and list(kept.values) == \
+        [row.sparse.kept_fraction for row in study.rows[:2]]
+    assert spreads["tiny-hub"]["gated_kept_fraction"].n == 1 and "sparse_ce" not in spreads["tiny-hub"]
+    record = study.spread_record()["addition-4l"]["dense_ce"]
+    assert record["n"] == 2 and record["min"] <= record["mean"] <= record["max"]
+    assert study.records()["seed"].tolist()[:2] == [0, 1] and len(study.records()) == 3
+    numeric = study.spread_table()
+    assert numeric.loc["addition-4l", "n"] == 2 and numeric.loc["tiny-hub", "n"] == 1
+    assert numeric.loc["addition-4l", "sparse_kept_fraction min"] <= numeric.loc["addition-4l",
+                                                                                "sparse_kept_fraction max"]
+    table = study.table()
+    assert table.loc["addition-4l", "training seeds"] == "2" and "not trained here" in table.loc["tiny-hub",
+                                                                                               "training seeds"]
+    assert "over 2 seeds" in study.sentence and "no training seed" in study.sentence
+    assert "measured once per training seed (2 seeds: 0, 1)" in study.seeds_sentence()
+    assert "tiny-hub is not trained here" in study.seeds_sentence()
+    assert study.card_table()["training seed"].tolist()[:2] == [0, 1]
+    assert [p[2] for p in study.head_panels()] == [True, False] and "mean of 2 seeds" in study.head_panels()[0][1]
+    assert list(study.per_layer_percent().columns) == ["addition-4l", "tiny-hub"]
+    assert "2 training seeds" in study.cards_sentence
+
+
+def test_thread_check_retrains_one_seed_and_compares_with_the_seed_spread(toy_zoo):
+    study = measure_models(["addition-4l"], ["addition-4l"], seeds=[0, 1], eval_blocks=2)
+    check = thread_check(study, "addition-4l", 1, eval_blocks=2)
+    assert toy_zoo[-1][0] == "load" and toy_zoo[-2][2:] == ({"seed": 0, "threads": 1}, {"seed": 0, "threads": 1}), \
+        "the thread check asks for the model trained ahead: threads 1 in recipe and dense overrides"
+    assert check.seed == 0 and check.threads == 1 and check.reference_threads == 2
+    assert check.reference is study.row("addition-4l", 0)
+    assert check.weights_differ == {"dense": True, "sparse": True}
+    compared = check.compared()
+    assert "sparse kept edges" in compared.index and (compared["seeds"] == 2).all()
+    assert compared.loc["sparse kept edges", "seeds range"] == pytest.approx(
+        abs(study.rows[0].sparse.kept_fraction - study.rows[1].sparse.kept_fraction))
+    record = check.to_record()
+    assert record["within_seed_spread"] == bool(compared["within seed spread"].all())
+    assert "instead of 2 threads, training seed 0 of addition-4l is another model" in check.sentence
+    assert list(check.table().columns[:2]) == ["seed 0, 2 threads", "seed 0, 1 thread"]
+
+
+def _row(seed, kept, ce, sha="a"):
+    edges = KeptEdges(kept_fraction=kept, kept_per_query=kept * 5, per_layer=[kept], per_head=[[kept]])
+    return EdgesAndLoss(model="m", status="measured", post_trained=True, seed=seed, context_length=8, dense_ce=1.0,
+                        gated_ce=1.1, gated=edges, sparse_ce=ce, sparse=edges, dense_sha256="d" + sha,
+                        sparse_sha256="s" + sha, threads=2)
+
+
+@pytest.mark.parametrize("retrained_kept, within", [(0.021, True), (0.05, False)])
+def test_thread_check_says_whether_the_change_is_within_the_seed_spread(retrained_kept, within):
+    seeds = {"sparse_kept_fraction": spread([0.02, 0.01, 0.03]), "sparse_ce": spread([1.0, 1.01, 1.02]),
+             "dense_ce": spread([1.0, 1.0, 1.0])}
+    check = ThreadCheck(model="m", seed=0, threads=1, reference=_row(0, 0.02, 1.0),
+                        retrained=_row(0, retrained_kept, 1.005, sha="b"), seeds=seeds)
+    assert check.within_seed_spread is within
+    if within:
+        assert "Every change is within the spread over the 3 training seeds" in check.sentence
+    else:
+        assert "larger than the spread over the 3 training seeds for sparse kept edges" in check.sentence
+    same = ThreadCheck(model="m", seed=0, threads=2, reference=_row(0, 0.02, 1.0), retrained=_row(0, 0.02, 1.0),
+                       seeds=seeds)
+    assert "is the same model" in same.sentence and same.weights_differ == {"dense": False, "sparse": False}
+    single = ThreadCheck(model="m", seed=0, threads=1, reference=_row(0, 0.02, 1.0), retrained=_row(0, 0.05, 1.0),
+                         seeds={k: spread([0.02]) for k in seeds})
+    assert single.within_seed_spread is None and "single training seed" in single.sentence
+
+
+def test_a_downloaded_model_post_trained_per_seed_has_one_card(toy_zoo):
+    study = measure_models(["tiny-hub"], ["tiny-hub"], seeds=[0, 1], eval_blocks=2)
+    assert [row.seed for row in study.rows] == [0, 1] and len(study.cards) == 1 and study.cards[0].seed is None
+    assert [call[2:] for call in toy_zoo if call[0] == "load_sparse"] == [({"seed": 0}, {}), ({"seed": 1}, {})], \
+        "its post-training is seeded; its dense weights are downloaded, not trained per seed"
+    assert study.spreads()["tiny-hub"]["sparse_kept_fraction"].n == 2

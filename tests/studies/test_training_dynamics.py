@@ -7,7 +7,9 @@ import torch
 from conftest import tiny_gpt2
 from spartan_core import zoo
 from spartan_core.studies import training_dynamics
-from spartan_core.studies.training_dynamics import PenaltyOutcome, Tradeoff, compare_fixed_penalties, geco_run
+from spartan_core.studies.training_dynamics import (PenaltyOutcome, SeedRuns, SeedTradeoffs, Tradeoff,
+                                                   compare_fixed_penalties, geco_over_seeds, geco_run,
+                                                   penalties_over_seeds)
 from spartan_core.training.posttrain import SparseRecipe, post_train
 from spartan_core.zoo.loaded import LoadedModel
 
@@ -37,8 +39,10 @@ def tiny_zoo(monkeypatch, one_torch_thread):
 
 
 def test_geco_run_reads_the_logged_run(tiny_zoo):
-    run = geco_run("shakespeare-lm", {"eta": 5.0, "tau_factor": 2.0}, dense_steps=30)
-    assert tiny_zoo[0][2] == {"steps": 30}, "a toy gets its pretraining steps"
+    run = geco_run("shakespeare-lm", {"eta": 5.0, "tau_factor": 2.0}, dense_steps=30, seed=3)
+    assert tiny_zoo[0][2] == {"seed": 3, "steps": 30}, "a toy gets its training seed and pretraining steps"
+    assert tiny_zoo[0][1]["seed"] == 3, "the post-training uses the same training seed"
+    assert run.seed == 3 and run.metrics()["seed"] == 3
     metrics = run.metrics()
     assert metrics["steps"] == len(run.history) == 6 and metrics["evals"] == 2
     assert 0 < metrics["kept_fraction"] <= 1 and metrics["beta_max"] >= metrics["beta_first"] > 0
@@ -54,9 +58,12 @@ def test_hub_models_get_no_pretraining_overrides(tiny_zoo):
 
 
 def test_fixed_penalties_hold_beta_and_are_compared_with_geco(tiny_zoo):
-    geco = geco_run("addition-4l", {})
+    geco = geco_run("addition-4l", {}, seed=1)
     tradeoff = compare_fixed_penalties("addition-4l", {"lr": 1e-3}, [0.5, 2.0], geco)
-    assert [call[1] for call in tiny_zoo[1:]] == [{"lr": 1e-3, "eta": 0.0, "beta_init": b} for b in (0.5, 2.0)]
+    assert [call[1] for call in tiny_zoo[1:]] == [{"lr": 1e-3, "seed": 1, "eta": 0.0, "beta_init": b}
+                                                  for b in (0.5, 2.0)]
+    assert all(call[2] == {"seed": 1} for call in tiny_zoo), "every run of a seed shares that seed's dense toy"
+    assert tradeoff.seed == 1
     frame = tradeoff.frame()
     assert frame["method"].tolist() == ["geco", "fixed", "fixed"] and frame["ce_ratio_to_geco"].iloc[0] == 1.0
     assert tradeoff.sentence.count("β = ") == 2
@@ -91,3 +98,83 @@ def test_displayed_table_labels_each_run():
     tradeoff = Tradeoff(geco=PenaltyOutcome(None, 0.02, 0.1, 0.01), fixed=[PenaltyOutcome(3.0, 0.01, 0.05, 0.02)])
     table = tradeoff.table()
     assert table.index.tolist() == ["GECO", "fixed β = 3"] and table["CE ÷ GECO's"].tolist() == [1.0, 2.0]
+
+
+def test_cache_keys_match_the_pretrained_models(tiny_zoo):
+    """The tiny profile's models are trained ahead with exactly these calls: the study must ask for the same ones."""
+    penalties_over_seeds("addition-4l", {}, [3.0], geco_over_seeds("addition-4l", {}, [0, 2]))
+    assert tiny_zoo == [("addition-4l", {"seed": 0}, {"seed": 0}), ("addition-4l", {"seed": 2}, {"seed": 2}),
+                        ("addition-4l", {"seed": 0, "eta": 0.0, "beta_init": 3.0}, {"seed": 0}),
+                        ("addition-4l", {"seed": 2, "eta": 0.0, "beta_init": 3.0}, {"seed": 2})]
+
+
+def _run(seed, kept, ce, collapses=0, beta_max=10.0):
+    log_beta = [-10.0, -2.0] + ([-10.0, -1.0] if collapses else [-1.0, -1.0])
+    history = pd.DataFrame({"step": [1, 2, 3, 4], "phase": "geco", "log_beta": log_beta,
+                            "beta": [1e-4, 1.0, beta_max, 1.0], "beta_used": [1e-4, 1.0, 1.0, 1.0],
+                            "expected_fraction": [0.5, 0.3, 0.1, kept], "ce": 0.1, "ce_ema": 0.1, "tau": 0.2})
+    evals = pd.DataFrame({"step": [2, 4], "eval_ce": [0.1, 0.3], "eval_kept_fraction": [0.3, kept]})
+    return training_dynamics.GecoRun(model="m", history=history, evals=evals, tau=0.2, tau_reference="dense",
+                                     beta_min=2.718281828459045 ** -10, dense_train_ce=0.05, dense_heldout_ce=0.06,
+                                     heldout_split="test", best_step=4, train_wall_time_s=1.0,
+                                     outcome=PenaltyOutcome(None, kept, 10 * kept, ce), seed=seed,
+                                     dense_exact_match=0.99, sparse_exact_match=1.0)
+
+
+def test_seed_runs_report_every_seed_and_the_spread():
+    runs = SeedRuns([_run(0, 0.02, 0.004, collapses=1), _run(1, 0.01, 0.002), _run(2, 0.03, 0.003, beta_max=40.0)])
+    frame = runs.frame()
+    assert frame["seed"].tolist() == [0, 1, 2] and frame["kept_fraction"].tolist() == [0.02, 0.01, 0.03]
+    s = runs.spreads()
+    assert s["kept_fraction"].n == 3 and (s["kept_fraction"].low, s["kept_fraction"].high) == (0.01, 0.03)
+    assert abs(s["kept_fraction"].mean - 0.02) < 1e-12 and s["beta_max"].high == 40.0
+    assert s["beta_collapses"].values == (1.0, 0.0, 0.0)
+    record = runs.spread_record()
+    # (a mean of equal values may sit one rounding step above them)
+    assert all(r["min"] - 1e-12 <= r["mean"] <= r["max"] + 1e-12 and r["n"] == 3 for r in record.values())
+    assert record["sparse_heldout_ce"]["values"] == [0.004, 0.002, 0.003]
+    assert runs.history()["seed"].tolist() == [0] * 4 + [1] * 4 + [2] * 4 and "seed" in runs.evals()
+    assert "2.00% (1.00%–3.00% over 3 seeds) of attention edges kept" in runs.kept_sentence
+    assert "exact match 100.0% (all 3 seeds)" in runs.kept_sentence
+    assert runs.dynamics_sentence.startswith("m, 4 steps, 3 seeds: expected edge fraction 0.5000 (all 3 seeds)")
+    assert "lower clamp 0.33 (0–1 over 3 seeds) times per run (in 1 of 3 seeds at least once)" in runs.sentence
+    assert runs.summary().loc["kept edge fraction", "sparse (GECO)"] == "0.02 (0.01–0.03)"
+    with pytest.raises(ValueError, match="^runs:"):
+        SeedRuns([_run(0, 0.02, 0.004), _run(0, 0.01, 0.002)])
+
+
+def test_one_seed_reads_like_one_run():
+    runs = SeedRuns([_run(0, 0.02, 0.004, collapses=1)])
+    assert "2.00% (1 seed)" in runs.kept_sentence and "once fell back onto its lower clamp" in runs.sentence
+    assert "The kept checkpoint is step 4." in runs.sentence
+
+
+def test_seed_tradeoffs_count_the_seeds_a_fixed_beta_beats_geco():
+    geco = [PenaltyOutcome(None, 0.02, 0.1, 0.010), PenaltyOutcome(None, 0.02, 0.1, 0.010),
+            PenaltyOutcome(None, 0.01, 0.1, 0.010)]
+    fixed = [PenaltyOutcome(3.0, 0.015, 0.1, 0.005), PenaltyOutcome(3.0, 0.015, 0.1, 0.020),
+             PenaltyOutcome(3.0, 0.015, 0.1, 0.005)]
+    seeds = SeedTradeoffs([Tradeoff(g, [f], seed=s) for s, (g, f) in enumerate(zip(geco, fixed))])
+    frame = seeds.frame()
+    assert frame["seed"].tolist() == [0, 0, 1, 1, 2, 2] and frame["run"].tolist() == ["GECO", "fixed β = 3"] * 3
+    assert frame["beats_geco"].tolist() == [False, True, False, False, False, False]
+    wins = seeds.wins().iloc[0]
+    assert (wins["sparser"], wins["ce_no_higher"], wins["beats_geco"], wins["seeds"]) == (2, 2, 1, 3)
+    assert seeds.beats_geco() == {3.0: [0]}
+    assert "it beats GECO on both counts in 1 of 3 seeds" in seeds.sentence
+    assert "kept fewer edges than GECO in 2 of 3 seeds" in seeds.sentence
+    assert seeds.sentence.startswith("GECO kept 1.67% (1.00%–2.00% over 3 seeds) of the edges")
+    spreads = seeds.spreads()["fixed β = 3"]
+    assert spreads["ce_ratio_to_geco"].values == (0.5, 2.0, 0.5) and spreads["heldout_ce"].n == 3
+    assert seeds.table().loc["fixed β = 3", "beats GECO on both (seeds)"] == "1 of 3"
+    with pytest.raises(ValueError, match="^tradeoffs:"):
+        SeedTradeoffs([Tradeoff(geco[0], [fixed[0]], seed=0), Tradeoff(geco[1], [], seed=1)])
+
+
+def test_over_seeds_runs_every_seed(tiny_zoo):
+    runs = geco_over_seeds("addition-4l", {}, [0, 1])
+    tradeoffs = penalties_over_seeds("addition-4l", {}, [1.0], runs)
+    assert runs.seeds == tradeoffs.seeds == [0, 1] and runs.spreads()["kept_fraction"].n == 2
+    assert runs.per_seed_table().index.tolist() == [0, 1] and tradeoffs.frame()["seed"].tolist() == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="^seeds:"):
+        geco_over_seeds("addition-4l", {}, [])
