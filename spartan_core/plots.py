@@ -358,3 +358,297 @@ def circuit_curves(curves, needed=None, *, threshold: float = 0.9, title: str | 
     if title:
         fig.suptitle(title)
     return fig
+
+
+def ratio_draws(draws, paper: Sequence = (), *, ylabel: str = "dense / sparse"):
+    """Dense / sparse circuit-size ratios of every draw, one panel per kind (``edges``, ``heads``): per (task,
+    ablation) group, one column of points per training seed (a point per prompt set, a short bar at the seed's
+    mean, one colour per seed) and a black bar at the mean over all draws; ``paper`` (items with kind, low, high)
+    adds the paper's ranges as bands labelled as the paper's. ``draws`` has the columns task, ablation, kind,
+    train_seed, prompt_seed and ratio (NaN ratios are left out)."""
+    import pandas as pd
+
+    draws = pd.DataFrame(draws).dropna(subset=["ratio"])
+    kinds = [k for k in ("edges", "heads") if k in set(draws["kind"])] or ["edges"]
+    seeds = sorted(draws["train_seed"].unique().tolist())
+    colour = {s: SEQUENCE[i % len(SEQUENCE)] for i, s in enumerate(seeds)}
+    offsets = np.linspace(-0.3, 0.3, len(seeds)) if len(seeds) > 1 else np.zeros(1)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 3.8), squeeze=False, constrained_layout=True)
+    for ax, kind in zip(axes[0], kinds):
+        part = draws[draws["kind"] == kind]
+        groups = list(part.groupby(["task", "ablation"], sort=False))
+        for g, ((task, ablation), group) in enumerate(groups):
+            for offset, seed in zip(offsets, seeds):
+                values = group[group["train_seed"] == seed]["ratio"].to_numpy(dtype=float)
+                if not len(values):
+                    continue
+                jitter = np.linspace(-0.04, 0.04, len(values)) if len(values) > 1 else np.zeros(1)
+                ax.scatter(g + offset + jitter, values, s=22, color=colour[seed], alpha=0.8, zorder=3,
+                           label=f"training seed {seed}" if g == 0 else None)
+                ax.hlines(values.mean(), g + offset - 0.07, g + offset + 0.07, color=colour[seed], linewidth=2,
+                          zorder=4)
+            ax.hlines(group["ratio"].mean(), g - 0.42, g + 0.42, color=TARGET, linewidth=1.2, zorder=2,
+                      label="mean over all draws" if g == 0 else None)
+        for reported in paper:
+            if reported.kind == kind:
+                ax.axhspan(reported.low, reported.high, color=TARGET, alpha=0.08, zorder=0,
+                           label=f"the paper, {kind}: {reported.low:g}–{reported.high:g}×")
+        ax.axhline(1, color=TARGET, linewidth=0.8, linestyle=":")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(groups)), [f"{t}\n{a} ablation" for (t, a), _ in groups], fontsize=8)
+        ax.set_xlim(-0.6, max(len(groups), 1) - 0.4)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{kind}: one point per training seed x prompt set", fontsize=10)
+        ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+__all__.append("ratio_draws")
+
+
+def seed_spread(frame, columns, *, labels=None, colours=None, reference: float | None = None,
+                reference_label: str | None = None, ylabel: str = "", title: str | None = None, seed: str = "seed",
+                ax=None, ylim=None, integer: bool = False):
+    """One measurement per column of ``frame`` (one row per training seed): each seed's value as a dot (marked
+    with its seed when there are at most six), the mean as a short horizontal bar and the min-max as a vertical
+    line. Columns with "dense"/"sparse" in their name take the book's dense/sparse colours; ``reference`` draws a
+    dashed ``TARGET`` line (a threshold, a target); ``integer`` is for counts (whole-number ticks, from zero).
+    Returns the figure (``ax``'s when one is given)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(frame)
+    columns = list(columns)
+    labels = list(labels) if labels is not None else columns
+    if colours is None:
+        colours = [DENSE if "dense" in c else SPARSE if "sparse" in c else SEQUENCE[(i + 2) % len(SEQUENCE)]
+                   for i, c in enumerate(columns)]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(3.2, 1.3 * len(columns) + 1.6), 3.4), constrained_layout=True)
+    else:
+        fig = ax.figure
+    seeds = frame[seed].tolist() if seed in frame else list(range(len(frame)))
+    offsets = np.linspace(-0.12, 0.12, len(frame)) if len(frame) > 1 else np.zeros(1)
+    for i, (column, colour) in enumerate(zip(columns, colours)):
+        values = frame[column].to_numpy(dtype=float)
+        ax.vlines(i, values.min(), values.max(), color=colour, linewidth=1.2, alpha=0.6)
+        ax.hlines(values.mean(), i - 0.25, i + 0.25, color=colour, linewidth=2.2)
+        ax.scatter(i + offsets, values, color=colour, s=22, zorder=3, edgecolor="white", linewidth=0.5)
+        if len(values) <= 6:
+            for x, value, name in zip(i + offsets, values, seeds):
+                ax.annotate(str(name), (x, value), xytext=(4, 0), textcoords="offset points", fontsize=7,
+                            va="center", color=TARGET)
+    if reference is not None:
+        ax.axhline(reference, color=TARGET, linestyle="--", linewidth=0.9, label=reference_label)
+        if reference_label:
+            ax.legend(loc="best", fontsize=8)
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels(labels)
+    ax.set_xlim(-0.6, len(columns) - 0.4)
+    if integer:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        top = max(float(frame[c].max()) for c in columns)
+        ax.set_ylim(-0.5, top + 0.5)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"{len(frame)} training seeds: each dot one seed, bar the mean, line the min-max",
+                 fontsize=10)
+    return fig
+
+
+__all__.append("seed_spread")
+
+
+def _per_seed(value, seeds) -> dict:
+    """A per-seed mapping from a mapping, or from one value shared by every seed (None stays None)."""
+    if isinstance(value, dict):
+        return {seed: value.get(seed) for seed in seeds}
+    return {seed: value for seed in seeds}
+
+
+def _min_max_errors(values) -> tuple[float, list[list[float]]]:
+    """Mean of ``values`` and its asymmetric error bar [[mean - min], [max - mean]] for ``errorbar``."""
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    return mean, [[max(mean - values.min(), 0.0)], [max(values.max() - mean, 0.0)]]
+
+
+def training_dynamics_over_seeds(history, evals=None, *, tau=None, best_step=None, title: str | None = None):
+    """:func:`training_dynamics` for several training seeds at once: ``history`` and ``evals`` carry a ``seed``
+    column, each seed is drawn in its own colour (one line per seed: expected edge fraction with the evaluation
+    kept fraction as dots, beta, the training-CE EMA, the evaluation CE). ``tau`` and ``best_step``: one value
+    or a mapping seed -> value; one shared tau is a single dashed line, per-seed taus dashed in the seed's colour."""
+    import pandas as pd
+    from matplotlib.lines import Line2D
+
+    h = pd.DataFrame(history)
+    e = pd.DataFrame(evals if evals is not None else [])
+    if h.empty:
+        raise ValueError("history: empty; nothing to plot")
+    if "seed" not in h:
+        h = h.assign(seed=0)
+    if len(e) and "seed" not in e:
+        e = e.assign(seed=0)
+    seeds = list(dict.fromkeys(h["seed"].tolist()))
+    colour = {seed: SEQUENCE[i % len(SEQUENCE)] for i, seed in enumerate(seeds)}
+    taus = _per_seed(tau if tau is not None else ({s: g["tau"].iloc[-1] for s, g in h.groupby("seed")}
+                                                   if "tau" in h else None), seeds)
+    bests = _per_seed(best_step, seeds)
+    shared_tau = len({t for t in taus.values()}) == 1 and None not in taus.values()
+    fig, axes = plt.subplots(4, 1, figsize=(7.0, 9.0), sharex=True, constrained_layout=True)
+    floor = h[h["phase"] == "floor"] if "phase" in h else h.iloc[:0]
+    for ax in axes:
+        if len(floor):
+            ax.axvspan(floor["step"].min(), floor["step"].max(), color=DENSE, alpha=0.08, lw=0)
+    for seed in seeds:
+        hs, es, c = h[h["seed"] == seed], e[e["seed"] == seed] if len(e) else e, colour[seed]
+        axes[0].plot(hs["step"], hs["expected_fraction"], color=c, lw=1)
+        if "eval_kept_fraction" in es:
+            axes[0].plot(es["step"], es["eval_kept_fraction"], "o", color=c, ms=3)
+        axes[1].plot(hs["step"], hs["beta"], color=c, lw=1)
+        axes[2].plot(hs["step"], hs["ce_ema"] if "ce_ema" in hs else hs["ce"], color=c, lw=1)
+        if "eval_ce" in es:
+            axes[3].plot(es["step"], es["eval_ce"], "o-", color=c, ms=3, lw=0.8)
+        if bests[seed] is not None:
+            for ax in axes:
+                ax.axvline(bests[seed], color=c, lw=0.8, ls=":")
+        if not shared_tau and taus[seed] is not None:
+            for ax in axes[2:]:
+                ax.axhline(taus[seed], color=c, ls="--", lw=0.9)
+    if shared_tau:
+        for ax in axes[2:]:
+            ax.axhline(next(iter(taus.values())), color=TARGET, ls="--", lw=1)
+    seed_handles = [Line2D([], [], color=colour[s], lw=1.5, label=f"seed {s}") for s in seeds]
+    style_handles = [Line2D([], [], color=TARGET, lw=1, label="expected fraction (sampled, training)"),
+                     Line2D([], [], color=TARGET, marker="o", ms=3, ls="", label="kept fraction (deterministic, eval)")]
+    if any(b is not None for b in bests.values()):
+        style_handles.append(Line2D([], [], color=TARGET, lw=0.8, ls=":", label="kept checkpoint"))
+    axes[0].legend(handles=seed_handles + style_handles, loc="upper right", ncol=2, fontsize=8)
+    axes[0].set_ylabel("edge fraction")
+    axes[1].set_ylabel("GECO multiplier β")
+    axes[2].set_ylabel("training CE EMA (nats)")
+    tau_label = "target τ" if shared_tau else "target τ (each seed's, in its colour)"
+    axes[2].legend(handles=[Line2D([], [], color=TARGET, ls="--", lw=1, label=tau_label)], loc="upper right")
+    axes[3].set_ylabel("eval CE (nats)")
+    axes[3].set_xlabel("post-training step")
+    for ax in axes:
+        ax.set_yscale("log")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _level(ax, values, colour, label: str, ls: str) -> None:
+    """One horizontal reference: a line when every seed has the same value, else a band over their min-max."""
+    values = np.atleast_1d(np.asarray(values, dtype=float))
+    if np.ptp(values) == 0:
+        ax.axhline(values[0], color=colour, ls=ls, lw=1, label=label)
+    else:
+        ax.axhline(values.mean(), color=colour, ls=ls, lw=1, label=f"{label} (mean; band: min–max over seeds)")
+        ax.axhspan(values.min(), values.max(), color=colour, alpha=0.15, lw=0)
+
+
+def penalty_tradeoff_over_seeds(runs, *, dense_ce, tau, split: str):
+    """:func:`penalty_tradeoff` over training seeds: each seed's run as a small marker (GECO a star, each fixed
+    beta its own colour) and the mean over seeds as a large one with min-max error bars on both axes; the fixed
+    betas' means are joined. ``runs`` has the columns ``run``, ``method``, ``beta``, ``seed``,
+    ``kept_fraction`` and ``heldout_ce``; ``dense_ce`` and ``tau`` are one value or one per seed (a band)."""
+    import pandas as pd
+
+    runs = pd.DataFrame(runs)
+    labels = list(dict.fromkeys(runs["run"].tolist()))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    means = []
+    fixed_index = 0
+    for label in labels:
+        group = runs[runs["run"] == label]
+        geco = (group["method"] == "geco").all()
+        colour = SPARSE if geco else SEQUENCE[(2 + fixed_index) % len(SEQUENCE)]
+        fixed_index += 0 if geco else 1
+        marker, size = ("*", 14) if geco else ("s", 7)
+        ax.plot(group["kept_fraction"], group["heldout_ce"], marker, ms=size * 0.55, color=colour, alpha=0.45,
+                ls="")
+        x, xerr = _min_max_errors(group["kept_fraction"])
+        y, yerr = _min_max_errors(group["heldout_ce"])
+        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=marker, ms=size, color=colour, capsize=3, lw=1,
+                    label=f"{'GECO' if geco else label} (mean, min–max)")
+        if not geco:
+            means.append((x, y))
+    if len(means) > 1:
+        ax.plot(*zip(*means), "-", color=SEQUENCE[2], lw=0.8, alpha=0.6)
+    _level(ax, dense_ce, DENSE, "dense model", ":")
+    _level(ax, tau, TARGET, "τ (training CE, sampled masks)", "--")
+    seeds = runs["seed"].nunique()
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("kept attention edges (fraction, deterministic masks)")
+    ax.set_ylabel(f"held-out CE ({split} split, nats)")
+    ax.set_title(f"{seeds} training seed{'s' if seeds > 1 else ''}: small markers one seed each", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def edges_vs_loss_over_seeds(rows, *, paper_percent: tuple[float, float]):
+    """:func:`edges_vs_loss` with one row per model and training seed: each seed's untrained gate (hollow) and
+    sparse model (star) as small markers, their mean over seeds as large ones with min-max error bars; the
+    right panel's bars are the mean kept keys per query with min-max error bars and one dot per seed."""
+    import pandas as pd
+
+    rows = pd.DataFrame(rows).reset_index(drop=True)
+    for column in ("sparse_kept_fraction", "sparse_ce_increase_pct", "sparse_kept_per_query"):
+        if column not in rows:
+            rows[column] = np.nan
+    models = list(dict.fromkeys(rows["model"].tolist()))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True)
+    low, high = paper_percent
+    ax.axvspan(low * 0.9, high * 1.1, color=TARGET, alpha=0.12, lw=0,
+               label=f"paper, reported: {low:g}–{high:g} % kept at no loss increase")
+    ax.axhline(0.0, color=TARGET, ls="--", lw=1)
+    for index, model in enumerate(models):
+        group, colour = rows[rows["model"] == model], SEQUENCE[(index + 2) % len(SEQUENCE)]
+        seeds = len(group)
+        over = f", mean of {seeds} seeds" if seeds > 1 else ""
+        for kind, marker, hollow, label in (("gated", "o", True, "untrained gate"),
+                                            ("sparse", "*", False, "sparse post-trained")):
+            part = group[np.isfinite(group[f"{kind}_kept_fraction"].astype(float))]
+            if part.empty:
+                continue
+            xs, ys = 100 * part[f"{kind}_kept_fraction"].astype(float), part[f"{kind}_ce_increase_pct"].astype(float)
+            face = "none" if hollow else colour
+            if seeds > 1:
+                ax.scatter(xs, ys, s=25, marker=marker, facecolors=face, edgecolors=colour, alpha=0.5,
+                           linewidths=1.0)
+            x, xerr = _min_max_errors(xs)
+            y, yerr = _min_max_errors(ys)
+            ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=marker, ms=10 if hollow else 13, mfc=face,
+                        mec=colour, color=colour, capsize=3, lw=1, label=f"{model}: {label}{over}")
+    ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.margins(x=0.15, y=0.15)
+    ax.set_xlabel("kept attention edges (% of causal edges, held-out data)")
+    ax.set_ylabel("CE change vs dense (%)")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower left", ncol=2, fontsize=8)
+    for offset, kind, colour, label in ((-0.2, "gated", DENSE, "untrained gate"),
+                                        (0.2, "sparse", SPARSE, "sparse post-trained")):
+        labelled = False
+        for index, model in enumerate(models):
+            values = rows[rows["model"] == model][f"{kind}_kept_per_query"].astype(float).dropna()
+            if values.empty:
+                continue
+            mean, err = _min_max_errors(values)
+            bx.bar(index + offset, mean, width=0.4, color=colour, yerr=err if len(values) > 1 else None,
+                   capsize=3, label=None if labelled else label)
+            labelled = True
+            if len(values) > 1:
+                bx.scatter(np.full(len(values), index + offset), values, s=12, color=TARGET, zorder=3)
+    contexts = [rows[rows["model"] == m]["context_length"].iloc[0] for m in models]
+    bx.set_xticks(np.arange(len(models)), [f"{m}\n(T = {t})" for m, t in zip(models, contexts)])
+    bx.set_yscale("log")
+    bx.set_ylabel("kept keys per query (mean; dots: seeds)")
+    bx.legend(loc="upper left")
+    return fig
+
+
+__all__.extend(["training_dynamics_over_seeds", "penalty_tradeoff_over_seeds", "edges_vs_loss_over_seeds"])
