@@ -15,36 +15,71 @@ def _check_heads(found, n_layers_heads):
     assert (found["max_score"] >= found["threshold"]) == bool(found["heads"])
 
 
+def _check_seed_spreads(metrics, parameters, required):
+    """Chapters 4 and 5: one ``per_seed`` row per training seed (the profile's, in order), and every spread the
+    mean, min and max of exactly those rows' values (n = seeds); ``required`` spreads must be there."""
+    seeds, rows, spreads = metrics["seeds"], metrics["per_seed"], metrics["spreads"]
+    if parameters and "train_seeds" in parameters:
+        assert seeds == list(parameters["train_seeds"]), "one row per training seed of the profile"
+    assert seeds and len(set(seeds)) == len(seeds) and [row["seed"] for row in rows] == seeds
+    assert set(required) <= set(spreads)
+    for name, found in spreads.items():
+        values = [float(row[name]) for row in rows]
+        assert found["n"] == len(seeds) == len(found["values"]), f"{name}: a spread over every seed"
+        assert all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) for a, b in zip(found["values"], values))
+        assert math.isclose(found["mean"], sum(values) / len(values), rel_tol=1e-9, abs_tol=1e-12), name
+        assert found["min"] == min(values) and found["max"] == max(values), name
+        assert found["min"] - 1e-12 <= found["mean"] <= found["max"] + 1e-12, name
+    return seeds
+
+
 def _check_04(metrics, folder=None, parameters=None):
     assert metrics["status"] in ("measured", "pending")
     if metrics["status"] == "pending":
         assert metrics["reason"]
         return
-    text = metrics["text"]
-    shape = (len(text["kept_keys_per_query"]), len(text["kept_keys_per_query"][0]))
-    assert all(0.0 <= k <= len(text["tokens"]) for layer in text["kept_keys_per_query"] for k in layer)
-    induction = metrics["induction"]
-    for model in ("dense", "sparse"):
-        _check_heads(induction[model], shape)
-    assert induction["testable"] == bool(induction["dense"]["heads"])
-    assert ("no induction head" in metrics["induction_verdict"]) == (not induction["testable"])
-    assert is_fraction(metrics["kept_fraction"])
+    _check_seed_spreads(metrics, parameters, ("kept_fraction", "dense_max_score", "sparse_max_score",
+                                              "dense_induction_heads", "sparse_induction_heads"))
+    for row in metrics["per_seed"]:
+        text = row["text"]
+        shape = (len(text["kept_keys_per_query"]), len(text["kept_keys_per_query"][0]))
+        assert all(0.0 <= k <= len(text["tokens"]) for layer in text["kept_keys_per_query"] for k in layer)
+        induction = row["induction"]
+        for model in ("dense", "sparse"):
+            _check_heads(induction[model], shape)
+            assert row[f"{model}_induction_heads"] == len(induction[model]["heads"])
+            assert row[f"{model}_max_score"] == induction[model]["max_score"]
+        assert induction["testable"] == bool(induction["dense"]["heads"]) == row["testable"]
+        assert is_fraction(row["kept_fraction"])
+    assert metrics["testable_seeds"] == [row["seed"] for row in metrics["per_seed"] if row["testable"]]
+    assert ("in any of" in metrics["induction_verdict"]) == (not metrics["testable_seeds"])
 
 
 def _check_05(metrics, folder=None, parameters=None):
-    toy = metrics["toy"]
-    assert is_fraction(toy["kept_fraction"]) and len(toy["kept_per_query_per_layer"]) == 4
-    for kind in ("dense", "sparse"):
-        match = toy[f"{kind}_exact_match"]
-        assert is_fraction(match["all"]) and match["n_all"] == 2000
-    carry = metrics["carry"]
-    best = carry["most_selective_sparse"]
-    assert isinstance(best["layer"], int) and isinstance(best["head"], int)
-    assert is_fraction(best["with_carry"]) and is_fraction(best["without_carry"]) and best["relevant"]
-    assert math.isclose(best["selectivity"], best["with_carry"] - best["without_carry"], abs_tol=1e-9)
-    assert all(row["dense"] > 0 for row in metrics["figure1_edges_drawn"])
-    for heads in metrics.get("circuit_heads_in_top_edges", {}).values():
-        assert all(len(h) == 2 and all(isinstance(i, int) for i in h) for h in heads)
+    seeds = _check_seed_spreads(metrics, parameters, ("dense_exact_match", "sparse_exact_match", "kept_fraction",
+                                                      "kept_per_query_layer0", "selectivity"))
+    for row in metrics["per_seed"]:
+        toy = row["toy"]
+        assert is_fraction(toy["kept_fraction"]) and len(toy["kept_per_query_per_layer"]) == 4
+        assert row["kept_fraction"] == toy["kept_fraction"]
+        for kind in ("dense", "sparse"):
+            match = toy[f"{kind}_exact_match"]
+            assert is_fraction(match["all"]) and match["n_all"] == 2000 and row[f"{kind}_exact_match"] == match["all"]
+        best = row["carry"]["most_selective_sparse"]
+        assert isinstance(best["layer"], int) and isinstance(best["head"], int)
+        assert is_fraction(best["with_carry"]) and is_fraction(best["without_carry"]) and best["relevant"]
+        assert math.isclose(best["selectivity"], best["with_carry"] - best["without_carry"], abs_tol=1e-9)
+        assert row["selectivity"] == best["selectivity"] and row["selective"] == (best["selectivity"] > 0)
+        assert row["head"] == f"L{best['layer']}H{best['head']}", "the selective head is named per seed"
+        assert all(drawn["dense"] > 0 for drawn in row["figure1_edges_drawn"])
+        for heads in row.get("circuit_heads_in_top_edges", {}).values():
+            assert all(len(h) == 2 and all(isinstance(i, int) for i in h) for h in heads)
+    assert metrics["selective_seeds"] == [row["seed"] for row in metrics["per_seed"] if row["selective"]]
+    for found in metrics["exact_match_by_class"]:
+        assert found["n"] == len(seeds)
+        for kind in ("dense", "sparse"):
+            low, mean, high = (found[f"{kind}_exact_match {stat}"] for stat in ("min", "mean", "max"))
+            assert low - 1e-12 <= mean <= high + 1e-12
 
 
 def _check_06(metrics, folder=None, parameters=None):
@@ -62,10 +97,25 @@ def _check_06(metrics, folder=None, parameters=None):
     ratios = metrics.get("ratios_at_threshold", [])
     assert {(r["task"], r["ablation"], r["kind"]) for r in ratios} == {
         (t, a, k) for t in measured for a in parameters["ablations"] for k in ("edges", "heads")}
+    train, prompts = parameters["train_seeds"], parameters["prompt_seeds"]
+    for task in measured:
+        assert tasks[task]["train_seeds"] == sorted(train) and tasks[task]["prompt_seeds"] == sorted(prompts)
+    draws = metrics["ratios_by_draw"]
     for r in ratios:
+        assert r["train_seeds"] == len(train) and r["prompt_sets"] == len(prompts)
+        assert r["draws"] == len(train) * len(prompts), "every training seed x prompt set draws one ratio"
         assert 0 < r["ratio_min"] <= r["ratio_mean"] <= r["ratio_max"]
-        assert r["prompt_sets"] == len(parameters["seeds"])
+        assert r["ratio_min"] <= r["seed_mean_min"] <= r["seed_mean_max"] <= r["ratio_max"]
+        mine = [d for d in draws if (d["task"], d["ablation"], d["kind"]) == (r["task"], r["ablation"], r["kind"])]
+        assert {(d["train_seed"], d["prompt_seed"]) for d in mine} == {(t, p) for t in train for p in prompts}
+        values = [d["ratio"] for d in mine]
+        assert math.isclose(sum(values) / len(values), r["ratio_mean"], rel_tol=1e-9)
+        assert (min(values), max(values)) == (r["ratio_min"], r["ratio_max"])
+        seed_means = [sum(v) / len(v) for v in ([d["ratio"] for d in mine if d["train_seed"] == t] for t in train)]
+        assert math.isclose(min(seed_means), r["seed_mean_min"], rel_tol=1e-9)
+        assert math.isclose(max(seed_means), r["seed_mean_max"], rel_tol=1e-9)
     if parameters["check_prompts"] and "addition" in parameters["tasks"]:
+        assert metrics["method_agreement_train_seed"] == train[0]
         for model in ("dense", "sparse"):
             assert metrics["method_agreement"][model]["eap"] > 0.5, "EAP must rank edges like exact patching"
 

@@ -11,13 +11,14 @@ import torch
 
 from ..data import addition
 from .common import ModelPair, attention_maps, head_name
+from .seeds import Spread, percent, spread, spread_table
 
 __all__ = [
     "POSITION_NAMES", "ANSWER_QUERIES", "OPERAND_KEYS", "CARRY_FLAGS", "CARRY_RELEVANT_KEYS",
     "parse_problem", "ToyAccuracy", "toy_accuracy", "ExampleGraphs", "example_graphs",
     "ClassMeans", "attention_by_class", "class_means", "top_reads", "LayerReads", "layer_reads",
     "carry_selectivity", "with_position_names", "CarryEdge", "CarryStudy", "carry_study", "ToyCircuit", "toy_circuit",
-    "addition_claim",
+    "addition_claim", "AdditionSeed", "addition_seed", "AdditionSeeds", "addition_seeds", "seeds_claim",
 ]
 
 # Addition toy positions: a = a1 a0, b = b1 b0, sum = s4 s3 s2 s1 s0 (s4 = ten-thousands ... s0 = units).
@@ -414,3 +415,260 @@ def addition_claim(accuracy: ToyAccuracy, carry: CarryStudy) -> str:
             f"per query; layer 0: {accuracy.kept_per_query_per_layer[0]:.2f}) at exact match "
             f"{accuracy.sparse_exact_match['all']:.1%} (dense {accuracy.dense_exact_match['all']:.1%}); "
             + carry.claim_part())
+
+
+# ------------------------------------------------------------------------------------------ over training seeds
+
+
+@dataclass(frozen=True)
+class AdditionSeed:
+    """Everything the chapter measures on one training seed's pair (dense toy and sparse copy): held-out accuracy
+    and kept edges, the Figure-1 graphs, the layer-0 reads, the carry selectivity and (optionally) the circuit."""
+
+    seed: int
+    accuracy: ToyAccuracy
+    graphs: ExampleGraphs
+    reads: LayerReads
+    carry: CarryStudy
+    circuit: ToyCircuit | None
+    problems: int
+    n_layers: int
+    n_heads: int
+
+    def row(self) -> dict:
+        """The seed's headline numbers as one flat row (the names :meth:`AdditionSeeds.spreads` uses)."""
+        a, c = self.accuracy, self.carry
+        drawn = self.graphs.edges_drawn()
+        row = {"seed": self.seed, "dense_exact_match": float(a.dense_exact_match["all"]),
+               "sparse_exact_match": float(a.sparse_exact_match["all"]), "dense_heldout_ce": float(a.dense_heldout_ce),
+               "sparse_heldout_ce": float(a.sparse_heldout_ce), "kept_fraction": float(a.kept_fraction),
+               "kept_per_query": float(a.kept_per_query),
+               **{f"kept_per_query_layer{i}": float(k) for i, k in enumerate(a.kept_per_query_per_layer)},
+               "dense_edges_drawn": float(drawn["dense"].mean()), "sparse_edges_drawn": float(drawn["sparse"].mean()),
+               "selective": c.selective, "head": head_name(c.best.layer, c.best.head), "edge": c.best.reads,
+               "carry": c.best.carry, "with_carry": c.best.with_carry, "without_carry": c.best.without_carry,
+               "selectivity": c.best.selectivity, "dense_edge": c.dense_best.reads,
+               "dense_selectivity": c.dense_best.selectivity}
+        for kind, edge in c.best_by_carry.items():
+            row.update({f"{kind}_edge": edge.reads, f"{kind}_selectivity": edge.selectivity})
+        if self.circuit is not None:
+            row.update({f"{label}_circuit_heads": len(heads) for label, heads in self.circuit.heads.items()})
+        return row
+
+
+def addition_seed(pair: ModelPair, seed: int, *, examples: Sequence[str], min_weight: float, batch_size: int,
+                  circuit_problems: int, circuit_edges: int, circuit_method: str) -> AdditionSeed:
+    """Measure one training seed's pair (``circuit_problems`` 0: no circuit)."""
+    means = class_means(pair, batch_size)
+    circuit = toy_circuit(pair, circuit_problems, circuit_edges, circuit_method) if circuit_problems else None
+    config = pair.sparse.model.config
+    return AdditionSeed(seed, toy_accuracy(pair), example_graphs(pair, examples, min_weight),
+                        layer_reads(means, layer=0), carry_study(means), circuit, int(means["dense"].count.sum()),
+                        config.n_layer, config.n_head)
+
+
+def _with_seed(frames) -> pd.DataFrame:
+    """Concatenate ``(seed, frame)`` pairs into one frame with a ``seed`` column first."""
+    parts = [frame.assign(seed=seed) for seed, frame in frames]
+    joined = pd.concat(parts, ignore_index=True)
+    return joined[["seed", *[c for c in joined.columns if c != "seed"]]]
+
+
+def _two(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def _one(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def _fraction(value: float) -> str:
+    return f"{value:.1%}"
+
+
+@dataclass(frozen=True)
+class AdditionSeeds:
+    """The chapter's measurements for every training seed (``runs``, in the order of ``train_seeds``): per-seed
+    tables with a ``seed`` column, each headline as a spread over seeds, and the sentences built from them. The
+    figures of one model use ``first``."""
+
+    runs: tuple
+
+    def __post_init__(self):
+        if not self.runs:
+            raise ValueError("runs: need at least one training seed")
+
+    @property
+    def seeds(self) -> list[int]:
+        return [run.seed for run in self.runs]
+
+    @property
+    def first(self) -> AdditionSeed:
+        return self.runs[0]
+
+    def per_seed(self) -> pd.DataFrame:
+        return pd.DataFrame([run.row() for run in self.runs])
+
+    def exact_match_table(self) -> pd.DataFrame:
+        """Held-out exact match per seed and carry class."""
+        return _with_seed((run.seed, run.accuracy.table().reset_index()) for run in self.runs)
+
+    def exact_match_spread(self) -> pd.DataFrame:
+        """Per carry class: mean, min and max over seeds of both models' exact match, and n (seeds)."""
+        return spread_table(self.exact_match_table(), "carry_class", ["dense_exact_match", "sparse_exact_match"])
+
+    def edges_drawn_table(self) -> pd.DataFrame:
+        return _with_seed((run.seed, run.graphs.edges_drawn()) for run in self.runs)
+
+    def reads_table(self, label: str) -> pd.DataFrame:
+        """Layer-0 top reads of ``label`` ("dense" or "sparse") per seed."""
+        return _with_seed((run.seed, getattr(run.reads, label)) for run in self.runs)
+
+    def selectivity_table(self, name: str) -> pd.DataFrame:
+        """A selectivity frame of :class:`CarryStudy` (``sparse_kept``, ``sparse_weight``, ``dense_weight``) per
+        seed."""
+        return _with_seed((run.seed, getattr(run.carry, name)) for run in self.runs)
+
+    def per_class_table(self) -> pd.DataFrame:
+        """Each seed's most carry-selective edge, its use per carry class (the edge may differ by seed)."""
+        return _with_seed((run.seed, run.carry.per_class.reset_index().assign(edge=run.carry.best.reads))
+                          for run in self.runs)
+
+    def carry_table(self) -> pd.DataFrame:
+        """Per seed: the most carry-selective kept edge (which head, which edge, which carry), its kept share with
+        and without the carry, whether it is selective at all, and the dense model's most selective edge."""
+        columns = ["seed", "head", "edge", "carry", "with_carry", "without_carry", "selectivity", "selective",
+                   "dense_edge", "dense_selectivity"]
+        frame = self.per_seed()
+        extra = [c for c in frame.columns if c.endswith(("units_edge", "units_selectivity", "tens_edge",
+                                                         "tens_selectivity"))]
+        return frame[columns + extra]
+
+    def circuit_table(self) -> pd.DataFrame | None:
+        """Per seed: the heads with an outgoing edge among each model's top component edges."""
+        if any(run.circuit is None for run in self.runs):
+            return None
+        return pd.DataFrame([{"seed": run.seed, **{f"{label}_heads": ", ".join(head_name(*h) for h in heads) or "none"
+                                                   for label, heads in run.circuit.heads.items()},
+                              **{f"{label}_count": len(heads) for label, heads in run.circuit.heads.items()}}
+                             for run in self.runs])
+
+    def circuit_edges_table(self) -> pd.DataFrame | None:
+        """Each seed's top component edges of both models."""
+        if any(run.circuit is None for run in self.runs):
+            return None
+        return _with_seed((run.seed, run.circuit.top_edges()) for run in self.runs)
+
+    def _spread_names(self) -> list[str]:
+        layers = len(self.first.accuracy.kept_per_query_per_layer)
+        names = ["dense_exact_match", "sparse_exact_match", "dense_heldout_ce", "sparse_heldout_ce", "kept_fraction",
+                 "kept_per_query", *[f"kept_per_query_layer{i}" for i in range(layers)], "dense_edges_drawn",
+                 "sparse_edges_drawn", "with_carry", "without_carry", "selectivity", "dense_selectivity"]
+        if all(run.circuit is not None for run in self.runs):
+            names += ["dense_circuit_heads", "sparse_circuit_heads"]
+        return names
+
+    def spreads(self) -> dict[str, Spread]:
+        """Each headline number over the training seeds (mean, min, max, n)."""
+        frame = self.per_seed()
+        return {name: spread(frame[name]) for name in self._spread_names()}
+
+    @property
+    def selective_seeds(self) -> list[int]:
+        """Seeds whose sparse model has a kept edge to a carry-deciding digit kept more often with the carry."""
+        return [run.seed for run in self.runs if run.carry.selective]
+
+    @property
+    def accuracy_sentence(self) -> str:
+        sp, n = self.spreads(), len(self.runs)
+        layers = len(self.first.accuracy.kept_per_query_per_layer)
+        by_layer = "; ".join(f"layer {i}: {sp[f'kept_per_query_layer{i}'].text(_two)}" for i in range(layers))
+        return (f"Over {n} training seed{'s' if n > 1 else ''}, the sparse toy keeps "
+                f"{sp['kept_fraction'].text(percent)} of causal attention edges, or {sp['kept_per_query'].text(_two)} "
+                f"keys per query, at exact match {sp['sparse_exact_match'].text(_fraction)} on "
+                f"{self.first.accuracy.sparse_exact_match['n_all']} held-out problems; the dense toy's exact match "
+                f"is {sp['dense_exact_match'].text(_fraction)}. Kept keys per query by layer, {by_layer}.")
+
+    @property
+    def graphs_sentence(self) -> str:
+        sp, first = self.spreads(), self.first
+        return (f"Seed {first.seed} (the figure): {first.graphs.sentence} Over every seed, the "
+                f"{len(first.graphs.problems)} problems draw {sp['dense_edges_drawn'].text(_one)} edges per problem "
+                f"dense and {sp['sparse_edges_drawn'].text(_one)} sparse.")
+
+    @property
+    def reads_sentence(self) -> str:
+        return f"Seed {self.first.seed} (the maps above): {self.first.reads.sentence}"
+
+    @property
+    def carry_sentence(self) -> str:
+        sp, n, selective = self.spreads(), len(self.runs), self.selective_seeds
+        per_seed = "; ".join(f"seed {row.seed}: {row.edge}, {row.carry} carry, {row.with_carry:.0%} vs "
+                             f"{row.without_carry:.0%}" if row.selective else f"seed {row.seed}: none"
+                             for row in self.carry_table().itertuples())
+        if not selective:
+            head = (f"In none of {n} seeds does the sparse model keep an edge to a carry-deciding digit more often "
+                    f"when a carry is needed ({per_seed}).")
+        else:
+            heads = sorted({row.head for row in self.carry_table().itertuples() if row.selective})
+            same = (f"the same head, {heads[0]}, in every selective seed" if len(heads) == 1 else
+                    f"not the same head in every seed ({', '.join(heads)})")
+            head = (f"A carry-selective kept edge exists in {len(selective)} of {n} seeds. Each seed's most "
+                    f"carry-selective edge has selectivity (kept share with the carry minus without) "
+                    f"{sp['selectivity'].text(_two)}: kept in {sp['with_carry'].text(_fraction)} of problems with "
+                    f"the carry and {sp['without_carry'].text(_fraction)} without; it is {same}. Per seed: "
+                    f"{per_seed}.")
+        return (f"{head} The dense models' most selective edges to a carry-deciding digit have a weight gap of "
+                f"{sp['dense_selectivity'].text(_two)}.")
+
+    @property
+    def circuit_sentence(self) -> str:
+        if any(run.circuit is None for run in self.runs):
+            return "No circuit was drawn in this run (`circuit_problems` = 0)."
+        sp, first = self.spreads(), self.first
+        return (f"Seed {first.seed} (the drawing): {first.circuit.sentence} Over every seed, "
+                f"{sp['dense_circuit_heads'].text(_one)} heads dense and {sp['sparse_circuit_heads'].text(_one)} "
+                f"sparse have an outgoing edge among the top {first.circuit.n_edges}.")
+
+    def to_metrics(self) -> dict:
+        per_seed = []
+        for run, row in zip(self.runs, self.per_seed().to_dict(orient="records")):
+            entry = {**row, "toy": run.accuracy.to_metrics(), "carry": run.carry.to_metrics(),
+                     "figure1_edges_drawn": run.graphs.edges_drawn().to_dict(orient="records")}
+            if run.circuit is not None:
+                entry["circuit_heads_in_top_edges"] = run.circuit.to_metrics()
+            per_seed.append(entry)
+        classes = self.exact_match_spread().reset_index().to_dict(orient="records")
+        return {"seeds": self.seeds, "per_seed": per_seed,
+                "spreads": {name: s.to_dict() for name, s in self.spreads().items()},
+                "selective_seeds": self.selective_seeds, "exact_match_by_class": classes}
+
+
+def addition_seeds(train_seeds: Sequence[int], load, **measure) -> AdditionSeeds:
+    """Load each training seed's pair with ``load(seed)`` (``common.load_pair``) and measure it with
+    :func:`addition_seed` (``measure``: its keyword arguments); no pair is kept once measured."""
+    return AdditionSeeds(tuple(addition_seed(load(seed), seed, **measure) for seed in train_seeds))
+
+
+def _inline(value: Spread, fmt) -> str:
+    """A spread inside parentheses: "1.5%, 1.2%–1.8% over 3 seeds" (no nested brackets)."""
+    if value.n == 1:
+        return f"{fmt(value.mean)}, 1 seed"
+    return f"{fmt(value.mean)}, {fmt(value.low)}–{fmt(value.high)} over {value.n} {value.over}"
+
+
+def seeds_claim(study: AdditionSeeds) -> str:
+    """The claims table's line for the addition toy: every number a mean with its min-max over training seeds,
+    and in how many seeds a carry-selective edge exists (with the edge of each seed)."""
+    sp, n, selective = study.spreads(), len(study.runs), study.selective_seeds
+    summary = (f"over {n} seeds: sparse toy keeps {sp['kept_fraction'].text(_fraction)} of attention edges "
+               f"(keys per query {_inline(sp['kept_per_query'], _two)}; layer 0: "
+               f"{_inline(sp['kept_per_query_layer0'], _two)}) at exact match "
+               f"{sp['sparse_exact_match'].text(_fraction)}, dense {sp['dense_exact_match'].text(_fraction)}; ")
+    if not selective:
+        return summary + f"no kept edge to a carry-deciding digit is kept more often with a carry in any of {n} seeds"
+    edges = ", ".join(f"{row.seed}: {row.edge}" for row in study.carry_table().itertuples() if row.selective)
+    return summary + (f"a carry-selective kept edge in {len(selective)} of {n} seeds (by seed {edges}); best edge "
+                      f"per seed kept {sp['with_carry'].text(_fraction)} with the carry vs "
+                      f"{sp['without_carry'].text(_fraction)} without, selectivity {sp['selectivity'].text(_two)}; "
+                      f"dense best weight gap {sp['dense_selectivity'].text(_two)}")

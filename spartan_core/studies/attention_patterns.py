@@ -3,6 +3,7 @@ heads' maps look like on the same text? A model with no induction head cannot an
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -11,9 +12,11 @@ import torch
 from .. import zoo
 from ..data.induction import induction_data, induction_scores, random_token_range
 from .common import ModelPair, Unavailable, attention_maps, head_name, heads_at_or_above, heldout_blocks, token_labels
+from .seeds import Spread, percent, spread
 
 __all__ = ["TextAttention", "text_attention", "InductionHeads", "induction_heads", "control_heads",
-           "InductionComparison", "compare_induction", "probe_maps", "control_sentence", "induction_claim"]
+           "InductionComparison", "compare_induction", "probe_maps", "control_sentence", "SeedRun", "seed_run",
+           "AttentionSeeds", "attention_seeds", "induction_claim"]
 
 
 @dataclass(frozen=True)
@@ -171,22 +174,240 @@ def control_sentence(control: InductionHeads | Unavailable | None) -> str:
         return "No positive control was probed in this run."
     if isinstance(control, Unavailable):
         return f"The positive control {control.sentence}"
-    return (f"The positive control, dense {control.model}, has {len(control.heads)} of {control.n_heads} heads at or "
+    return (f"The positive control, dense {control.model} (pretrained elsewhere and not trained here, so one model "
+            f"and no training seeds), has {len(control.heads)} of {control.n_heads} heads at or "
             f"above {control.threshold:g} (highest {control.max_score:.2f})"
             + (", so the probe finds induction heads where they exist." if control.heads else
                ": the probe found none there either, so a count of zero above says little about the small model."))
 
 
-def induction_claim(comparison: InductionComparison | Unavailable, control: InductionHeads | Unavailable | None) -> str:
-    """The claims table's line: head counts dense vs sparse, whether the model can test the claim, the control."""
-    if isinstance(comparison, Unavailable):
-        summary = f"{comparison.model}: pending, not measured here ({comparison.reason.split(': ')[0]})"
+
+
+# ------------------------------------------------------------------------------------------ over training seeds
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """What one training seed's pair gives: its held-out metrics (``dense_heldout_ce``, ``sparse_heldout_ce``,
+    ``kept_fraction``, ``kept_per_query``), its maps on the held-out text and its induction probe."""
+
+    seed: int
+    metrics: dict
+    text: TextAttention
+    induction: InductionComparison
+
+    def row(self) -> dict:
+        """The seed's headline numbers, one flat row (the names :meth:`AttentionSeeds.spreads` uses)."""
+        d, s = self.induction.dense, self.induction.sparse
+        return {"seed": self.seed, **self.metrics,
+                "text_kept_keys_per_query": float(self.text.kept_keys_per_query.mean()),
+                "dense_max_score": d.max_score, "sparse_max_score": s.max_score,
+                "dense_induction_heads": len(d.heads), "sparse_induction_heads": len(s.heads),
+                "testable": self.induction.testable, "fewer_sparse_heads": len(s.heads) < len(d.heads)}
+
+
+def seed_run(pair: ModelPair, seed: int, text_block: int, text_tokens: int, n_sequences: int, half: int,
+             threshold: float, probe_seed: int) -> SeedRun:
+    """One training seed's measurements; the probe (``probe_seed``) is the same for every training seed."""
+    dense, sparse = pair.metrics["dense"], pair.metrics["sparse"]
+    metrics = {"dense_heldout_ce": float(dense["heldout_ce"]), "sparse_heldout_ce": float(sparse["heldout_ce"]),
+               "kept_fraction": float(sparse["kept_fraction"]), "kept_per_query": float(sparse["kept_per_query"])}
+    return SeedRun(seed, metrics, text_attention(pair, text_block, text_tokens),
+                   compare_induction(pair, n_sequences, half, threshold, probe_seed))
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    return ", ".join(str(s) for s in seeds)
+
+
+@dataclass(frozen=True)
+class AttentionSeeds:
+    """The chapter's measurements for every training seed (``runs``, in the order of ``train_seeds``) and the first
+    seed's models (``first_pair``), whose maps the figures draw."""
+
+    model: str
+    runs: tuple
+    first_pair: ModelPair | None = None
+
+    def __post_init__(self):
+        if not self.runs:
+            raise ValueError("runs: need at least one training seed")
+
+    @property
+    def seeds(self) -> list[int]:
+        return [run.seed for run in self.runs]
+
+    @property
+    def first(self) -> SeedRun:
+        return self.runs[0]
+
+    @property
+    def threshold(self) -> float:
+        return self.first.induction.dense.threshold
+
+    @property
+    def n_heads(self) -> int:
+        return self.first.induction.dense.n_heads
+
+    def per_seed(self) -> pd.DataFrame:
+        """One row per training seed: held-out CE, kept edges, kept keys on the text, induction headline."""
+        return pd.DataFrame([run.row() for run in self.runs])
+
+    def scores_table(self) -> pd.DataFrame:
+        """Every head's induction score, dense and sparse, for every seed (a ``seed`` column first)."""
+        return pd.concat([run.induction.scores_table().assign(seed=run.seed) for run in self.runs],
+                         ignore_index=True)[["seed", "layer", "head", "dense_score", "sparse_score"]]
+
+    def kept_table(self) -> pd.DataFrame:
+        """Kept keys per query on the text, per seed, layer and head."""
+        rows = [{"seed": run.seed, "layer": layer, "head": head, "kept_keys_per_query": float(value)}
+                for run in self.runs for (layer, head), value in
+                ((divmod(i, run.text.kept_keys_per_query.shape[1]), v)
+                 for i, v in enumerate(run.text.kept_keys_per_query.flatten().tolist()))]
+        return pd.DataFrame(rows)
+
+    def induction_table(self) -> pd.DataFrame:
+        """Per seed: the highest scores, the heads at or above the threshold (named) and whether the seed's dense
+        model can test the claim."""
+        rows = []
+        for run in self.runs:
+            d, s = run.induction.dense, run.induction.sparse
+            rows.append({"seed": run.seed, "dense_max_score": d.max_score, "sparse_max_score": s.max_score,
+                         "dense_heads": len(d.heads), "sparse_heads": len(s.heads),
+                         "dense_named": ", ".join(head_name(*h) for h in d.heads) or "none",
+                         "sparse_named": ", ".join(head_name(*h) for h in s.heads) or "none",
+                         "testable": run.induction.testable})
+        return pd.DataFrame(rows)
+
+    _SPREADS = ("dense_heldout_ce", "sparse_heldout_ce", "kept_fraction", "kept_per_query",
+                "text_kept_keys_per_query", "dense_max_score", "sparse_max_score", "dense_induction_heads",
+                "sparse_induction_heads")
+
+    def spreads(self) -> dict[str, Spread]:
+        """Each headline number over the training seeds (mean, min, max, n)."""
+        frame = self.per_seed()
+        return {name: spread(frame[name]) for name in self._SPREADS}
+
+    @property
+    def testable_seeds(self) -> list[int]:
+        return [run.seed for run in self.runs if run.induction.testable]
+
+    @property
+    def fewer_seeds(self) -> list[int]:
+        """Seeds whose dense model has induction heads and whose sparse copy has fewer: the claim holds there."""
+        return [run.seed for run in self.runs if run.induction.testable and run.row()["fewer_sparse_heads"]]
+
+    @property
+    def models_sentence(self) -> str:
+        sp, n = self.spreads(), len(self.runs)
+        return (f"Over {n} training seed{'s' if n > 1 else ''} of {self.model}, the held-out CE is "
+                f"{sp['dense_heldout_ce'].text(_three)} dense and {sp['sparse_heldout_ce'].text(_three)} sparse. The "
+                f"sparse copies keep {sp['kept_fraction'].text(percent)} of causal attention edges, or "
+                f"{sp['kept_per_query'].text(_two)} keys per query.")
+
+    @property
+    def text_sentence(self) -> str:
+        sp, first = self.spreads(), self.first
+        return (f"Seed {first.seed} (the maps above): {first.text.sentence} Over every seed, a sparse head keeps "
+                f"{sp['text_kept_keys_per_query'].text(_two)} keys per query on this text on average.")
+
+    @property
+    def induction_sentence(self) -> str:
+        sp, n, threshold = self.spreads(), len(self.runs), self.threshold
+        testable = self.testable_seeds
+        sparse_part = (f"at or above the threshold the sparse copies have {_heads(sp['sparse_induction_heads'])}, and "
+                       f"their highest score is {sp['sparse_max_score'].text(_three)}")
+        if not testable:
+            return (f"The dense {self.model} has no induction head in any of {n} seed{'s' if n > 1 else ''}: no "
+                    f"head reaches {threshold:g}, and the highest score is {sp['dense_max_score'].text(_three)}. "
+                    f"This model cannot test the paper's claim, so this is a negative result about the model, not "
+                    f"evidence for or against the claim; {sparse_part}.")
+        named = "; ".join(f"seed {row.seed}: {row.dense_named} dense, {row.sparse_named} sparse"
+                          for row in self.induction_table().itertuples())
+        head = (f"At or above {threshold:g}, the dense {self.model} has {_heads(sp['dense_induction_heads'])} of "
+                f"{self.n_heads}, and its highest score is {sp['dense_max_score'].text(_three)}; {sparse_part}. The "
+                f"sparse copy has fewer in {len(self.fewer_seeds)} of the {len(testable)} seed(s) with a dense "
+                f"induction head. Per seed: {named}.")
+        if len(testable) < n:
+            missing = [s for s in self.seeds if s not in testable]
+            head += (f" Seed{'s' if len(missing) > 1 else ''} {_seed_list(missing)} cannot test the claim: "
+                     f"{'their dense models have' if len(missing) > 1 else 'its dense model has'} no induction head.")
+        return head
+
+    def to_metrics(self) -> dict:
+        per_seed = []
+        for run, row in zip(self.runs, self.per_seed().to_dict(orient="records")):
+            per_seed.append({**row, "text": {"tokens": run.text.tokens,
+                                             "kept_keys_per_query": run.text.kept_keys_per_query.tolist(),
+                                             "dense_keys_per_query": run.text.dense_keys_per_query},
+                             "induction": run.induction.to_metrics()})
+        return {"model": self.model, "seeds": self.seeds, "per_seed": per_seed,
+                "spreads": {name: s.to_dict() for name, s in self.spreads().items()},
+                "testable_seeds": self.testable_seeds, "fewer_sparse_heads_seeds": self.fewer_seeds,
+                "threshold": self.threshold}
+
+
+def _two(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def _three(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def _count(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def _heads(count: Spread) -> str:
+    """A count of heads over seeds: "no head in any seed", "2 heads in every seed", or the spread."""
+    if count.low == count.high:
+        return "no head in any seed" if count.low == 0 else f"{count.low:g} head(s) in every seed"
+    return f"{count.text(_count)} heads"
+
+
+def _inline(value: Spread, fmt) -> str:
+    """A spread inside parentheses: "0.04, 0.03–0.05 over 3 seeds" (no nested brackets)."""
+    if value.n == 1:
+        return f"{fmt(value.mean)}, 1 seed"
+    return f"{fmt(value.mean)}, {fmt(value.low)}–{fmt(value.high)} over {value.n} {value.over}"
+
+
+def attention_seeds(model: str, train_seeds: Sequence[int], load: Callable[[int], "ModelPair | Unavailable"], *,
+                    text_block: int, text_tokens: int, n_sequences: int, half: int, threshold: float,
+                    probe_seed: int) -> AttentionSeeds | Unavailable:
+    """Load each training seed's pair with ``load(seed)`` (``common.load_pair``) and measure it; only the first
+    seed's models are kept (for the maps). A model that cannot be loaded makes the whole study pending."""
+    runs, first = [], None
+    for seed in train_seeds:
+        pair = load(seed)
+        if isinstance(pair, Unavailable):
+            return pair
+        runs.append(seed_run(pair, seed, text_block, text_tokens, n_sequences, half, threshold, probe_seed))
+        first = pair if first is None else first
+    return AttentionSeeds(model, tuple(runs), first)
+
+
+def induction_claim(study: AttentionSeeds | Unavailable, control: InductionHeads | Unavailable | None) -> str:
+    """The claims table's line: head counts dense vs sparse over the training seeds, whether the model can test
+    the claim in each, and the positive control (one pretrained model, no seeds)."""
+    if isinstance(study, Unavailable):
+        summary = f"{study.model}: pending, not measured here ({study.reason.split(': ')[0]})"
     else:
-        d, s = comparison.dense, comparison.sparse
-        summary = (f"{comparison.model}: {len(d.heads)} of {d.n_heads} heads with induction score ≥ {d.threshold:g} "
-                   f"dense (max {d.max_score:.2f}) vs {len(s.heads)} sparse (max {s.max_score:.2f})")
-        if not comparison.testable:
-            summary += "; the dense model has no induction head, so it cannot test the claim"
+        sp, n, threshold = study.spreads(), len(study.runs), study.threshold
+        sparse = (f"sparse copies: {_heads(sp['sparse_induction_heads'])} (highest "
+                  f"{_inline(sp['sparse_max_score'], _three)})")
+        if not study.testable_seeds:
+            summary = (f"{study.model}: no dense head reaches induction score {threshold:g} in any of {n} seeds "
+                       f"(highest {_inline(sp['dense_max_score'], _three)}), so it cannot test the claim; {sparse}")
+        else:
+            summary = (f"{study.model}: heads (of {study.n_heads}) with induction score ≥ {threshold:g}, dense: "
+                       f"{_heads(sp['dense_induction_heads'])} (highest {_inline(sp['dense_max_score'], _three)}); "
+                       f"{sparse}; fewer sparse heads in {len(study.fewer_seeds)} of {len(study.testable_seeds)} "
+                       f"seeds with dense induction heads")
+            if len(study.testable_seeds) < n:
+                summary += f" ({n - len(study.testable_seeds)} of {n} seeds have none and cannot test it)"
     if isinstance(control, InductionHeads):
-        summary += f"; positive control {control.model} (dense): {len(control.heads)} of {control.n_heads} heads"
+        summary += (f"; positive control {control.model} (dense, not trained here: no seeds): {len(control.heads)} "
+                    f"of {control.n_heads} heads")
     return summary

@@ -558,9 +558,17 @@ class ThreadCheck:
                        f"does.")
 
 
+def _fitting(loaded, block_size: int) -> int:
+    """``block_size``, or the model's context length where that is shorter (shakespeare-lm has T=64)."""
+    config = loaded.model.config
+    context = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    return min(block_size, context) if context else block_size
+
+
 def _card(name: str, loaded, *, eval_blocks: int, kjv_blocks: int, block_size: int, batch_size: int,
           cache_dir, seed: int | None = None) -> ModelCard:
     entry, info = zoo.entry_for(name), loaded.info
+    block_size = _fitting(loaded, block_size)
     metrics = info.get("metrics") or {}
     card = ModelCard(model=name, status="measured", text=entry.text, source=info.get("source"), seed=seed,
                      n_params=sum(p.numel() for p in loaded.model.parameters()),
@@ -604,7 +612,7 @@ def _provenance(loaded, key: str):
 
 def _gated_row(name: str, loaded, *, eval_blocks: int, block_size: int, gate_bias: float, batch_size: int,
                cache_dir, seed: int | None) -> EdgesAndLoss:
-    heldout, data = heldout_blocks(loaded, eval_blocks, block_size, cache_dir)
+    heldout, data = heldout_blocks(loaded, eval_blocks, _fitting(loaded, block_size), cache_dir)
     dense_ce = evaluate(loaded.model, data, batch_size)["ce"]
     sha, threads = _provenance(loaded, "weights_sha256"), _provenance(loaded, "threads")
     sparsify(loaded.model, gate_bias=gate_bias)

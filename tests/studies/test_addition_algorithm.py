@@ -26,12 +26,12 @@ def _planted_means():
     return study.ClassMeans(weight=kept.clone(), kept=kept, count=torch.tensor([10.0, 10.0, 10.0, 10.0]))
 
 
-def _pair(problems=40):
+def _pair(problems=40, kept_fraction=0.1):
     model = tiny_gpt2(vocab=addition.VOCAB_SIZE).eval()
     test = {k: v[:problems] for k, v in addition.addition_data("test").items()}
     exact = {"all": 0.5, "n_all": problems, **{c: 0.5 for c in addition.CARRY_CLASSES},
              **{f"n_{c}": 10 for c in addition.CARRY_CLASSES}}
-    edges = {"kept_fraction": 0.1, "kept_per_query": 1.5, "per_layer": [0.1, 0.1],
+    edges = {"kept_fraction": kept_fraction, "kept_per_query": 1.5, "per_layer": [0.1, 0.1],
              "kept_per_query_per_layer": [1.0, 2.0]}
     metrics = {"dense": {"heldout_ce": 1.0, "exact_match": exact},
                "sparse": {"heldout_ce": 1.1, "exact_match": exact, "edges": edges, **edges}}
@@ -130,3 +130,75 @@ def test_toy_circuit_names_heads_as_layer_head_pairs():
     claim = study.addition_claim(study.toy_accuracy(_pair()), study.carry_study(
         {"dense": _planted_means(), "sparse": _planted_means()}))
     assert claim.startswith("sparse toy keeps 10.0% of attention edges")
+
+
+def _seed(seed, kept_fraction, selective=True):
+    """One planted training seed: the pair's cached metrics, Figure-1 graphs of the random toy, and the planted
+    carry-selective edge (or, with ``selective`` False, none)."""
+    pair = _pair(kept_fraction=kept_fraction)
+    means = _planted_means()
+    if not selective:
+        means = study.ClassMeans(weight=means.weight, kept=torch.zeros_like(means.kept), count=means.count)
+    return study.AdditionSeed(seed, study.toy_accuracy(pair), study.example_graphs(pair, ["53+21", "43+59"], 0.02),
+                              study.layer_reads({"dense": means, "sparse": means}),
+                              study.carry_study({"dense": means, "sparse": means}), None,
+                              40, 2, 4)
+
+
+def test_addition_seeds_report_every_seed_and_spreads_over_them():
+    runs = study.AdditionSeeds((_seed(0, 0.1), _seed(1, 0.3, selective=False)))
+    assert runs.seeds == [0, 1] and runs.first.seed == 0
+    spreads = runs.spreads()
+    assert "dense_circuit_heads" not in spreads
+    for found in spreads.values():
+        assert found.n == 2 and found.low <= found.mean <= found.high
+    assert spreads["kept_fraction"].values == (0.1, 0.3) and spreads["kept_fraction"].mean == pytest.approx(0.2)
+    assert spreads["selectivity"].values == pytest.approx((0.95, 0.0))
+    assert spreads["kept_per_query_layer1"].values == (2.0, 2.0)
+    carry = runs.carry_table()
+    assert carry["seed"].tolist() == [0, 1] and carry["selective"].tolist() == [True, False]
+    assert carry["head"].tolist()[0] == "L1H0" and carry["edge"].tolist()[0] == "L1H0 s2→a0"
+    assert runs.selective_seeds == [0]
+    matches = runs.exact_match_table()
+    assert list(matches.columns[:2]) == ["seed", "carry_class"] and len(matches) == 2 * 5
+    by_class = runs.exact_match_spread()
+    assert by_class["n"].tolist() == [2] * 5 and (by_class["sparse_exact_match min"] <= by_class[
+        "sparse_exact_match max"]).all()
+    for table in (runs.edges_drawn_table(), runs.reads_table("sparse"), runs.selectivity_table("sparse_kept"),
+                  runs.per_class_table()):
+        assert table.columns[0] == "seed" and set(table["seed"]) == {0, 1}
+    assert runs.circuit_table() is None and "No circuit" in runs.circuit_sentence
+    assert "20.00% (10.00%–30.00% over 2 seeds)" in runs.accuracy_sentence
+    sentence = runs.carry_sentence
+    assert "exists in 1 of 2 seeds" in sentence and "seed 0: L1H0 s2→a0, units carry, 100% vs 5%" in sentence
+    assert "seed 1: none" in sentence
+    claim = study.seeds_claim(runs)
+    assert claim.startswith("over 2 seeds: sparse toy keeps 20.0% (10.0%–30.0% over 2 seeds) of attention edges "
+                            "(keys per query 1.50, 1.50–1.50 over 2 seeds; layer 0: 1.00, 1.00–1.00 over 2 seeds)")
+    assert "a carry-selective kept edge in 1 of 2 seeds (by seed 0: L1H0 s2→a0)" in claim
+    assert "selectivity 0.47 (0.00–0.95 over 2 seeds)" in claim
+    assert "Kept keys per query by layer, layer 0: 1.00 (1.00–1.00 over 2 seeds); layer 1" in runs.accuracy_sentence
+    assert "the 2 problems draw" in runs.graphs_sentence
+    metrics = json.loads(json.dumps(runs.to_metrics()))
+    assert [row["seed"] for row in metrics["per_seed"]] == metrics["seeds"] == [0, 1]
+    assert metrics["spreads"]["selectivity"]["n"] == 2 and metrics["selective_seeds"] == [0]
+
+
+def test_no_selective_seed_is_said_plainly():
+    runs = study.AdditionSeeds((_seed(0, 0.1, selective=False), _seed(1, 0.1, selective=False)))
+    assert runs.selective_seeds == [] and runs.carry_sentence.startswith("In none of 2 seeds")
+    assert study.seeds_claim(runs).endswith("is kept more often with a carry in any of 2 seeds")
+
+
+def test_addition_seeds_measure_each_loaded_seed_with_its_circuit():
+    loaded = []
+
+    def load(seed):
+        loaded.append(seed)
+        return _pair(kept_fraction=0.1 * (seed + 1))
+
+    runs = study.addition_seeds([0, 2], load, examples=["53+21"], min_weight=0.02, batch_size=16,
+                                circuit_problems=4, circuit_edges=6, circuit_method="eap")
+    assert loaded == [0, 2] and runs.per_seed()["kept_fraction"].tolist() == pytest.approx([0.1, 0.3])
+    assert runs.spreads()["sparse_circuit_heads"].n == 2 and runs.circuit_table()["seed"].tolist() == [0, 2]
+    assert runs.circuit_edges_table()["seed"].nunique() == 2 and "Over every seed" in runs.circuit_sentence

@@ -4,6 +4,7 @@ import copy
 import json
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from conftest import tiny_gpt2
@@ -25,7 +26,8 @@ def _pair():
     model = tiny_gpt2().eval()
     ids = torch.randint(1, 50, (3, 20))
     data = {"validation": {"input_ids": ids, "labels": ids.clone()}}
-    info = {"heldout_split": "validation"}
+    edges = {"heldout_ce": 2.0, "kept_fraction": 0.25, "kept_per_query": 3.0}
+    info = {"heldout_split": "validation", "metrics": {"dense": {"heldout_ce": 1.5}, "sparse": edges}}
     loaded = SimpleNamespace(name="toy", model=model, tokenizer=_Tokenizer(), data=data, info=info)
     sparse = SimpleNamespace(**{**vars(loaded), "model": sparsify(copy.deepcopy(model), gate_bias=0.0).eval()})
     return ModelPair("toy", loaded, sparse)
@@ -50,8 +52,6 @@ def test_a_random_model_has_no_induction_head_and_cannot_test_the_claim():
     assert len(shown) == 4 and all(isinstance(i, int) for h in shown for i in h)
     assert study.probe_maps(pair, induction, shown).shape == (2, 4, 13, 13)
     json.dumps(induction.to_metrics())
-    claim = study.induction_claim(induction, None)
-    assert claim.startswith("toy: 0 of 8 heads") and "cannot test the claim" in claim
 
 
 def test_heads_above_the_threshold_are_named_only_in_sentences():
@@ -68,5 +68,78 @@ def test_control_sentences_say_what_the_control_shows():
     assert "pending" in study.control_sentence(Unavailable("smollm2-135m", "no weights"))
     found = study.InductionHeads("smollm2-135m", torch.tensor([[0.8, 0.1]]), 0.3)
     assert "finds induction heads where they exist" in study.control_sentence(found)
+    assert "no training seeds" in study.control_sentence(found)
     assert study.induction_claim(Unavailable("gpt2", "offline: no hub"), found) == (
-        "gpt2: pending, not measured here (offline); positive control smollm2-135m (dense): 1 of 2 heads")
+        "gpt2: pending, not measured here (offline); positive control smollm2-135m (dense, not trained here: no "
+        "seeds): 1 of 2 heads")
+
+
+def _run(seed, dense_scores, sparse_scores, kept_fraction, threshold=0.3):
+    """A planted seed: induction scores of both models and the pair's held-out metrics."""
+    comparison = study.InductionComparison("m", study.InductionHeads("m", torch.tensor(dense_scores), threshold),
+                                           study.InductionHeads("m", torch.tensor(sparse_scores), threshold),
+                                           torch.zeros(1, 4))
+    sparse_maps = torch.zeros(1, 2, 4, 4)
+    sparse_maps[..., 0] = 0.5
+    text = study.TextAttention("m", ["a", "b", "c", "d"], torch.ones(1, 2, 4, 4), sparse_maps)
+    metrics = {"dense_heldout_ce": 1.0 + seed, "sparse_heldout_ce": 1.5 + seed, "kept_fraction": kept_fraction,
+               "kept_per_query": 2.0}
+    return study.SeedRun(seed, metrics, text, comparison)
+
+
+def test_seed_spreads_aggregate_each_seed_and_keep_every_row():
+    runs = study.AttentionSeeds("m", (_run(3, [[0.05, 0.01]], [[0.02, 0.0]], 0.1),
+                                      _run(7, [[0.02, 0.03]], [[0.01, 0.04]], 0.3)))
+    assert runs.seeds == [3, 7] and runs.first.seed == 3
+    spreads = runs.spreads()
+    for found in spreads.values():
+        assert found.n == 2 and found.low <= found.mean <= found.high
+    assert spreads["kept_fraction"].values == (0.1, 0.3) and spreads["kept_fraction"].mean == pytest.approx(0.2)
+    assert spreads["dense_max_score"].values == pytest.approx((0.05, 0.03))
+    assert spreads["sparse_max_score"].values == pytest.approx((0.02, 0.04))
+    assert spreads["text_kept_keys_per_query"].values == (1.0, 1.0)
+    assert runs.per_seed()["seed"].tolist() == [3, 7] and runs.induction_table()["seed"].tolist() == [3, 7]
+    scores = runs.scores_table()
+    assert list(scores.columns[:3]) == ["seed", "layer", "head"] and scores["seed"].tolist() == [3, 3, 7, 7]
+    assert runs.kept_table()["seed"].tolist() == [3, 3, 7, 7]
+    assert runs.testable_seeds == [] and "no induction head in any of 2 seeds" in runs.induction_sentence
+    assert "the highest score is 0.040 (0.030–0.050 over 2 seeds)" in runs.induction_sentence
+    assert "the sparse copies have 1 head(s) in every seed" not in runs.induction_sentence
+    assert "20.00% (10.00%–30.00% over 2 seeds)" in runs.models_sentence
+    assert runs.text_sentence.startswith("Seed 3 (the maps above):")
+    claim = study.induction_claim(runs, None)
+    assert claim.startswith("m: no dense head reaches induction score 0.3 in any of 2 seeds (highest 0.040, "
+                            "0.030–0.050 over 2 seeds), so it cannot test the claim; sparse copies: no head in any seed")
+    metrics = json.loads(json.dumps(runs.to_metrics()))
+    assert [row["seed"] for row in metrics["per_seed"]] == metrics["seeds"] == [3, 7]
+    assert metrics["spreads"]["dense_max_score"]["n"] == 2
+
+
+def test_seeds_with_and_without_induction_heads_are_told_apart():
+    runs = study.AttentionSeeds("m", (_run(0, [[0.6, 0.4]], [[0.5, 0.1]], 0.1), _run(1, [[0.1, 0.2]], [[0.1, 0.0]], 0.1),
+                                      _run(2, [[0.5, 0.2]], [[0.6, 0.4]], 0.1)))
+    assert runs.testable_seeds == [0, 2] and runs.fewer_seeds == [0]
+    sentence = runs.induction_sentence
+    assert "fewer in 1 of the 2 seed(s)" in sentence and "Seed 1 cannot test the claim" in sentence
+    assert "the dense m has 1 (0–2 over 3 seeds) heads of 2" in sentence
+    assert "seed 0: L0H0, L0H1 dense, L0H0 sparse" in sentence and "in any of" not in sentence
+    assert runs.spreads()["dense_induction_heads"].values == (2.0, 0.0, 1.0)
+    claim = study.induction_claim(runs, None)
+    assert "dense: 1 (0–2 over 3 seeds) heads (highest 0.433, 0.200–0.600 over 3 seeds)" in claim
+    assert "(1 of 3 seeds have none and cannot test it)" in claim
+
+
+def test_attention_seeds_loads_every_seed_and_keeps_the_first_pair():
+    loaded = []
+
+    def load(seed):
+        loaded.append(seed)
+        return _pair()
+
+    runs = study.attention_seeds("toy", [4, 5], load, text_block=0, text_tokens=8, n_sequences=2, half=6,
+                                 threshold=0.9, probe_seed=0)
+    assert loaded == [4, 5] and runs.seeds == [4, 5] and runs.first_pair is not None
+    assert runs.spreads()["kept_fraction"].n == 2 and runs.per_seed()["kept_fraction"].tolist() == [0.25, 0.25]
+    pending = study.attention_seeds("gpt2", [0, 1], lambda seed: Unavailable("gpt2", "offline"), text_block=0,
+                                    text_tokens=8, n_sequences=2, half=6, threshold=0.9, probe_seed=0)
+    assert isinstance(pending, Unavailable)
