@@ -278,7 +278,7 @@ def _identity(args, recipe: SparseRecipe) -> dict:
     """What makes a post-train run this run (kept in ``--out/run.json``, and inside each phase's manifest)."""
     data = "registry"
     if args.data is not None:
-        data = {"path": str(args.data), "sha256": hashlib.sha256(args.data.read_bytes()).hexdigest(),
+        data = {"path": str(args.data), "sha256": file_sha256(args.data),
                 "seq_len": args.seq_len}
     return {"command": "post-train", "model": args.model, "data": data, "recipe": asdict(recipe)}
 
