@@ -191,14 +191,6 @@ def _g3(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _stat(values: Spread, fmt) -> str:
-    """:meth:`Spread.text`, or ``"0.09 (all 3 seeds)"`` when every seed shows the same value."""
-    if values.n > 1 and fmt(values.low) == fmt(values.high):
-        every = f"both {values.over}" if values.n == 2 else f"all {values.n} {values.over}"
-        return f"{fmt(values.mean)} ({every})"
-    return values.text(fmt)
-
-
 def _cell(values: Spread | None, fmt) -> str | None:
     """A table cell: the mean, and its min-max over seeds where there are several."""
     if values is None:
@@ -318,14 +310,14 @@ class EdgesStudy:
             heldout = spread([c.heldout_ce for c in cards])
             seeds = f", {len(cards)} training seeds" if len(cards) > 1 else ""
             text = (f"{model} ({card.n_params / 1e6:.2g} M parameters{seeds}) has held-out CE "
-                    f"{_stat(heldout, _g3)} nats")
+                    f"{Spread.summary(heldout, _g3)} nats")
             if all(c.bigram_ce is not None for c in cards):
                 gap = spread([c.bigram_ce - c.heldout_ce for c in cards])
                 side = "below" if gap.low > 0 else "above" if gap.high < 0 else "around"
-                text += f", {_stat(spread([abs(v) for v in gap.values]), lambda v: f'{v:.2f}')} nats {side} its " \
+                text += f", {Spread.summary(spread([abs(v) for v in gap.values]), lambda v: f'{v:.2f}')} nats {side} its " \
                         f"bigram baseline"
             if all(c.kjv_ce is not None for c in cards):
-                text += f", and {_stat(spread([c.kjv_ce for c in cards]), _g3)} on the KJV"
+                text += f", and {Spread.summary(spread([c.kjv_ce for c in cards]), _g3)} on the KJV"
             parts.append(text + ".")
         return " ".join(parts)
 
@@ -387,12 +379,12 @@ class EdgesStudy:
             return rows[0].sentence
         s, first = self.spreads()[model], self.measured_rows(model)[0]
         if "sparse_kept_fraction" in s:
-            return (f"{model}: {_stat(s['sparse_kept_fraction'], _pct)} of edges kept "
-                    f"({_stat(s['sparse_kept_per_query'], lambda v: f'{v:.2f}')} keys/query, "
-                    f"T = {first.context_length}), CE {_stat(s['sparse_ce_increase_pct'], _signed_pct)} vs dense")
+            return (f"{model}: {Spread.summary(s['sparse_kept_fraction'], _pct)} of edges kept "
+                    f"({Spread.summary(s['sparse_kept_per_query'], lambda v: f'{v:.2f}')} keys/query, "
+                    f"T = {first.context_length}), CE {Spread.summary(s['sparse_ce_increase_pct'], _signed_pct)} vs dense")
         why = "untrained gate only" + ("" if first.seed is not None else ", not trained here: no training seed")
-        return (f"{model} ({why}): {_stat(s['gated_kept_fraction'], lambda v: f'{100 * v:.1f} %')} kept, CE "
-                f"{_stat(s['gated_ce_increase_pct'], _signed_pct)} vs dense")
+        return (f"{model} ({why}): {Spread.summary(s['gated_kept_fraction'], lambda v: f'{100 * v:.1f} %')} kept, CE "
+                f"{Spread.summary(s['gated_ce_increase_pct'], _signed_pct)} vs dense")
 
     @property
     def sentence(self) -> str:
@@ -431,9 +423,9 @@ class EdgesStudy:
         for model in trained:
             s = spreads[model]
             kept = s["sparse_kept_fraction"]
-            parts.append(f"{model} keeps {_stat(kept, _pct)}, {100 * kept.mean / low:.2g}× the paper's {low:g} %"
+            parts.append(f"{model} keeps {Spread.summary(kept, _pct)}, {100 * kept.mean / low:.2g}× the paper's {low:g} %"
                          f"{' on average' if kept.n > 1 else ''}, at T = {self.measured_rows(model)[0].context_length}"
-                         f" with CE {_stat(s['sparse_ce_increase_pct'], _signed_pct)} vs dense")
+                         f" with CE {Spread.summary(s['sparse_ce_increase_pct'], _signed_pct)} vs dense")
         return (f"The paper reports {low:g}–{high:g} % of edges kept at no loss increase, on models with far longer "
                 f"contexts; here " + "; ".join(parts) + ".")
 

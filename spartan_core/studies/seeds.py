@@ -61,6 +61,13 @@ class Spread:
             return f"{fmt(self.mean)} (1 {self.over.rstrip('s')})"
         return f"{fmt(self.mean)} ({fmt(self.low)}–{fmt(self.high)} over {self.n} {self.over})"
 
+    def summary(self, fmt: Callable[[float], str] = plain) -> str:
+        """:meth:`text`, or ``"0.09 (all 3 seeds)"`` when every draw shows the same value at ``fmt``'s precision."""
+        if self.n > 1 and fmt(self.low) == fmt(self.high):
+            every = f"both {self.over}" if self.n == 2 else f"all {self.n} {self.over}"
+            return f"{fmt(self.mean)} ({every})"
+        return self.text(fmt)
+
     def to_dict(self) -> dict:
         return {"mean": self.mean, "min": self.low, "max": self.high, "n": self.n, "values": list(self.values)}
 

@@ -245,14 +245,6 @@ def _g4(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _stat(values: Spread, fmt) -> str:
-    """:meth:`Spread.text`, or ``"3.4e-04 (all 3 seeds)"`` when every seed shows the same value."""
-    if values.n > 1 and fmt(values.low) == fmt(values.high):
-        every = f"both {values.over}" if values.n == 2 else f"all {values.n} {values.over}"
-        return f"{fmt(values.mean)} ({every})"
-    return values.text(fmt)
-
-
 def _cell(values: Spread, fmt) -> str:
     """A table cell: the mean, and its min-max over seeds where there are several."""
     if values.n == 1 or fmt(values.low) == fmt(values.high):
@@ -381,10 +373,10 @@ class SeedRuns:
         elif self.n == 1:
             fell = f"{_times(int(collapses.mean))} fell back onto its lower clamp"
         else:
-            fell = (f"fell back onto its lower clamp {_stat(collapses, _count)} times per run "
+            fell = (f"fell back onto its lower clamp {Spread.summary(collapses, _count)} times per run "
                     f"({_in_seeds(sum(v > 0 for v in collapses.values), self.n)} at least once)")
         taus = s["tau"]
-        tau = f"τ = {_stat(taus, _fixed4)}"
+        tau = f"τ = {Spread.summary(taus, _fixed4)}"
         steps = ", ".join("none" if run.best_step is None else str(run.best_step) for run in self.runs)
         if all(run.best_step is None for run in self.runs):
             kept = ""
@@ -393,10 +385,10 @@ class SeedRuns:
         else:
             kept = f" The kept checkpoints are at steps {steps} (seeds {', '.join(map(str, self.seeds))})."
         return (f"Over {self.n} training seed{'s' if self.n > 1 else ''}, the expected edge fraction fell from "
-                f"{_stat(s['expected_fraction_first'], _fixed4)} to {_stat(s['expected_fraction_last'], _fixed4)} "
-                f"while β rose from {_stat(s['beta_first'], _sci)} to at most {_stat(s['beta_max'], _sci)}; "
+                f"{Spread.summary(s['expected_fraction_first'], _fixed4)} to {Spread.summary(s['expected_fraction_last'], _fixed4)} "
+                f"while β rose from {Spread.summary(s['beta_first'], _sci)} to at most {Spread.summary(s['beta_max'], _sci)}; "
                 f"β {fell}, "
-                f"and the evaluation CE met {tau} at {_stat(s['evals_meeting_tau'], _count)} of {self.evaluations} "
+                f"and the evaluation CE met {tau} at {Spread.summary(s['evals_meeting_tau'], _count)} of {self.evaluations} "
                 f"evaluations.{kept}")
 
     @property
@@ -404,22 +396,22 @@ class SeedRuns:
         """The training-dynamics row of the claims table."""
         s = self.spreads()
         return (f"{self.model}, {self.steps} steps, {self.n} seed{'s' if self.n > 1 else ''}: expected edge "
-                f"fraction {_stat(s['expected_fraction_first'], _fixed4)} → "
-                f"{_stat(s['expected_fraction_last'], _fixed4)}; β max {_stat(s['beta_max'], _sci)}, falling back to "
-                f"its lower clamp {_stat(s['beta_collapses'], _count)} "
-                f"times; eval CE ≤ τ at {_stat(s['evals_meeting_tau'], _count)} of {self.evaluations} evaluations")
+                f"fraction {Spread.summary(s['expected_fraction_first'], _fixed4)} → "
+                f"{Spread.summary(s['expected_fraction_last'], _fixed4)}; β max {Spread.summary(s['beta_max'], _sci)}, falling back to "
+                f"its lower clamp {Spread.summary(s['beta_collapses'], _count)} "
+                f"times; eval CE ≤ τ at {Spread.summary(s['evals_meeting_tau'], _count)} of {self.evaluations} evaluations")
 
     @property
     def kept_sentence(self) -> str:
         """The edges-kept row of the claims table."""
         s = self.spreads()
-        text = (f"{self.model}: {_stat(s['kept_fraction'], percent)} of attention edges kept "
-                f"({_stat(s['kept_per_query'], lambda v: f'{v:.2f}')} keys per query), held-out CE "
-                f"{_stat(s['sparse_heldout_ce'], _fixed4)} vs dense {_stat(s['dense_heldout_ce'], _fixed4)}")
+        text = (f"{self.model}: {Spread.summary(s['kept_fraction'], percent)} of attention edges kept "
+                f"({Spread.summary(s['kept_per_query'], lambda v: f'{v:.2f}')} keys per query), held-out CE "
+                f"{Spread.summary(s['sparse_heldout_ce'], _fixed4)} vs dense {Spread.summary(s['dense_heldout_ce'], _fixed4)}")
         if "sparse_exact_match" in s:
             pct = lambda v: f"{v:.1%}"  # noqa: E731
-            text += (f"; exact match {_stat(s['sparse_exact_match'], pct)} "
-                     f"(dense {_stat(s['dense_exact_match'], pct)})")
+            text += (f"; exact match {Spread.summary(s['sparse_exact_match'], pct)} "
+                     f"(dense {Spread.summary(s['dense_exact_match'], pct)})")
         return text
 
 
@@ -512,21 +504,21 @@ class SeedTradeoffs:
 
     def _verdict(self, beta: float, row) -> str:
         s = self.spreads()[_label(beta)]
-        ratio = _stat(s["ce_ratio_to_geco"], lambda v: f"{v:.2g}×")
+        ratio = Spread.summary(s["ce_ratio_to_geco"], lambda v: f"{v:.2g}×")
         sparser = _clause(row["sparser"], self.n, "kept fewer edges than GECO", "kept no fewer edges than GECO")
         lower = _clause(row["ce_no_higher"], self.n, "a held-out CE no higher than GECO's",
                         "a higher held-out CE than GECO's")
         both = ("it does not beat GECO on both counts" if self.n == 1 and not row["beats_geco"] else
                 _clause(row["beats_geco"], self.n, "it beats GECO on both counts"))
-        kept = _stat(s["kept_fraction"], percent)
+        kept = Spread.summary(s["kept_fraction"], percent)
         return f"β = {beta:g} {sparser} ({kept} kept) and {lower} ({ratio} GECO's): {both}"
 
     @property
     def sentence(self) -> str:
         geco = self.spreads()["GECO"]
         verdicts = [self._verdict(row["beta"], row) for _, row in self.wins().iterrows()]
-        return (f"GECO kept {_stat(geco['kept_fraction'], percent)} of the edges at held-out CE "
-                f"{_stat(geco['heldout_ce'], lambda v: f'{v:.3g}')}. " + "; ".join(verdicts) + ".")
+        return (f"GECO kept {Spread.summary(geco['kept_fraction'], percent)} of the edges at held-out CE "
+                f"{Spread.summary(geco['heldout_ce'], lambda v: f'{v:.3g}')}. " + "; ".join(verdicts) + ".")
 
 
 def geco_over_seeds(name: str, recipe: dict, seeds, dense_steps: int = 0) -> SeedRuns:

@@ -35,3 +35,9 @@ def test_spread_table_summarises_each_group_over_its_rows():
     table = spread_table(frame, "model", ["kept"])
     assert table.loc["a", "kept mean"] == pytest.approx(0.2) and table.loc["a", "kept min"] == 0.1
     assert table.loc["a", "kept max"] == 0.3 and list(table["n"]) == [2, 1]
+
+
+def test_summary_says_all_seeds_when_they_agree_at_the_shown_precision():
+    assert spread([0.0861, 0.0859, 0.0860]).summary(lambda v: f"{v:.2f}") == "0.09 (all 3 seeds)"
+    assert spread([0.2, 0.2]).summary(percent) == "20.00% (both seeds)"
+    assert spread([0.1, 0.3]).summary(percent) == spread([0.1, 0.3]).text(percent)
