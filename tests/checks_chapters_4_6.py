@@ -117,7 +117,16 @@ def _check_06(metrics, folder=None, parameters=None):
     if parameters["check_prompts"] and "addition" in parameters["tasks"]:
         assert metrics["method_agreement_train_seed"] == train[0]
         for model in ("dense", "sparse"):
-            assert metrics["method_agreement"][model]["eap"] > 0.5, "EAP must rank edges like exact patching"
+            assert metrics["method_agreement"]["addition"][model]["eap"] > 0.5, "EAP must rank like exact patching"
+    for task in set(metrics.get("method_agreement", {})):
+        assert task in parameters["tasks"] and task in ("addition", "induction", "docstring")
+    if "docstring" in measured:
+        performance = tasks["docstring"]["performance"]
+        assert math.isclose(performance["chance"], 1 / 3) and math.isclose(performance["bar"], 2 / 3)
+        for model in ("dense", "sparse"):
+            accuracy = performance[model]["accuracy"]
+            assert accuracy["n"] == len(train) * len(prompts) and is_fraction(accuracy["mean"])
+        assert performance["counts"] == (performance["dense"]["accuracy"]["mean"] >= performance["bar"])
 
 
 CHECKS = {"04_attention_patterns": _check_04, "05_addition": _check_05, "06_circuits": _check_06}

@@ -35,11 +35,15 @@ from .tasks import (
     CircuitTask,
     addition_task,
     answer_logprob,
+    beats_distractors,
+    distractor_logit_difference,
+    docstring_task,
     greater_than_task,
     induction_task,
     ioi_task,
     logit_difference,
     probability_difference,
+    single_token_names,
     single_token_words,
 )
 
@@ -49,6 +53,7 @@ __all__ = [
     "exact_edge_scores", "graph_of", "spearman",
     "THRESHOLDS", "circuit_size", "explained_effect", "log_grid", "linear_grid", "size_study", "size_ratios",
     "CircuitTask", "addition_task", "induction_task", "ioi_task", "greater_than_task", "answer_logprob",
-    "logit_difference", "probability_difference", "single_token_words",
+    "logit_difference", "probability_difference", "single_token_words", "docstring_task", "single_token_names",
+    "distractor_logit_difference", "beats_distractors",
     "draw_circuit",
 ]

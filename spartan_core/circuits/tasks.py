@@ -7,7 +7,7 @@ itself, ``metric_fn(logits [N, T, V], targets) -> [N]`` (higher = more of the cl
 
 Tasks here: two-digit addition (the paper's toy, built on :mod:`spartan_core.data.addition`), induction on
 repeated random tokens, IOI and Greater-Than on GPT-2's BPE (names, templates and years generated in code, every
-varying word checked to be one token).
+varying word checked to be one token), and Docstring on a code model's own tokenizer (real argument names).
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ __all__ = [
     "induction_task",
     "ioi_task",
     "greater_than_task",
+    "docstring_task",
+    "single_token_names",
+    "distractor_logit_difference",
+    "beats_distractors",
     "IOI_NAMES",
     "IOI_TEMPLATES",
     "GREATER_THAN_NOUNS",
@@ -380,4 +384,85 @@ def greater_than_task(n: int = 32, *, seed: int = 0, encoding=None) -> CircuitTa
         attention_mask=mask,
         groups={"year": torch.tensor(thresholds)},
         description="Greater-Than, corrupted start year YY=01, metric p(>YY) - p(<=YY)",
+    )
+
+
+# ---------------------------------------------------------------- Docstring (code models)
+DOCSTRING_TEMPLATE = 'def {function}(self, {a}, {b}, {c}):\n    """{summary}\n\n    :param {a}: {first}\n    :param {b}: {second}\n    :param'
+DOCSTRING_SUMMARIES = ("Return the result.", "Update the state.", "Check the input.", "Build the object.",
+                       "Read the data.", "Write the value.")
+DOCSTRING_DESCRIPTIONS = ("the value", "the name", "the size", "a flag", "the object", "the data", "the path",
+                          "the number")
+
+
+def single_token_names(tokenizer, names: Sequence[str]) -> list[str]:
+    """The names of ``names`` that ``tokenizer`` encodes as one token with a leading space, in their order."""
+    encoded = tokenizer([" " + n for n in names], add_special_tokens=False)["input_ids"]
+    return [n for n, ids in zip(names, encoded) if len(ids) == 1]
+
+
+def distractor_logit_difference(logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    """logit(``tokens``) minus the mean logit of the ``wrong`` candidates [N, K], at the one scored position."""
+    scored = _gather(logits, targets["positions"]).float()[:, 0]  # [N, V]
+    right = scored.gather(-1, targets["tokens"]).squeeze(-1)
+    return right - scored.gather(-1, targets["wrong"]).mean(-1)
+
+
+def beats_distractors(logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Bool [N]: the right token's logit is above every distractor's (the Docstring task's accuracy)."""
+    scored = _gather(logits, targets["positions"]).float()[:, 0]
+    return scored.gather(-1, targets["tokens"]).squeeze(-1) > scored.gather(-1, targets["wrong"]).amax(-1)
+
+
+def docstring_task(tokenizer, argument_names: Sequence[str], function_names: Sequence[str], n: int = 32, *,
+                   seed: int = 0) -> CircuitTask:
+    """The Docstring task (Heimersheim & Janiak 2023) on a code model's tokenizer.
+
+    Clean: ``def f(self, a, b, c):`` then a docstring documenting ``:param a:`` and ``:param b:`` and ending at
+    ``:param``; the answer is `` c``, the distractors `` a`` and `` b`` (chance accuracy 1/3). Corrupted: the same
+    prompt with three other argument names everywhere, so only the argument names differ and the answer is absent.
+    Metric: logit(c) - mean logit(a, b). Argument names must be single tokens (with a leading space) for the pairs to
+    align; function names may be several and differ in length between prompts (right padding, shared mask).
+    """
+    if n < 1:
+        raise ValueError(f"n: must be >= 1, got {n}")
+    names = single_token_names(tokenizer, sorted(set(argument_names)))
+    if len(names) < 6:
+        raise ValueError(f"argument_names: {len(names)} are single tokens of this tokenizer, the task needs six")
+    functions = sorted(set(function_names))
+    if not functions:
+        raise ValueError("function_names: empty")
+    generator = torch.Generator().manual_seed(seed)
+
+    def pick(options, count):
+        return [options[int(i)] for i in torch.randperm(len(options), generator=generator)[:count]]
+
+    clean_rows, corrupt_rows, positions, right, wrong = [], [], [], [], []
+    for _ in range(n):
+        a, b, c, *other = pick(names, 6)
+        fill = dict(function=pick(functions, 1)[0], summary=pick(DOCSTRING_SUMMARIES, 1)[0],
+                    first=pick(DOCSTRING_DESCRIPTIONS, 1)[0], second=pick(DOCSTRING_DESCRIPTIONS, 1)[0])
+        clean = tokenizer(DOCSTRING_TEMPLATE.format(a=a, b=b, c=c, **fill), add_special_tokens=False)["input_ids"]
+        corrupt = tokenizer(DOCSTRING_TEMPLATE.format(a=other[0], b=other[1], c=other[2], **fill),
+                            add_special_tokens=False)["input_ids"]
+        if len(clean) != len(corrupt):
+            raise RuntimeError(f"docstring: clean and corrupted prompts tokenise to different lengths ({fill})")
+        clean_rows.append(clean)
+        corrupt_rows.append(corrupt)
+        positions.append([len(clean) - 1])
+        ids = tokenizer([" " + c, " " + a, " " + b], add_special_tokens=False)["input_ids"]
+        right.append(ids[0])
+        wrong.append([ids[1][0], ids[2][0]])
+    pad = tokenizer.eos_token_id
+    clean_ids, mask = _pad(clean_rows, pad)
+    corrupt_ids, _ = _pad(corrupt_rows, pad)
+    return CircuitTask(
+        name="docstring",
+        clean_ids=clean_ids,
+        corrupt_ids=corrupt_ids,
+        targets={"positions": torch.tensor(positions), "tokens": torch.tensor(right), "wrong": torch.tensor(wrong)},
+        metric_fn=distractor_logit_difference,
+        attention_mask=mask,
+        description="Docstring (def f(self, a, b, c) ... :param a ... :param b ... :param -> c), corrupted = "
+                    "three other argument names, metric logit(c) - mean logit(a, b)",
     )

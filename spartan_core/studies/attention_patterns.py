@@ -15,8 +15,9 @@ from .common import ModelPair, Unavailable, attention_maps, head_name, heads_at_
 from .seeds import Spread, percent, spread
 
 __all__ = ["TextAttention", "text_attention", "InductionHeads", "induction_heads", "control_heads",
-           "InductionComparison", "compare_induction", "probe_maps", "control_sentence", "SeedRun", "seed_run",
-           "AttentionSeeds", "attention_seeds", "induction_claim"]
+           "InductionComparison", "compare_induction", "probe_maps", "control_sentence", "contrast_sentence",
+           "heldout_induction", "heldout_induction_sentence",
+           "SeedRun", "seed_run", "AttentionSeeds", "attention_seeds", "induction_claim"]
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,33 @@ def control_sentence(control: InductionHeads | Unavailable | None) -> str:
                ": the probe found none there either, so a count of zero above says little about the small model."))
 
 
+def heldout_induction(pair: ModelPair, n_blocks: int, threshold: float) -> tuple[str, dict[str, InductionHeads]]:
+    """(data name, induction heads of the dense and the sparse model) scored on held-out blocks of the model's own
+    data rather than the random probe: there a query's target is the token after the previous occurrence of its
+    token, wherever the text repeats one. A head that is an induction head on the probe only would score low here."""
+    name, blocks = heldout_blocks(pair.dense, max_blocks=n_blocks, block_size=64)
+    blocks = {"input_ids": blocks["input_ids"]}
+    return name, {label: induction_heads(loaded, blocks, threshold)
+                  for label, loaded in (("dense", pair.dense), ("sparse", pair.sparse))}
+
+
+def heldout_induction_sentence(name: str, scores: dict[str, InductionHeads]) -> str:
+    parts = [f"{label} {len(found.heads)} of {found.n_heads} heads at or above {found.threshold:g} (highest "
+             f"{found.max_score:.2f})" for label, found in scores.items()]
+    return f"On {name}, scored wherever a token repeats an earlier one: {'; '.join(parts)}."
+
+
+def contrast_sentence(contrast: InductionHeads | Unavailable | None) -> str:
+    """What the probe finds in a natural-language toy trained here (seed 0), the model this chapter does not use."""
+    if contrast is None:
+        return "No natural-language toy was probed for contrast in this run."
+    if isinstance(contrast, Unavailable):
+        return f"The contrast model {contrast.sentence}"
+    found = (f"{len(contrast.heads)} of its {contrast.n_heads} heads reach {contrast.threshold:g}" if contrast.heads
+             else f"none of its {contrast.n_heads} heads reaches {contrast.threshold:g}")
+    return (f"The dense {contrast.model} (training seed 0), on the same probe: highest score "
+            f"{contrast.max_score:.3f}; {found}"
+            + (", so on it this chapter's claim could not be tested." if not contrast.heads else "."))
 
 
 # ------------------------------------------------------------------------------------------ over training seeds

@@ -9,20 +9,21 @@ those draws, beside the spread of the per-training-seed means (which says how mu
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from .. import zoo
 from .common import Unavailable, load_pair
-from .seeds import Spread, spread, spread_table, times
+from .seeds import Spread, percent, plain, spread, spread_table, times
 
-__all__ = ["CIRCUIT_TASKS", "THRESHOLD", "PaperRange", "PAPER_RATIOS", "paper_table", "task_model", "CircuitSetup",
-           "circuit_setup", "SizeRatio", "TaskSizes", "measure_sizes", "combine_sizes", "measure_task",
-           "draws_text", "SizeComparison", "MethodAgreement", "method_agreement"]
+__all__ = ["CIRCUIT_TASKS", "CODE_MODEL", "heldout_names", "THRESHOLD", "PaperRange", "PAPER_RATIOS", "paper_table", "task_model", "CircuitSetup",
+           "circuit_setup", "CHANCE", "PASS_FACTOR", "task_performance", "performance_sentence", "SizeRatio", "TaskSizes", "measure_sizes", "combine_sizes", "measure_task",
+           "draws_text", "SizeComparison", "MethodAgreement", "method_agreement", "exact_affordable"]
 
-CIRCUIT_TASKS = ("addition", "induction", "ioi", "greater-than")
+CIRCUIT_TASKS = ("addition", "induction", "docstring", "ioi", "greater-than")
+CODE_MODEL = "python-lm"  # the Docstring task needs a model of Python code
 THRESHOLD = 0.9
 _DRAW_KEYS = ["train_seed", "prompt_seed", "ablation", "kind"]
 
@@ -47,10 +48,11 @@ def paper_table() -> pd.DataFrame:
 
 
 def task_model(task: str, lm: str, gpt2_model: str) -> str:
-    """The model a task runs on: the addition toy, the profile's language model (induction), GPT-2 (its BPE tasks)."""
+    """The model a task runs on: the addition toy, the profile's language model (induction), the code model
+    (Docstring), GPT-2 (its BPE tasks)."""
     if task not in CIRCUIT_TASKS:
         raise ValueError(f"tasks: choose from {CIRCUIT_TASKS}, got {task!r}")
-    return {"addition": "addition-4l", "induction": lm}.get(task, gpt2_model)
+    return {"addition": "addition-4l", "induction": lm, "docstring": CODE_MODEL}.get(task, gpt2_model)
 
 
 def _count(n: int, noun: str) -> str:
@@ -89,9 +91,10 @@ def circuit_setup(task: str, model: str, *, n_prompts: int, seed: int = 0, dense
     from .. import circuits
     from ..data.induction import random_token_range
 
-    text = zoo.entry_for(model).text
+    language_model = zoo.entry_for(model).language_model
     pair = load_pair(model, seed=seed, dense_steps=dense_steps,
-                     sparse_steps=lm_sparse_steps if text else sparse_steps, floor_steps=lm_floor_steps if text else -1)
+                     sparse_steps=lm_sparse_steps if language_model else sparse_steps,
+                     floor_steps=lm_floor_steps if language_model else -1)
     if isinstance(pair, Unavailable):
         return pair
     dense = pair.dense.model.eval()
@@ -104,6 +107,12 @@ def circuit_setup(task: str, model: str, *, n_prompts: int, seed: int = 0, dense
         def make_task(prompt_seed):
             return circuits.induction_task(dense.config.vocab_size, n_prompts, half=induction_half, seed=prompt_seed,
                                            low=low, prefix=() if bos is None else (bos,))
+    elif task == "docstring":
+        names = heldout_names(pair.dense)
+
+        def make_task(prompt_seed):
+            return circuits.docstring_task(pair.dense.tokenizer, names["arguments"], names["functions"], n_prompts,
+                                           seed=prompt_seed)
     else:
         make = circuits.ioi_task if task == "ioi" else circuits.greater_than_task
 
@@ -111,6 +120,13 @@ def circuit_setup(task: str, model: str, *, n_prompts: int, seed: int = 0, dense
             return make(n_prompts, seed=prompt_seed)
     return CircuitSetup(task, model, {"dense": dense, "sparse": pair.sparse.model.eval()}, make_task,
                         pair.metrics["sparse"]["kept_fraction"], seed)
+
+
+def heldout_names(loaded) -> dict[str, list[str]]:
+    """Function and argument names of a code model's held-out modules (the Docstring task's names)."""
+    from ..data.code import heldout_names as names_of
+
+    return names_of(loaded.info["recipe"]["data"]["heldout_percent"])
 
 
 @dataclass(frozen=True)
@@ -177,6 +193,7 @@ class TaskSizes:
     needed: pd.DataFrame
     curves: pd.DataFrame
     sparse_kept_fraction: dict
+    performance: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def _at_threshold(self) -> pd.DataFrame:
         return self.needed[np.isclose(self.needed["threshold"], self.threshold)]
@@ -238,9 +255,27 @@ class TaskSizes:
             return out
 
         kept = spread(self.sparse_kept_fraction.values(), "training seeds")
-        return {"status": "measured", "model": self.model, "train_seeds": self.train_seeds,
-                "prompt_seeds": self.prompt_seeds, "sparse_kept_fraction": kept.to_dict(),
-                "needed_at_threshold": nested(sizes), "effect": nested(effect)}
+        out = {"status": "measured", "model": self.model, "train_seeds": self.train_seeds,
+               "prompt_seeds": self.prompt_seeds, "sparse_kept_fraction": kept.to_dict(),
+               "needed_at_threshold": nested(sizes), "effect": nested(effect)}
+        if len(self.performance):
+            out["performance"] = {label: {k: v.to_dict() for k, v in values.items()}
+                                  for label, values in self.performance_spreads().items()}
+            out["performance"].update(chance=CHANCE[self.task], bar=PASS_FACTOR * CHANCE[self.task],
+                                      counts=self.counts)
+        return out
+
+    def performance_spreads(self) -> dict[str, dict[str, Spread]]:
+        """Per model: accuracy and metric on the clean prompts over training seeds x prompt sets."""
+        return {label: {"accuracy": spread(group["accuracy"], "draws"), "metric": spread(group["metric"], "draws")}
+                for label, group in self.performance.groupby("model")}
+
+    @property
+    def counts(self) -> bool:
+        """A task scored against distractors counts when the dense model's accuracy clears the bar; others do."""
+        if self.task not in CHANCE:
+            return True
+        return self.performance_spreads()["dense"]["accuracy"].mean >= PASS_FACTOR * CHANCE[self.task]
 
     @property
     def sentence(self) -> str:
@@ -264,6 +299,45 @@ class TaskSizes:
         return sentence
 
 
+# Tasks scored by accuracy against distractors: chance accuracy, and the bar a dense model must clear for its circuit
+# to be worth measuring (twice chance: two of three Docstring prompts right where guessing gets one).
+CHANCE = {"docstring": 1 / 3}
+PASS_FACTOR = 2.0
+
+
+def task_performance(setup: CircuitSetup, prompt_seeds: Sequence[int]) -> pd.DataFrame:
+    """Accuracy (the answer above every distractor) and mean metric of each model on every clean prompt set."""
+    import torch
+
+    from ..circuits import beats_distractors
+
+    rows = []
+    for prompt_seed in prompt_seeds:
+        task = setup.make_task(int(prompt_seed))
+        for label, model in setup.models.items():
+            device = next(model.parameters()).device
+            with torch.no_grad():
+                mask = None if task.attention_mask is None else task.attention_mask.to(device)
+                logits = model(input_ids=task.clean_ids.to(device), attention_mask=mask).logits.float().cpu()
+            rows.append({"train_seed": int(setup.train_seed), "prompt_seed": int(prompt_seed), "model": label,
+                         "accuracy": float(beats_distractors(logits, task.targets).float().mean()),
+                         "metric": float(task.metric(logits).mean()), "prompts": len(task)})
+    return pd.DataFrame(rows)
+
+
+def performance_sentence(sizes: "TaskSizes") -> str:
+    """Whether the dense model does the task well enough to count (accuracy at least PASS_FACTOR x chance)."""
+    chance = CHANCE[sizes.task]
+    bar = PASS_FACTOR * chance
+    text = "; ".join(f"{label} {values['accuracy'].text(percent)} right, logit difference "
+                     f"{values['metric'].text(plain)}" for label, values in sizes.performance_spreads().items())
+    verdict = "clears" if sizes.counts else "does not clear"
+    counts = "so its circuit sizes below count" if sizes.counts else (
+        "so the task does not count: its circuit sizes below describe a model that cannot do it")
+    return (f"{sizes.task} on {sizes.model}, clean prompts: {text} (chance {chance:.0%}). The dense model "
+            f"{verdict} the bar of {bar:.0%} (twice chance), {counts}.")
+
+
 def measure_sizes(setup: CircuitSetup, prompt_seeds: Sequence[int], *, method: str, ablations: Sequence[str],
                   points: int, threshold: float = THRESHOLD) -> TaskSizes:
     """The sizes of one training seed's models (``setup``) on every prompt set of ``prompt_seeds``."""
@@ -272,10 +346,11 @@ def measure_sizes(setup: CircuitSetup, prompt_seeds: Sequence[int], *, method: s
     needed, curves = size_study(setup.models, setup.make_task, prompt_seeds, method=method, ablations=ablations,
                                 points=points)
     keys = {"task": setup.task, "train_seed": int(setup.train_seed)}
+    performance = task_performance(setup, prompt_seeds) if setup.task in CHANCE else pd.DataFrame()
     return TaskSizes(setup.task, setup.model, method, threshold,
                      needed.rename(columns={"seed": "prompt_seed"}).assign(**keys),
                      curves.rename(columns={"seed": "prompt_seed"}).assign(**keys),
-                     {int(setup.train_seed): float(setup.sparse_kept_fraction)})
+                     {int(setup.train_seed): float(setup.sparse_kept_fraction)}, performance)
 
 
 def combine_sizes(parts: Sequence[TaskSizes]) -> TaskSizes:
@@ -292,7 +367,8 @@ def combine_sizes(parts: Sequence[TaskSizes]) -> TaskSizes:
     return TaskSizes(first.task, first.model, first.method, first.threshold,
                      pd.concat([p.needed for p in parts], ignore_index=True),
                      pd.concat([p.curves for p in parts], ignore_index=True),
-                     {s: f for p in parts for s, f in p.sparse_kept_fraction.items()})
+                     {s: f for p in parts for s, f in p.sparse_kept_fraction.items()},
+                     pd.concat([p.performance for p in parts], ignore_index=True))
 
 
 def measure_task(task: str, model: str, train_seeds: Sequence[int], prompt_seeds: Sequence[int], *, n_prompts: int,
@@ -410,14 +486,20 @@ class SizeComparison:
                 "method": self.method, "threshold": self.threshold}
 
 
+def exact_affordable(tasks: Sequence[str], lm: str, gpt2_model: str) -> list[str]:
+    """The tasks whose models are trained here (small enough for exact patching on a CPU)."""
+    return [t for t in tasks if zoo.entry_for(task_model(t, lm, gpt2_model)).source == "toy"]
+
+
 @dataclass(frozen=True)
 class MethodAgreement:
     """Spearman rank correlation of gradient edge scores with exact patching (resample ablation), per model and
-    method, on ``prompts`` addition problems, for the models of one training seed."""
+    method, on ``prompts`` prompts of ``task``, for the models of one training seed."""
 
     prompts: int
     spearman: dict
     train_seed: int = 0
+    task: str = "addition"
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.spearman).rename_axis(index="method", columns="model")
@@ -426,8 +508,8 @@ class MethodAgreement:
     def sentence(self) -> str:
         parts = [f"{model}: " + ", ".join(f"{method} {rho:.2f}" for method, rho in methods.items())
                  for model, methods in self.spearman.items()]
-        return (f"Rank correlation with exact patching on {self.prompts} problems, models of training seed "
-                f"{self.train_seed} only: {'; '.join(parts)}.")
+        return (f"{self.task}: rank correlation with exact patching on {self.prompts} prompts, models of training "
+                f"seed {self.train_seed} only: {'; '.join(parts)}.")
 
 
 def method_agreement(setup: CircuitSetup, seed: int, methods: Sequence[str] = ("eap", "eap-ig")) -> MethodAgreement:
@@ -440,4 +522,4 @@ def method_agreement(setup: CircuitSetup, seed: int, methods: Sequence[str] = ("
         graph = ComponentGraph(model)
         exact = attribute(graph, task, "exact").scores.abs()
         result[label] = {m: spearman(attribute(graph, task, m).scores.abs(), exact) for m in methods}
-    return MethodAgreement(len(task), result, int(setup.train_seed))
+    return MethodAgreement(len(task), result, int(setup.train_seed), setup.task)

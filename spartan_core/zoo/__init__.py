@@ -92,7 +92,8 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
             info = {
                 "name": name, "dense_cache_dir": str(dense_dir), "key": key, "recipe": asdict(resolved),
                 "heldout_split": entry.heldout_split, "tau": result.tau, "tau_reference": result.tau_reference,
-                "seed": resolved.seed, "trained_on": result.machine, "dense_train_ce": result.dense_train_ce, "floor_ce": result.floor_ce, "best_step": result.best_step,
+                "seed": resolved.seed, "trained_on": result.machine, "dataset": dense_loaded.info.get("dataset"),
+                "dense_train_ce": result.dense_train_ce, "floor_ce": result.floor_ce, "best_step": result.best_step,
                 "train_wall_time_s": result.wall_time_s, "metrics": result.metrics,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }

@@ -29,8 +29,8 @@ class LoadedModel:
     @property
     def provenance(self) -> dict:
         """What identifies these weights: their SHA-256 (the cache's checksum; None for hub models, which are
-        not hashed), the training seed, and the threads, device and torch version they were trained with
-        (None for models not trained here)."""
+        not hashed), the training seed, the threads, device and torch version they were trained with (None for
+        models not trained here), and the hash of the corpus they learnt from where the data has one (python-lm)."""
         info = self.info
         trained = info.get("trained_on") or {}
         return {
@@ -45,6 +45,7 @@ class LoadedModel:
             "train_wall_time_s": info.get("train_wall_time_s"),
             "source": info.get("source", "post-trained here" if "tau" in info else None),
             "cache_key": info.get("key"),
+            "corpus_sha256": ((info.get("dataset") or {}).get("corpus") or {}).get("sha256"),
         }
 
 

@@ -70,6 +70,8 @@ def load_toy(entry: ModelEntry, *, cache_dir, progress: bool, overrides: dict) -
     architecture, data, pretrain = toy_settings(entry, overrides)
     keyed = {"name": entry.name, "format": FORMAT_VERSION, "architecture": architecture, "data": data,
              "pretrain": {k: v for k, v in pretrain.items() if k not in _UNKEYED}}
+    if entry.data_identity is not None:
+        keyed["dataset"] = entry.data_identity(data)
     key = config_hash(keyed)
     final = model_cache_dir(cache_dir) / entry.name / key
     tokenizer, splits = entry.build_data(data, cache_dir)
@@ -87,7 +89,7 @@ def load_toy(entry: ModelEntry, *, cache_dir, progress: bool, overrides: dict) -
             info = {
                 "name": entry.name, "source": "trained here", "key": key, "recipe": keyed,
                 "heldout_split": entry.heldout_split,
-                "seed": config.seed, "trained_on": result.machine,
+                "seed": config.seed, "trained_on": result.machine, "dataset": keyed.get("dataset"),
                 "train_wall_time_s": result.wall_time_s, "resumed_from": result.resumed_from,
                 "n_params": sum(p.numel() for p in model.parameters()),
                 "metrics": entry.dense_metrics(model, splits, config.eval_batch_size),

@@ -129,3 +129,58 @@ def test_task_checks_shapes_and_subsets():
     with pytest.raises(ValueError, match="targets"):
         CircuitTask("x", task.clean_ids, task.corrupt_ids, {"positions": task.targets["positions"][:2]},
                     answer_logprob)
+
+
+DOCSTRING_NAMES = ["name", "value", "path", "size", "key", "data", "mode", "file", "line", "text", "user_id"]
+
+
+@pytest.fixture(scope="module")
+def gpt2_fast():
+    from spartan_core.data.tokenizers import gpt2_tokenizer
+
+    return gpt2_tokenizer()
+
+
+def test_docstring_corrupted_prompts_differ_from_clean_only_in_the_argument_names(gpt2_fast):
+    from spartan_core.circuits import docstring_task, single_token_names
+
+    names = single_token_names(gpt2_fast, DOCSTRING_NAMES)
+    assert "user_id" not in names and "name" in names
+    task = docstring_task(gpt2_fast, DOCSTRING_NAMES, ["encode", "read_all"], 24, seed=5)
+    name_ids = {gpt2_fast(" " + n, add_special_tokens=False)["input_ids"][0] for n in names}
+    mask = task.attention_mask.bool()
+    assert task.clean_ids.shape == task.corrupt_ids.shape
+    for row in range(len(task)):
+        differ = (task.clean_ids[row] != task.corrupt_ids[row]) & mask[row]
+        assert int(differ.sum()) == 5, "a, b, c in the def, a and b in the docstring"
+        assert {int(t) for t in task.clean_ids[row][differ]} <= name_ids
+        assert {int(t) for t in task.corrupt_ids[row][differ]} <= name_ids
+        clean_names = {int(t) for t in task.clean_ids[row][differ]}
+        assert not clean_names & {int(t) for t in task.corrupt_ids[row][differ]}
+        text = gpt2_fast.decode(task.clean_ids[row][mask[row]])
+        assert text.startswith("def ") and text.endswith(":param")
+        position = int(task.targets["positions"][row, 0])
+        assert position == int(mask[row].sum()) - 1
+        answer = int(task.targets["tokens"][row, 0])
+        wrong = task.targets["wrong"][row].tolist()
+        assert answer in clean_names and set(wrong) < clean_names and answer not in wrong
+        assert int(task.corrupt_ids[row][differ][2]) != answer  # the corrupted def does not name the answer
+    assert torch.equal(docstring_task(gpt2_fast, DOCSTRING_NAMES, ["encode"], 4, seed=1).clean_ids,
+                       docstring_task(gpt2_fast, DOCSTRING_NAMES, ["encode"], 4, seed=1).clean_ids)
+
+
+def test_docstring_metric_is_the_answer_over_the_mean_distractor_and_accuracy_beats_every_one(gpt2_fast):
+    from spartan_core.circuits import beats_distractors, docstring_task
+
+    task = docstring_task(gpt2_fast, DOCSTRING_NAMES, ["encode"], 6, seed=0)
+    logits = torch.zeros(*task.clean_ids.shape, 50257)
+    rows = torch.arange(len(task))
+    position = task.targets["positions"][:, 0]
+    logits[rows, position, task.targets["tokens"][:, 0]] = 3.0
+    logits[rows, position, task.targets["wrong"][:, 0]] = 1.0
+    assert torch.allclose(task.metric(logits), torch.full((6,), 2.5))
+    assert beats_distractors(logits, task.targets).all()
+    logits[rows, position, task.targets["wrong"][:, 1]] = 4.0
+    assert not beats_distractors(logits, task.targets).any()
+    with pytest.raises(ValueError, match="argument_names"):
+        docstring_task(gpt2_fast, ["user_id", "name"], ["f"], 2)

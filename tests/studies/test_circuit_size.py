@@ -46,8 +46,10 @@ def test_task_model_maps_tasks_to_their_models():
     assert study.task_model("addition", "lm", "gpt2") == "addition-4l"
     assert study.task_model("induction", "lm", "gpt2") == "lm"
     assert study.task_model("ioi", "lm", "gpt2") == study.task_model("greater-than", "lm", "gpt2") == "gpt2"
+    assert study.task_model("docstring", "lm", "gpt2") == study.CODE_MODEL == "python-lm"
     with pytest.raises(ValueError, match="^tasks: "):
-        study.task_model("docstring", "lm", "gpt2")
+        study.task_model("copying", "lm", "gpt2")
+    assert study.exact_affordable(["addition", "docstring", "ioi"], "gpt2", "gpt2") == ["addition", "docstring"]
 
 
 def test_the_papers_ranges_are_in_one_table():
@@ -159,7 +161,7 @@ def test_measure_task_loops_training_seeds_and_stops_at_an_unavailable_one(setup
 def test_method_agreement_per_model_and_method(setup):
     agreement = study.method_agreement(setup, seed=0, methods=("eap",))
     assert set(agreement.spearman) == {"dense", "sparse"} and -1 <= agreement.spearman["dense"]["eap"] <= 1
-    assert agreement.table().shape == (1, 2) and agreement.sentence.startswith("Rank correlation")
+    assert agreement.table().shape == (1, 2) and agreement.sentence.startswith("addition: rank correlation")
     assert "training seed 0 only" in agreement.sentence
 
 
@@ -226,3 +228,37 @@ def test_ratio_figure_shows_every_draw_grouped_by_training_seed():
         assert "training seed 0" in labels and "training seed 1" in labels and any(
             label.startswith("the paper,") for label in labels)
     plt.close(fig)
+
+
+def _sized_with(accuracies: dict) -> "study.TaskSizes":
+    rows = [{"train_seed": t, "prompt_seed": p, "model": model, "accuracy": acc, "metric": acc * 2, "prompts": 8}
+            for model, values in accuracies.items() for (t, p), acc in values.items()]
+    needed = _needed([(0, 0, "edges", 4, 2), (0, 0, "heads", 2, 1)])
+    return study.TaskSizes("docstring", "python-lm", "eap", 0.9, needed, pd.DataFrame(), {0: 0.1}, pd.DataFrame(rows))
+
+
+def test_a_distractor_task_counts_only_when_the_dense_model_clears_twice_chance():
+    good = _sized_with({"dense": {(0, 0): 0.75, (1, 0): 0.625}, "sparse": {(0, 0): 0.5, (1, 0): 0.5}})
+    assert good.counts and good.performance_spreads()["dense"]["accuracy"].mean == pytest.approx(0.6875)
+    sentence = study.performance_sentence(good)
+    assert "clears the bar of 67%" in sentence and "chance 33%" in sentence and "count" in sentence
+    metrics = good.to_metrics()["performance"]
+    assert metrics["counts"] and metrics["chance"] == pytest.approx(1 / 3) and metrics["dense"]["accuracy"]["n"] == 2
+    weak = _sized_with({"dense": {(0, 0): 0.5}, "sparse": {(0, 0): 0.25}})
+    assert not weak.counts and "does not clear" in study.performance_sentence(weak)
+    assert "does not count" in study.performance_sentence(weak)
+
+
+def test_task_performance_scores_each_model_on_every_clean_prompt_set():
+    from spartan_core.data.tokenizers import gpt2_tokenizer
+
+    tokenizer = gpt2_tokenizer()
+    model = tiny_gpt2(vocab=50257).eval()
+    names = ["name", "value", "path", "size", "key", "data", "mode"]
+    setup = study.CircuitSetup("docstring", "python-lm", {"dense": model, "sparse": model},
+                               lambda seed: circuits.docstring_task(tokenizer, names, ["encode"], 4, seed=seed), 0.2)
+    table = study.task_performance(setup, [0, 1])
+    assert len(table) == 4 and set(table["model"]) == {"dense", "sparse"} and (table["prompts"] == 4).all()
+    assert table["accuracy"].between(0, 1).all()
+    same = table.pivot(index="prompt_seed", columns="model", values="metric")
+    assert np.allclose(same["dense"], same["sparse"]), "the same model scores the same on the same prompts"

@@ -188,3 +188,26 @@ def test_a_cache_directory_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="^SPARTAN_CACHE: .* is a file"):
         zoo.load("addition-4l", cache_dir=tmp_path / "file", progress=False, **TINY)
+
+
+def test_the_code_model_keys_its_cache_and_provenance_by_the_corpus_and_holds_out_modules(cache, monkeypatch):
+    from spartan_core.data import code
+
+    loaded = zoo.load("python-lm", cache_dir=cache, progress=False, steps=2, batch_size=4, eval_batch_size=64,
+                      n_embd=32, vocab_size=300)
+    corpus = code.corpus_identity(10)
+    assert loaded.info["recipe"]["dataset"]["corpus"] == corpus == loaded.info["dataset"]["corpus"]
+    assert loaded.provenance["corpus_sha256"] == corpus["sha256"]
+    assert set(loaded.data) == {"train", "validation", "train_code"} and loaded.info["heldout_split"] == "validation"
+    mixed, own = loaded.data["train"], loaded.data["train_code"]
+    copies = (mixed["labels"] == -100).any(dim=1)
+    assert int(copies.sum()) == len(own["input_ids"]) == int((~copies).sum())  # copy_fraction 0.5
+    card = loaded.info["metrics"]
+    assert {"heldout_ce", "train_ce_sample", "bigram"} <= set(card) and card["bigram"]["ce"] > 0
+    other = dict(corpus, sha256="0" * 64)
+    monkeypatch.setattr(importlib.import_module("spartan_core.zoo.registry"), "corpus_identity",
+                        lambda percent, root=None: other)
+    monkeypatch.setattr(train_module, "train", _refuse_training)
+    with pytest.raises(AssertionError, match="cached"):
+        zoo.load("python-lm", cache_dir=cache, progress=False, steps=2, batch_size=4, eval_batch_size=64,
+                 n_embd=32, vocab_size=300)
