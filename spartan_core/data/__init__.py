@@ -1,4 +1,5 @@
-"""Corpora and tasks, all available offline: the addition toy, Shakespeare and KJV text, hub text, induction.
+"""Corpora and tasks, all available offline: the addition toy, Shakespeare and KJV text, the standard library's
+Python sources (:mod:`.code`), hub text, induction.
 
 Every dataset is a *token-block dict* (the format ``spartan_core.training.train`` consumes): ``input_ids`` [N, T]
 (long), optionally ``attention_mask`` and ``labels`` (-100 = not scored; aligned with ``input_ids``, the model

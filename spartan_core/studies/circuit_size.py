@@ -434,17 +434,21 @@ class SizeComparison:
 
     def claim_line(self, kind: str) -> str:
         parts = []
+        counts = {t.task: t.counts for t in self.measured}
         for ratio in self._headline(kind):
             both = ratio.train_seeds > 1 and ratio.prompt_sets > 1
             seeds = f"; per-training-seed means {ratio.seeds_text}" if both else ""
-            parts.append(f"{ratio.task} on {ratio.model}: {ratio.text} fewer {kind}{seeds}")
+            caveat = "" if counts[ratio.task] else " (does not count: the dense model fails the task)"
+            parts.append(f"{ratio.task} on {ratio.model}: {ratio.text} fewer {kind}{seeds}{caveat}")
         return (f"dense / sparse at {self.threshold:.0%} explained effect, {self.method}, {self.ablations[0]} "
                 f"ablation: " + "; ".join(parts + self._pending()))
 
     def claim_values(self, kind: str) -> dict:
         """The numbers behind :meth:`claim_line`: per task, the spread over draws and over training seeds."""
+        counts = {t.task: t.counts for t in self.measured}
         return {r.task: {"over_draws": r.over_draws.to_dict(), "over_training_seeds": r.over_seeds.to_dict(),
-                         "train_seeds": r.train_seeds, "prompt_sets": r.prompt_sets} for r in self._headline(kind)}
+                         "train_seeds": r.train_seeds, "prompt_sets": r.prompt_sets, "counts": counts[r.task]}
+                for r in self._headline(kind)}
 
     @property
     def tasks_sentence(self) -> str:

@@ -32,8 +32,9 @@ __all__ = ["LoadedModel", "ModelEntry", "REGISTRY", "available", "entry_for", "l
 
 
 def load(name: str, *, cache_dir=None, progress: bool = True, **overrides) -> LoadedModel:
-    """Load a model by name: ``"addition-4l"``, ``"shakespeare-lm"`` (trained and cached on first use; overrides
-    such as ``steps=20``, ``n_layer=2``, ``block_size=64`` make a different cached model), ``"smollm2-135m"``, any
+    """Load a model by name: ``"addition-4l"``, ``"shakespeare-lm"``, ``"python-lm"`` (trained and cached on first
+    use; overrides such as ``steps=20``, ``n_layer=2``, ``block_size=64`` make a different cached model),
+    ``"smollm2-135m"``, any
     hub name (``"gpt2"``, ``"EleutherAI/pythia-160m"``) or a local directory. ``device=`` (default ``"auto"``)
     places the result without changing the cache key."""
     if not isinstance(name, str) or not name:

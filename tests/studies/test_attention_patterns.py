@@ -74,6 +74,28 @@ def test_control_sentences_say_what_the_control_shows():
         "seeds): 1 of 2 heads")
 
 
+def test_heldout_induction_scores_both_models_on_their_own_heldout_blocks():
+    pair = _pair()
+    ids = torch.randint(1, 50, (3, 20))
+    ids[:, 10:] = ids[:, :10]  # every block repeats itself, so every query of the second half is scored
+    for loaded in (pair.dense, pair.sparse):
+        loaded.data["validation"]["input_ids"] = ids
+    name, scores = study.heldout_induction(pair, n_blocks=2, threshold=0.5)
+    assert name == "validation (2 of 3 rows)" and set(scores) == {"dense", "sparse"}
+    assert all(s.scores.shape == (2, 4) for s in scores.values())
+    sentence = study.heldout_induction_sentence(name, scores)
+    assert sentence.startswith("On validation (2 of 3 rows), scored wherever a token repeats") and "sparse" in sentence
+
+
+def test_the_contrast_model_sentence_says_whether_it_could_test_the_claim():
+    assert "No natural-language toy" in study.contrast_sentence(None)
+    none = study.InductionHeads("shakespeare-lm", torch.tensor([[0.02, 0.01]]), 0.3)
+    assert "none of its 2 heads reaches 0.3" in study.contrast_sentence(none)
+    assert "could not be tested" in study.contrast_sentence(none) and "0.020" in study.contrast_sentence(none)
+    some = study.InductionHeads("shakespeare-lm", torch.tensor([[0.5, 0.01]]), 0.3)
+    assert "1 of its 2 heads reach 0.3" in study.contrast_sentence(some)
+
+
 def _run(seed, dense_scores, sparse_scores, kept_fraction, threshold=0.3):
     """A planted seed: induction scores of both models and the pair's held-out metrics."""
     comparison = study.InductionComparison("m", study.InductionHeads("m", torch.tensor(dense_scores), threshold),
