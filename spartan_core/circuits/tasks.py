@@ -274,6 +274,16 @@ def single_token_words(words: Sequence[str], encoding=None, leading_space: bool 
     return [w for w in words if len(encoding.encode(prefix + w)) == 1]
 
 
+def _picker(seed: int) -> Callable:
+    """``pick(options, count=1)``: ``count`` distinct items of ``options``, one seeded stream per task."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def pick(options, count=1):
+        return [options[int(i)] for i in torch.randperm(len(options), generator=generator)[:count]]
+
+    return pick
+
+
 def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token lists to [N, T] and return (ids, attention mask)."""
     width = max(len(r) for r in rows)
@@ -299,11 +309,7 @@ def ioi_task(n: int = 32, *, seed: int = 0, encoding=None) -> CircuitTask:
     names = single_token_words(IOI_NAMES, encoding)
     if len(names) < 6:
         raise ValueError("encoding: fewer than six single-token names")
-    generator = torch.Generator().manual_seed(seed)
-
-    def pick(options, count=1):
-        return [options[int(i)] for i in torch.randperm(len(options), generator=generator)[:count]]
-
+    pick = _picker(seed)
     clean_rows, corrupt_rows, positions, io_ids, s_ids, orders = [], [], [], [], [], []
     for i in range(n):
         template = pick(IOI_TEMPLATES)[0]
@@ -432,11 +438,7 @@ def docstring_task(tokenizer, argument_names: Sequence[str], function_names: Seq
     functions = sorted(set(function_names))
     if not functions:
         raise ValueError("function_names: empty")
-    generator = torch.Generator().manual_seed(seed)
-
-    def pick(options, count):
-        return [options[int(i)] for i in torch.randperm(len(options), generator=generator)[:count]]
-
+    pick = _picker(seed)
     clean_rows, corrupt_rows, positions, right, wrong = [], [], [], [], []
     for _ in range(n):
         a, b, c, *other = pick(names, 6)
