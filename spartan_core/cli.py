@@ -23,6 +23,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 from . import zoo  # noqa: E402  (after the offline defaults)
 from ._util import file_sha256, write_json  # noqa: E402
 from .data.files import context_length, read_text_file, text_file_blocks  # noqa: E402
+from .mechanism.policies import POLICIES  # noqa: E402
+from .objective.geco import CONTROLLERS  # noqa: E402
 from .objective.tau import TAU_REFERENCES  # noqa: E402
 from .training import (RunBusy, TrainingDiverged, iter_batches, load_checkpoint_weights,  # noqa: E402
                        resolve_device)
@@ -143,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=_float("alpha"), default=recipe.alpha, help="EMA factor of the CE seen by GECO")
     p.add_argument("--beta-init", type=_positive_float("beta-init"), default=recipe.beta_init)
     p.add_argument("--gate-bias", type=_float("gate-bias"), default=recipe.gate_bias)
+    p.add_argument("--controller", choices=CONTROLLERS, default=recipe.controller,
+                   help="how beta moves: geco, fixed (beta stays at --beta-init: a penalty), pi (GECO + a "
+                        "proportional term, nuPI)")
+    p.add_argument("--kp", type=_positive_float("kp", allow_zero=True), default=None,
+                   help="proportional gain of --controller pi (default eta / (1 - alpha))")
+    p.add_argument("--policy", choices=("gate", *POLICIES), default=recipe.policy,
+                   help="gate (learned, the paper) or a fixed mask baseline fine-tuned on plain CE")
+    p.add_argument("--keys-per-query", type=_positive_float("keys-per-query"), default=None,
+                   help="the budget of a fixed --policy: kept keys per query")
     p.add_argument("--eval-every", type=_nonneg_int("eval-every"), default=recipe.eval_every,
                    help="steps between evaluations on the training blocks (where the kept checkpoint is chosen)")
     p.add_argument("--eval-batches", type=_positive_int("eval-batches"), default=recipe.eval_max_batches)
@@ -210,7 +221,8 @@ def _recipe(args) -> SparseRecipe:
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip, tau=args.tau,
         tau_factor=args.tau_factor, tau_reference=args.tau_reference, tau_min=args.tau_min,
         floor_steps=args.floor_steps, eta=args.eta, alpha=args.alpha, beta_init=args.beta_init,
-        gate_bias=args.gate_bias, eval_every=args.eval_every, eval_batch_size=args.eval_batch_size,
+        gate_bias=args.gate_bias, controller=args.controller, kp=args.kp, policy=args.policy,
+        keys_per_query=args.keys_per_query, eval_every=args.eval_every, eval_batch_size=args.eval_batch_size,
         eval_max_batches=args.eval_batches, seed=args.seed, threads=args.threads)
 
 
@@ -343,11 +355,13 @@ def post_train(args) -> dict:
             "sparse_heldout_ce": sparse["heldout_ce"], "kept_fraction": sparse["kept_fraction"],
             "kept_per_query": sparse["kept_per_query"], "best_step": result.best_step,
             "wall_time_s": result.wall_time_s, "steps": recipe.steps, "gate_bias": recipe.gate_bias,
+            "controller": recipe.controller, "policy": result.metrics.get("policy", recipe.policy),
             "weights": "model.safetensors", "weights_step": weights_step,
             "weights_sha256": file_sha256(args.out / "model.safetensors"), "seed": recipe.seed,
             "trained_on": result.machine,
             "weights_are": (f"the evaluation with the fewest kept edges that met tau (step {weights_step})"
-                            if result.best_step is not None else "the last step (no evaluation met tau)"),
+                            if result.best_step is not None else "the last step (no evaluation met tau)"
+                            if recipe.policy == "gate" else "the last step (a fixed policy has no tau)"),
         }
         write_json(args.out / "summary.json", summary)
     return summary

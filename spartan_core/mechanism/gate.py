@@ -85,13 +85,13 @@ class _GatedSoftmax(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, scores, allowed, gate_bias, noise):
+    def forward(ctx, scores, allowed, gate_bias, noise, keep):
         blocked = ~allowed
         logits = scores + gate_bias if gate_bias else scores
         probs = torch.softmax(scores.masked_fill(blocked, torch.finfo(scores.dtype).min), dim=-1)
         probs.masked_fill_(blocked, 0.0)
         noisy = logits if noise is None else logits + noise
-        hard = (noisy > 0).masked_fill_(blocked, False)
+        hard = (noisy > 0 if keep is None else keep.clone()).masked_fill_(blocked, False)
         weights = probs * hard
         gate_probs = torch.sigmoid(logits).masked_fill_(blocked, 0.0)
         expected = gate_probs.sum((0, 2, 3))
@@ -114,7 +114,7 @@ class _GatedSoftmax(torch.autograd.Function):
         d_scores = probs * (d_weights * slope - row)
         if d_expected is not None:
             d_scores += d_expected[None, :, None, None] * gate_slope
-        return d_scores, None, None, None
+        return d_scores, None, None, None, None
 
 
 def gated_attention(
@@ -128,11 +128,15 @@ def gated_attention(
     scale: float | None = None,
     dropout: float = 0.0,
     compute_stats: bool = True,
+    policy=None,
+    layer: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, GateStats | None]:
     """Core of the mechanism for any boolean ``allowed`` mask broadcastable to [B, H, Tq, Tk].
 
     q is [B, H, Tq, D]; k, v are [B, H_kv, Tk, D] (H_kv divides H). A query row is real when it may attend to
-    at least one key. ``dropout`` (training only) drops kept edges after gating.
+    at least one key. ``dropout`` (training only) drops kept edges after gating. A fixed mask ``policy``
+    (:class:`~spartan_core.mechanism.policies.MaskPolicy`, told its ``layer``) decides the mask in place of the
+    gate; the gradient then flows through the softmax only, as through a gate that does not move.
     Returns (output [B, H, Tq, D], masked attention weights [B, H, Tq, Tk], stats).
     """
     batch, heads, q_len, head_dim = q.shape
@@ -142,10 +146,12 @@ def gated_attention(
 
     scores = torch.matmul(q * scale, k.transpose(-1, -2))
     scores = scores.to(torch.promote_types(scores.dtype, torch.float32))  # at least float32; float64 stays float64
-    noise = None
-    if sample:
+    noise = keep = None
+    if policy is not None:
+        keep = policy.keep(scores.detach(), allowed, layer)
+    elif sample:
         noise = torch.logit(torch.empty_like(scores).uniform_(), eps=1e-6)  # logistic noise
-    weights, expected, hard = _GatedSoftmax.apply(scores, allowed, float(gate_bias), noise)
+    weights, expected, hard = _GatedSoftmax.apply(scores, allowed, float(gate_bias), noise, keep)
     weights = weights.to(v.dtype)
     out = torch.matmul(torch.nn.functional.dropout(weights, p=dropout) if dropout else weights, v)
 

@@ -44,6 +44,7 @@ class SparseState:
 
     gate_bias: float = 0.0
     sample: bool | None = None  # None: sample in train mode, threshold in eval mode
+    policy: object = None  # a fixed MaskPolicy in place of the gate (a baseline); None: the learned gate
     record: bool = True
     stats: dict[int, GateStats] = field(default_factory=dict)
     previous_impl: str = "eager"
@@ -84,7 +85,8 @@ def spartan_attention_forward(
     allowed = _allowed_from_hf_mask(attention_mask, query.shape[0], query.shape[2], key.shape[2], query.device)
     out, weights, stats = gated_attention(
         query, key, value, allowed, gate_bias=state.gate_bias, sample=sample, scale=scaling,
-        dropout=dropout if module.training else 0.0, compute_stats=state.record,
+        dropout=dropout if module.training else 0.0, compute_stats=state.record, policy=state.policy,
+        layer=module._spartan_layer,
     )
     if stats is not None:
         state.stats[module._spartan_layer] = stats
@@ -118,12 +120,13 @@ def _clear_stats(model, args, kwargs=None):
     model._spartan_state.stats.clear()
 
 
-def sparsify(model: nn.Module, gate_bias: float = 0.0, sample: bool | None = None) -> nn.Module:
+def sparsify(model: nn.Module, gate_bias: float = 0.0, sample: bool | None = None, policy=None) -> nn.Module:
     """Switch ``model`` (in place) to gated sparse attention and return it.
 
     ``gate_bias`` b is added to every gate logit: b > 0 opens gates at the start of post-training, and
     ``float('inf')`` keeps every edge (the model then computes its ordinary attention). ``sample`` overrides
-    the default of sampling masks in train mode and thresholding in eval mode.
+    the default of sampling masks in train mode and thresholding in eval mode. ``policy`` (a
+    :class:`~spartan_core.mechanism.policies.MaskPolicy`) replaces the gate by a fixed rule: a baseline.
     """
     if isinstance(gate_bias, bool) or not isinstance(gate_bias, (int, float)) or math.isnan(gate_bias):
         raise ValueError(f"gate_bias: must be a number (inf keeps every edge), got {gate_bias!r}")
@@ -140,6 +143,7 @@ def sparsify(model: nn.Module, gate_bias: float = 0.0, sample: bool | None = Non
             module._spartan_layer = i
     state.gate_bias = float(gate_bias)
     state.sample = sample
+    state.policy = policy
     return model
 
 

@@ -8,13 +8,26 @@ The problem is: minimise the expected fraction of kept edges subject to CE <= ta
 
 so beta grows while the constraint holds (there is room to remove edges) and shrinks when it is violated. With
 ``eta = 0`` beta stays at ``beta_init``: a fixed penalty, the baseline GECO is compared against.
+
+GECO is an integral controller on the filtered slack xi = tau - ce_ema. :class:`PIGECO` adds the proportional term
+of nuPI (Sohrabi et al. 2024, PI control of Lagrange multipliers) in its incremental form,
+
+    log beta <- clamp(log beta + eta * xi_t + kp * (xi_t - xi_{t-1}), ...)
+
+so that beta drops as soon as the CE turns towards tau rather than only after the integral has unwound; the clamp
+bounds the state (no wind-up). ``kp = 0`` is GECO exactly, so a comparison isolates the proportional term. We keep
+this by hand instead of using cooper-optim's nuPI optimiser: cooper updates a tensor multiplier through a dual
+optimiser wrapped around the primal one, which the one training loop deliberately does not own, and the law is
+two lines on a float in log space.
 """
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["GECO"]
+__all__ = ["GECO", "PIGECO", "CONTROLLERS"]
+
+CONTROLLERS = ("geco", "fixed", "pi")  # the multiplier rules a recipe may name
 
 
 class GECO:
@@ -77,3 +90,36 @@ class GECO:
 
     def __repr__(self) -> str:
         return f"GECO(tau={self.tau:.4g}, beta={self.beta:.3g}, ce_ema={self.ce_ema}, eta={self.eta})"
+
+
+class PIGECO(GECO):
+    """GECO with a proportional term on the change of the filtered slack (nuPI); ``kp`` >= 0 in log beta per nat."""
+
+    def __init__(self, tau: float, kp: float, **geco):
+        super().__init__(tau, **geco)
+        if not (isinstance(kp, (int, float)) and math.isfinite(kp) and kp >= 0):
+            raise ValueError(f"kp: must be a finite number >= 0, got {kp!r}")
+        self.kp = float(kp)
+        self.slack: float | None = None  # xi_{t-1}
+
+    def update(self, ce: float) -> float:
+        before = self.log_beta
+        super().update(ce)
+        slack = self.tau - self.ce_ema
+        change = 0.0 if self.slack is None else slack - self.slack
+        self.slack = slack
+        self.log_beta = min(max(before + self.eta * slack + self.kp * change, self.log_beta_min), self.log_beta_max)
+        return self.beta
+
+    def log_fields(self) -> dict:
+        return {**super().log_fields(), "slack": self.slack}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "kp": self.kp, "slack": self.slack}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.kp, self.slack = state["kp"], state["slack"]
+
+    def __repr__(self) -> str:
+        return f"PIGECO(tau={self.tau:.4g}, beta={self.beta:.3g}, eta={self.eta}, kp={self.kp})"

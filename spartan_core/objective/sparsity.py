@@ -49,7 +49,7 @@ class SparsityUnderCE(Objective):
         return {"beta": f"{self.geco.beta:.2e}", "frac": f"{record['expected_fraction']:.4f}"}
 
     def manifest(self) -> dict:
-        return {k: v for k, v in self.geco.state_dict().items() if k not in ("ce_ema", "steps")}
+        return {k: v for k, v in self.geco.state_dict().items() if k not in ("ce_ema", "steps", "slack")}
 
     def state_dict(self) -> dict:
         return {"geco": self.geco.state_dict()}

@@ -12,15 +12,18 @@ from pathlib import Path
 
 import torch
 
+from ..mechanism.policies import POLICIES, MaskPolicy, calibrate_threshold
 from ..mechanism.sparsify import sparsify
-from ..objective.geco import GECO
+from ..objective.base import Objective
+from ..objective.geco import CONTROLLERS, GECO, PIGECO
 from ..objective.sparsity import SparsityUnderCE
 from ..objective.tau import TAU_REFERENCES, resolve_tau
 from .config import TrainConfig
 from .evaluate import evaluate
+from .batches import iter_batches, validate_blocks
 from .loop import train
 
-__all__ = ["SparseRecipe", "PostTrainResult", "post_train", "CHECKPOINT_EVERY", "CHECKPOINT_SECONDS"]
+__all__ = ["SparseRecipe", "PostTrainResult", "post_train", "fixed_policy", "CHECKPOINT_EVERY", "CHECKPOINT_SECONDS"]
 
 CHECKPOINT_EVERY = 500  # a run killed midway resumes from the last of these ...
 CHECKPOINT_SECONDS = 120.0  # ... or of these, whichever came last: a kill loses at most two minutes
@@ -34,9 +37,17 @@ class SparseRecipe:
     (``"dense"``: dense model's CE on training data; ``"floor"``: mean sampled-mask training CE over the last
     third of a first phase of ``floor_steps`` post-training steps with beta held at ``beta_min``), but at least
     ``tau_min`` (a relative tau under the sampled-mask CE floor would never let beta rise). GECO: ``eta`` (step on log beta per nat of slack),
-    ``alpha`` (EMA), ``beta_init``/``beta_min``/``beta_max``. ``gate_bias`` b opens gates at the start.
+    ``alpha`` (EMA), ``beta_init``/``beta_min``/``beta_max``. ``controller``: ``"geco"``, ``"fixed"`` (beta stays
+    at ``beta_init``: a penalty method) or ``"pi"`` (GECO plus a proportional term ``kp``, by default
+    eta / (1 - alpha): the slack weighs as much as one EMA time constant of its integral). ``gate_bias`` b opens
+    gates at the start. ``policy``: ``"gate"`` (the learned gate) or a fixed mask rule of
+    :mod:`~spartan_core.mechanism.policies` keeping ``keys_per_query`` keys, fine-tuned on plain CE for the same
+    number of steps as the gate's floor and GECO phases together (a baseline; no tau, no multiplier).
     ``eval_every``: how often the deterministic-mask CE and edges are measured on training data, which is also
-    where the best checkpoint meeting tau is chosen (never on the held-out split that results report).
+    where the best checkpoint meeting tau is chosen (never on the held-out split that results report);
+    ``heldout_max_batches`` limits the reported held-out metrics to that many eval batches of blocks spread evenly
+    over the split (None: all),
+    so that a sweep of many short runs is not dominated by evaluation.
     ``block_size`` applies to text data only. ``seed``: the training seed (batch order and sampled gates);
     ``threads``: torch CPU threads while training (None: as set), part of the recipe because the weights depend
     on it.
@@ -59,10 +70,15 @@ class SparseRecipe:
     beta_init: float = math.exp(-8)
     beta_min: float = math.exp(-10)
     beta_max: float = math.exp(5)
+    controller: str = "geco"
+    kp: float | None = None
     gate_bias: float = 0.0
+    policy: str = "gate"
+    keys_per_query: float | None = None
     eval_every: int = 250
     eval_batch_size: int = 64
     eval_max_batches: int | None = None
+    heldout_max_batches: int | None = None
     block_size: int = 128
     seed: int = 0
     threads: int | None = None
@@ -76,14 +92,37 @@ class SparseRecipe:
             raise ValueError(f"tau_min: must be a finite CE >= 0, got {self.tau_min!r}")
         if self.tau_reference not in TAU_REFERENCES:
             raise ValueError(f"tau_reference: must be one of {', '.join(TAU_REFERENCES)}, got {self.tau_reference!r}")
-        if self.tau_reference == "floor" and self.tau is None and self.floor_steps < 1:
+        if self.tau_reference == "floor" and self.tau is None and self.floor_steps < 1 and self.policy == "gate":
             raise ValueError("floor_steps: tau_reference='floor' needs floor_steps >= 1 to measure the floor")
         if self.floor_steps < 0:
             raise ValueError(f"floor_steps: must be >= 0, got {self.floor_steps!r}")
-        GECO(tau=1.0, alpha=self.alpha, eta=self.eta, beta_init=self.beta_init, beta_min=self.beta_min,
-             beta_max=self.beta_max)  # refuses bad controller settings by name before any work
+        if self.controller not in CONTROLLERS:
+            raise ValueError(f"controller: must be one of {', '.join(CONTROLLERS)}, got {self.controller!r}")
+        if self.kp is not None and self.controller != "pi":
+            raise ValueError(f"kp: only the pi controller has a proportional gain (controller={self.controller!r})")
+        self.multiplier(1.0)  # refuses bad controller settings by name before any work
+        if self.policy != "gate":
+            if self.policy not in POLICIES:
+                raise ValueError(f"policy: must be 'gate' or one of {', '.join(POLICIES)}, got {self.policy!r}")
+            if self.keys_per_query is None:
+                raise ValueError(f"keys_per_query: the {self.policy} policy needs a budget of kept keys per query")
+            MaskPolicy(self.policy, self.keys_per_query)
+        elif self.keys_per_query is not None:
+            raise ValueError("keys_per_query: the learned gate chooses its own keys; set it only with a fixed policy")
+        if self.heldout_max_batches is not None and (isinstance(self.heldout_max_batches, bool) or not isinstance(
+                self.heldout_max_batches, int) or self.heldout_max_batches < 1):
+            raise ValueError(f"heldout_max_batches: must be an integer >= 1 or None, got {self.heldout_max_batches!r}")
         if self.block_size < 2:
             raise ValueError(f"block_size: must be at least 2, got {self.block_size!r}")
+
+    def multiplier(self, tau: float) -> GECO:
+        """The controller of beta for target ``tau``, from ``controller`` and its settings."""
+        settings = dict(alpha=self.alpha, eta=0.0 if self.controller == "fixed" else self.eta,
+                        beta_init=self.beta_init, beta_min=self.beta_min, beta_max=self.beta_max)
+        if self.controller == "pi":
+            kp = self.eta / (1 - self.alpha) if self.kp is None else self.kp
+            return PIGECO(tau, kp=kp, **settings)
+        return GECO(tau, **settings)
 
     @classmethod
     def from_any(cls, recipe) -> "SparseRecipe":
@@ -120,7 +159,7 @@ class PostTrainResult:
 
     model: torch.nn.Module
     recipe: SparseRecipe
-    tau: float
+    tau: float | None  # None for a fixed policy, which has no constraint
     tau_reference: str
     dense_train_ce: float
     floor_ce: float | None
@@ -130,6 +169,16 @@ class PostTrainResult:
     evals: list[dict] = field(default_factory=list)
     wall_time_s: float = 0.0
     machine: dict = field(default_factory=dict)
+
+
+def spread_rows(data: dict, rows: int) -> dict:
+    """``rows`` blocks of a dataset evenly spaced over it (a data set stored in order, by file or by problem, is
+    then still covered end to end); every per-block tensor is cut, anything else kept."""
+    n = validate_blocks(data, "heldout")
+    if rows >= n:
+        return data
+    index = torch.linspace(0, n - 1, rows).round().long()
+    return {k: v[index] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == n else v for k, v in data.items()}
 
 
 def heldout_ce(model, heldout: dict, batch_size: int) -> dict:
@@ -158,12 +207,17 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
     recipe = SparseRecipe.from_any(recipe)
     out = Path(out_dir) if out_dir is not None else None
     batch = recipe.eval_batch_size
+    if recipe.heldout_max_batches is not None:
+        heldout = spread_rows(heldout, recipe.heldout_max_batches * batch)
 
     def measure(current) -> dict:
         return {**heldout_ce(current, heldout, batch), **(extra_metrics(current, heldout) if extra_metrics else {})}
 
     dense_train_ce = evaluate(model, train_data, batch, recipe.eval_max_batches)["ce"]
     dense_metrics = measure(model)
+    if recipe.policy != "gate":
+        return _fixed_policy(model, train_data, recipe, measure, dense_train_ce, dense_metrics, out, progress, device,
+                             identity, fresh, desc, execution)
     sparsify(model, gate_bias=recipe.gate_bias)
     gated_metrics = measure(model)
     started = time.perf_counter()
@@ -181,8 +235,7 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
         history += [{**r, "phase": "floor"} for r in floor.history]
     tau = resolve_tau(tau=recipe.tau, tau_factor=recipe.tau_factor, tau_reference=recipe.tau_reference,
                       tau_min=recipe.tau_min, dense_ce=dense_train_ce, floor_ce=floor_ce)
-    geco = GECO(tau=tau, alpha=recipe.alpha, eta=recipe.eta, beta_init=recipe.beta_init,
-                beta_min=recipe.beta_min, beta_max=recipe.beta_max)
+    geco = recipe.multiplier(tau)
     result = train(model, train_data, config=recipe.train_config(recipe.steps, progress, device, **execution),
                    eval_data=train_data, objective=SparsityUnderCE(geco), out_dir=out / "geco" if out else None,
                    desc=desc, identity=identity, fresh=fresh)
@@ -197,3 +250,34 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
         evals=[{**r, "step": r["step"] + offset} for r in result.evals],
         wall_time_s=time.perf_counter() - started, machine=result.machine,
     )
+
+
+def fixed_policy(model: torch.nn.Module, recipe: SparseRecipe, calibration: dict) -> MaskPolicy:
+    """Switch ``model`` to the recipe's fixed mask policy; the threshold one is calibrated on ``calibration``
+    (at most ``eval_max_batches`` batches) to keep ``keys_per_query`` keys on average."""
+    policy = MaskPolicy(recipe.policy, recipe.keys_per_query, seed=recipe.seed)
+    sparsify(model, gate_bias=recipe.gate_bias, policy=policy)
+    if policy.name == "threshold":
+        from .._util import model_device
+
+        batches = iter_batches(calibration, recipe.eval_batch_size, recipe.eval_max_batches, model_device(model))
+        policy.threshold = calibrate_threshold(model, batches, recipe.keys_per_query)
+    return policy
+
+
+def _fixed_policy(model, train_data, recipe, measure, dense_train_ce, dense_metrics, out, progress, device,
+                  identity, fresh, desc, execution) -> PostTrainResult:
+    """A baseline: the fixed mask policy, calibrated on training data, then fine-tuned on plain CE."""
+    policy = fixed_policy(model, recipe, train_data)
+    applied = measure(model)
+    result = train(model, train_data, config=recipe.train_config(
+        recipe.floor_steps + recipe.steps, progress, device, keep_best=False, **execution),
+        eval_data=train_data, objective=Objective(), out_dir=out / "policy" if out else None,
+        desc=f"{policy.name} {desc}", identity=identity, fresh=fresh)
+    return PostTrainResult(
+        model=model, recipe=recipe, tau=None, tau_reference="none", dense_train_ce=dense_train_ce,
+        floor_ce=None, best_step=None,
+        metrics={"dense": dense_metrics, "policy_before_training": applied, "sparse": measure(model),
+                 "policy": policy.to_dict()},
+        history=[{**r, "phase": "policy"} for r in result.history], evals=result.evals,
+        wall_time_s=result.wall_time_s, machine=result.machine)

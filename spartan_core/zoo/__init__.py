@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .._util import read_jsonl
+from ..mechanism.policies import MaskPolicy
 from ..mechanism.sparsify import dense as to_dense
 from ..mechanism.sparsify import sparsify
 from ..training.posttrain import SparseRecipe, post_train
@@ -69,7 +70,8 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
                 dense_overrides: dict | None = None) -> LoadedModel:
     """The sparse-attention post-trained copy of ``load(name, **dense_overrides)`` under ``recipe`` (a dict of
     :class:`SparseRecipe` fields layered over :func:`default_sparse_recipe`, or a full ``SparseRecipe``),
-    trained on first use and cached. The returned model is sparsified with the recipe's gate bias; ``history``
+    trained on first use and cached. The returned model is sparsified with the recipe's gate bias (or its fixed mask
+    policy, for a baseline recipe); ``history``
     holds every training step (floor phase first, ``phase`` says which) and ``info["metrics"]`` the held-out
     metrics (``heldout_ce``, edges, task metrics such as ``exact_match``) of the dense, the gated-untrained and
     the sparse model."""
@@ -103,7 +105,8 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
             trained_now = True
     info = verified_info(final)
     model = from_cache(final, AutoModelForCausalLM.from_pretrained)
-    sparsify(model, gate_bias=info["recipe"]["gate_bias"])
+    policy = info["metrics"].get("policy")
+    sparsify(model, gate_bias=info["recipe"]["gate_bias"], policy=None if policy is None else MaskPolicy(**policy))
     info.update(cache_dir=str(final), trained_now=trained_now)
     return used(LoadedModel(name=name, model=to_device(model, device).eval(), tokenizer=dense_loaded.tokenizer,
                             data=dense_loaded.data, info=info, history=read_jsonl(final / "history.jsonl"),

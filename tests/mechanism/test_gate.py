@@ -134,7 +134,7 @@ def test_fused_gate_backward_matches_plain_autograd(sample):
     noise = torch.logit(torch.rand_like(scores)) if sample else None
     d_weights, d_expected = torch.randn_like(scores), torch.randn(3, dtype=torch.float64)
     a = scores.clone().requires_grad_(True)
-    weights, expected, _ = _GatedSoftmax.apply(a, allowed, 0.3, noise)
+    weights, expected, _ = _GatedSoftmax.apply(a, allowed, 0.3, noise, None)
     ((weights * d_weights).sum() + (expected * d_expected).sum()).backward()
     b = scores.clone().requires_grad_(True)
     ref_weights, ref_expected = _reference_gate(b, allowed, 0.3, noise)

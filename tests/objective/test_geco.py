@@ -60,3 +60,40 @@ def test_the_one_tau_rule():
     assert resolve_tau(tau=None, tau_reference="floor", **common) == pytest.approx(0.06)
     with pytest.raises(ValueError, match="^tau_reference: the floor CE was not measured"):
         resolve_tau(tau=None, tau_reference="floor", **{**common, "floor_ce": None})
+
+
+def test_pi_with_no_proportional_gain_is_geco():
+    from spartan_core.objective.geco import PIGECO
+
+    geco, pi = GECO(tau=1.0, alpha=0.5, eta=2.0, beta_init=1.0), PIGECO(tau=1.0, kp=0.0, alpha=0.5, eta=2.0, beta_init=1.0)
+    for ce in (0.5, 1.5, 0.9, 2.0):
+        assert pi.update(ce) == pytest.approx(geco.update(ce))
+
+
+def test_pi_drops_beta_as_soon_as_the_slack_shrinks():
+    from spartan_core.objective.geco import PIGECO
+
+    pi = PIGECO(tau=1.0, kp=10.0, alpha=0.0, eta=1.0, beta_init=1.0)
+    pi.update(0.5)  # slack 0.5, no change yet: log beta = 0.5
+    assert pi.log_beta == pytest.approx(0.5)
+    pi.update(0.8)  # slack 0.2 (still met): + 0.2 from the integral, - 3.0 from the proportional term
+    assert pi.log_beta == pytest.approx(0.5 + 0.2 - 3.0)
+
+
+def test_pi_state_round_trips_for_resume():
+    from spartan_core.objective.geco import PIGECO
+
+    pi = PIGECO(tau=2.0, kp=3.0, eta=0.5)
+    for ce in (1.0, 2.5, 1.7):
+        pi.update(ce)
+    other = PIGECO(tau=9.0, kp=0.0)
+    other.load_state_dict(pi.state_dict())
+    assert other.state_dict() == pi.state_dict()
+    assert [other.update(c) for c in (2.2, 1.1)] == [pi.update(c) for c in (2.2, 1.1)]
+
+
+def test_bad_proportional_gain_is_refused_by_name():
+    from spartan_core.objective.geco import PIGECO
+
+    with pytest.raises(ValueError, match="^kp"):
+        PIGECO(tau=1.0, kp=-1.0)

@@ -40,10 +40,12 @@ def test_geco_post_training_logs_every_field_and_counts_edges(tmp_path):
     assert result.best_step in (3, 6)
 
 
-def _run(out_dir, steps, interrupt_at=None):
+def _run(out_dir, steps, interrupt_at=None, controller="geco"):
+    from spartan_core.objective.geco import PIGECO
+
     torch.manual_seed(0)
     model = sparsify(tiny_gpt2())
-    geco = GECO(tau=4.0, eta=0.5)
+    geco = GECO(tau=4.0, eta=0.5) if controller == "geco" else PIGECO(tau=4.0, kp=20.0, eta=0.5)
     config = TrainConfig(steps=steps, batch_size=8, lr=1e-3, checkpoint_every=3, keep_best=False, progress=False)
 
     def stop(record):
@@ -53,13 +55,14 @@ def _run(out_dir, steps, interrupt_at=None):
     return train(model, blocks(), config=config, objective=SparsityUnderCE(geco), out_dir=out_dir, on_step=stop), geco
 
 
-def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
-    full, full_geco = _run(tmp_path / "full", 8)
+@pytest.mark.parametrize("controller", ["geco", "pi"])
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, controller):
+    full, full_geco = _run(tmp_path / "full", 8, controller=controller)
     with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path / "killed", 8, interrupt_at=5)
+        _run(tmp_path / "killed", 8, interrupt_at=5, controller=controller)
     assert json.load(open(tmp_path / "killed" / "checkpoint" / "trainer.json"))["step"] == 3
     torch.manual_seed(123)  # a fresh process would not share the RNG state: the checkpoint must restore it
-    resumed, resumed_geco = _run(tmp_path / "killed", 8)
+    resumed, resumed_geco = _run(tmp_path / "killed", 8, controller=controller)
     assert resumed.resumed_from == 3
     a = load_file(tmp_path / "full" / "checkpoint" / "model.safetensors")
     b = load_file(tmp_path / "killed" / "checkpoint" / "model.safetensors")

@@ -45,3 +45,32 @@ def test_post_train_reports_metrics_before_and_after_and_the_tau_rule(local_mode
     assert set(result.metrics) == {"dense", "gated_before_training", "sparse"}
     assert "kept_fraction" not in result.metrics["dense"] and 0 < result.metrics["sparse"]["kept_fraction"] <= 1
     assert [r["phase"] for r in result.history] == ["geco", "geco"]
+
+
+def test_a_fixed_policy_recipe_fine_tunes_the_same_budget_on_plain_ce(local_model):
+    from spartan_core.mechanism.sparsify import sparse_state
+
+    model_dir, text = local_model
+    loaded = zoo.load(str(model_dir), progress=False)
+    data = {"input_ids": pack_blocks(loaded.tokenizer(text.read_text())["input_ids"], 16)["input_ids"]}
+    recipe = SparseRecipe(steps=2, floor_steps=1, batch_size=4, eval_every=1, policy="topk", keys_per_query=2,
+                          heldout_max_batches=1, eval_batch_size=4)
+    result = post_train(loaded.model, data, data, recipe, progress=False)
+    assert result.tau is None and [r["phase"] for r in result.history] == ["policy"] * 3
+    expected = (2 * 16 - 1) / 16  # the first query has only itself to keep
+    for kind in ("policy_before_training", "sparse"):
+        assert result.metrics[kind]["kept_per_query"] == expected
+    assert result.metrics["policy"]["name"] == "topk" and sparse_state(result.model).policy.keys_per_query == 2
+    assert "beta" not in result.history[0]
+
+
+def test_recipes_refuse_bad_controllers_and_policies_by_name():
+    import pytest
+
+    for bad, name in [(dict(controller="lagrange"), "controller"), (dict(kp=1.0), "kp"),
+                      (dict(policy="best"), "policy"), (dict(policy="window"), "keys_per_query"),
+                      (dict(keys_per_query=2), "keys_per_query"), (dict(heldout_max_batches=0), "heldout_max_batches")]:
+        with pytest.raises(ValueError, match=f"^{name}"):
+            SparseRecipe(**bad)
+    assert SparseRecipe(controller="pi", eta=0.5, alpha=0.9).multiplier(1.0).kp == pytest.approx(5.0)
+    assert SparseRecipe(controller="fixed", eta=3.0, beta_init=0.2).multiplier(1.0).update(9.0) == pytest.approx(0.2)
