@@ -114,7 +114,9 @@ def test_unwritable_outputs_are_refused_before_the_work(local_model, tmp_path, c
 
 @pytest.mark.parametrize("argv, name", [
     (["--beta-init", "1000"], "beta-init"), (["--beta-init", "1e-7"], "beta-init"), (["--device", "mps"], "device"),
-    (["--gate-bias", "nan"], "gate-bias"),
+    (["--gate-bias", "nan"], "gate-bias"), (["--controller", "fixed", "--kp", "2"], "kp"),
+    (["--policy", "topk", "--keys-per-query", "1.5"], "keys-per-query"), (["--policy", "window"], "keys-per-query"),
+    (["--keys-per-query", "2"], "keys-per-query"),
 ])
 def test_more_bad_values_are_one_line(local_model, tmp_path, capsys, argv, name):
     model_dir, text = local_model
