@@ -369,13 +369,16 @@ def post_train(args) -> dict:
 
 def count_edges_command(args) -> dict:
     from . import count_edges, sparsify
+    from .mechanism.policies import MaskPolicy
 
     loaded, _, eval_data = _load_with_data(args)
-    model = sparsify(loaded.model.to(resolve_device(args.device)), gate_bias=args.gate_bias)
+    summary = args.checkpoint / "summary.json" if args.checkpoint is not None else None
+    policy = json.loads(summary.read_text()).get("policy") if summary is not None and summary.is_file() else None
+    model = sparsify(loaded.model.to(resolve_device(args.device)), gate_bias=args.gate_bias,
+                     policy=MaskPolicy(**policy) if isinstance(policy, dict) else None)  # a baseline run's mask
     weights = "untrained gates"
     if args.checkpoint is not None:
         _, weights = load_checkpoint_weights(model, args.checkpoint)
-        summary = args.checkpoint / "summary.json"
         if Path(weights).name == "model.safetensors" and Path(weights).parent == args.checkpoint and summary.is_file():
             weights += f" ({json.loads(summary.read_text()).get('weights_are', 'what post-train reported')})"
         elif Path(weights).parent.name == "checkpoint":

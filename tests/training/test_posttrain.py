@@ -74,3 +74,17 @@ def test_recipes_refuse_bad_controllers_and_policies_by_name():
             SparseRecipe(**bad)
     assert SparseRecipe(controller="pi", eta=0.5, alpha=0.9).multiplier(1.0).kp == pytest.approx(5.0)
     assert SparseRecipe(controller="fixed", eta=3.0, beta_init=0.2).multiplier(1.0).update(9.0) == pytest.approx(0.2)
+
+
+def test_count_edges_reads_a_policy_run_with_its_mask(local_model, tmp_path, capsys):
+    model_dir, text = local_model
+    out = tmp_path / "run"
+    common = ["--model", str(model_dir), "--data", str(text), "--seq-len", "16"]
+    assert main(["post-train", *common, "--out", str(out), "--steps", "2", "--batch-size", "4", "--policy", "window",
+                 "--keys-per-query", "3", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["policy"]["name"] == "window" and summary["weights_are"].startswith("the last step")
+    capsys.readouterr()
+    assert main(["count-edges", *common, "--checkpoint", str(out), "--json", str(tmp_path / "e.json")]) == 0
+    counts = json.loads((tmp_path / "e.json").read_text())
+    assert counts["kept_per_query"] == (3 * 16 - 3) / 16  # queries 0 and 1 see fewer than 3 keys
