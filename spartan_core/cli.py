@@ -372,15 +372,16 @@ def count_edges_command(args) -> dict:
     from .mechanism.policies import MaskPolicy
 
     loaded, _, eval_data = _load_with_data(args)
-    summary = args.checkpoint / "summary.json" if args.checkpoint is not None else None
-    policy = json.loads(summary.read_text()).get("policy") if summary is not None and summary.is_file() else None
+    summary_file = args.checkpoint / "summary.json" if args.checkpoint is not None else None
+    summary = json.loads(summary_file.read_text()) if summary_file is not None and summary_file.is_file() else None
+    policy = summary.get("policy") if summary is not None else None
     model = sparsify(loaded.model.to(resolve_device(args.device)), gate_bias=args.gate_bias,
                      policy=MaskPolicy(**policy) if isinstance(policy, dict) else None)  # a baseline run's mask
     weights = "untrained gates"
     if args.checkpoint is not None:
         _, weights = load_checkpoint_weights(model, args.checkpoint)
-        if Path(weights).name == "model.safetensors" and Path(weights).parent == args.checkpoint and summary.is_file():
-            weights += f" ({json.loads(summary.read_text()).get('weights_are', 'what post-train reported')})"
+        if Path(weights).name == "model.safetensors" and Path(weights).parent == args.checkpoint and summary is not None:
+            weights += f" ({summary.get('weights_are', 'what post-train reported')})"
         elif Path(weights).parent.name == "checkpoint":
             weights += " (the last checkpointed step: post-train has not finished)"
     counts = count_edges(model, iter_batches(eval_data, args.batch_size, args.max_batches), progress=True)

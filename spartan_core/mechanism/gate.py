@@ -91,7 +91,7 @@ class _GatedSoftmax(torch.autograd.Function):
         probs = torch.softmax(scores.masked_fill(blocked, torch.finfo(scores.dtype).min), dim=-1)
         probs.masked_fill_(blocked, 0.0)
         noisy = logits if noise is None else logits + noise
-        hard = (noisy > 0 if keep is None else keep.clone()).masked_fill_(blocked, False)
+        hard = (noisy > 0).masked_fill_(blocked, False) if keep is None else keep & allowed
         weights = probs * hard
         gate_probs = torch.sigmoid(logits).masked_fill_(blocked, 0.0)
         expected = gate_probs.sum((0, 2, 3))

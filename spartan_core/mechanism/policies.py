@@ -107,9 +107,8 @@ def calibrate_threshold(model: torch.nn.Module, batches, keys_per_query: float) 
     recorder = _WeightRecorder()
     before, state.policy = state.policy, recorder
     try:
-        with torch.inference_mode():
-            for batch in batches:
-                model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False)
+        for batch in batches:
+            model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False)
     finally:
         state.policy = before
     if not recorder.rows:

@@ -69,10 +69,14 @@ class GECO:
         if not math.isfinite(ce):
             raise ValueError(f"ce: GECO received a non-finite loss {ce!r}")
         self.ce_ema = ce if self.ce_ema is None else self.alpha * self.ce_ema + (1 - self.alpha) * ce
-        self.log_beta = min(max(self.log_beta + self.eta * (self.tau - self.ce_ema), self.log_beta_min),
+        self.log_beta = min(max(self.log_beta + self._step(self.tau - self.ce_ema), self.log_beta_min),
                             self.log_beta_max)
         self.steps += 1
         return self.beta
+
+    def _step(self, slack: float) -> float:
+        """The change of log beta for the filtered slack tau - ce_ema (integral control)."""
+        return self.eta * slack
 
     def log_fields(self) -> dict:
         return {"tau": self.tau, "ce_ema": self.ce_ema, "beta": self.beta, "log_beta": self.log_beta}
@@ -102,14 +106,10 @@ class PIGECO(GECO):
         self.kp = float(kp)
         self.slack: float | None = None  # xi_{t-1}
 
-    def update(self, ce: float) -> float:
-        before = self.log_beta
-        super().update(ce)
-        slack = self.tau - self.ce_ema
+    def _step(self, slack: float) -> float:
         change = 0.0 if self.slack is None else slack - self.slack
         self.slack = slack
-        self.log_beta = min(max(before + self.eta * slack + self.kp * change, self.log_beta_min), self.log_beta_max)
-        return self.beta
+        return self.eta * slack + self.kp * change
 
     def log_fields(self) -> dict:
         return {**super().log_fields(), "slack": self.slack}

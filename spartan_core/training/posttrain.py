@@ -18,12 +18,13 @@ from ..objective.base import Objective
 from ..objective.geco import CONTROLLERS, GECO, PIGECO
 from ..objective.sparsity import SparsityUnderCE
 from ..objective.tau import TAU_REFERENCES, resolve_tau
+from .._util import model_device
+from .batches import iter_batches, validate_blocks
 from .config import TrainConfig
 from .evaluate import evaluate
-from .batches import iter_batches, validate_blocks
 from .loop import train
 
-__all__ = ["SparseRecipe", "PostTrainResult", "post_train", "fixed_policy", "CHECKPOINT_EVERY", "CHECKPOINT_SECONDS"]
+__all__ = ["SparseRecipe", "PostTrainResult", "post_train", "CHECKPOINT_EVERY", "CHECKPOINT_SECONDS"]
 
 CHECKPOINT_EVERY = 500  # a run killed midway resumes from the last of these ...
 CHECKPOINT_SECONDS = 120.0  # ... or of these, whichever came last: a kill loses at most two minutes
@@ -46,8 +47,7 @@ class SparseRecipe:
     ``eval_every``: how often the deterministic-mask CE and edges are measured on training data, which is also
     where the best checkpoint meeting tau is chosen (never on the held-out split that results report);
     ``heldout_max_batches`` limits the reported held-out metrics to that many eval batches of blocks spread evenly
-    over the split (None: all),
-    so that a sweep of many short runs is not dominated by evaluation.
+    over the split (None: all), so that a sweep of many short runs is not dominated by evaluation.
     ``block_size`` applies to text data only. ``seed``: the training seed (batch order and sampled gates);
     ``threads``: torch CPU threads while training (None: as set), part of the recipe because the weights depend
     on it.
@@ -252,23 +252,15 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
     )
 
 
-def fixed_policy(model: torch.nn.Module, recipe: SparseRecipe, calibration: dict) -> MaskPolicy:
-    """Switch ``model`` to the recipe's fixed mask policy; the threshold one is calibrated on ``calibration``
-    (at most ``eval_max_batches`` batches) to keep ``keys_per_query`` keys on average."""
+def _fixed_policy(model, train_data, recipe, measure, dense_train_ce, dense_metrics, out, progress, device,
+                  identity, fresh, desc, execution) -> PostTrainResult:
+    """A baseline: the fixed mask policy (a threshold calibrated on at most ``eval_max_batches`` batches of
+    training data), measured as it is, then fine-tuned on plain CE."""
     policy = MaskPolicy(recipe.policy, recipe.keys_per_query, seed=recipe.seed)
     sparsify(model, gate_bias=recipe.gate_bias, policy=policy)
     if policy.name == "threshold":
-        from .._util import model_device
-
-        batches = iter_batches(calibration, recipe.eval_batch_size, recipe.eval_max_batches, model_device(model))
+        batches = iter_batches(train_data, recipe.eval_batch_size, recipe.eval_max_batches, model_device(model))
         policy.threshold = calibrate_threshold(model, batches, recipe.keys_per_query)
-    return policy
-
-
-def _fixed_policy(model, train_data, recipe, measure, dense_train_ce, dense_metrics, out, progress, device,
-                  identity, fresh, desc, execution) -> PostTrainResult:
-    """A baseline: the fixed mask policy, calibrated on training data, then fine-tuned on plain CE."""
-    policy = fixed_policy(model, recipe, train_data)
     applied = measure(model)
     result = train(model, train_data, config=recipe.train_config(
         recipe.floor_steps + recipe.steps, progress, device, keep_best=False, **execution),
