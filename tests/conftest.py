@@ -17,6 +17,12 @@ def _seed():
     torch.manual_seed(0)
 
 
+def token_blocks(n=32, t=12, seed=0):
+    """Random token blocks (labels = inputs) for a tiny model's training or held-out data."""
+    ids = torch.randint(1, 50, (n, t), generator=torch.Generator().manual_seed(seed))
+    return {"input_ids": ids, "labels": ids.clone()}
+
+
 def tiny_gpt2(vocab=50, layers=2, heads=4, width=32, positions=64):
     config = transformers.GPT2Config(
         n_layer=layers, n_head=heads, n_embd=width, vocab_size=vocab, n_positions=positions,
@@ -32,6 +38,32 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny_zoo(monkeypatch, one_torch_thread):
+    """``zoo.load_sparse`` post-training a tiny GPT-2 for real, so a study reads a run's actual fields; returns the
+    list of (name, recipe, dense_overrides) calls."""
+    from dataclasses import asdict
+
+    from spartan_core import zoo
+    from spartan_core.training.posttrain import SparseRecipe, post_train
+    from spartan_core.zoo.loaded import LoadedModel
+
+    calls = []
+
+    def load_sparse(name, recipe, *, dense_overrides=None, progress=True, **_):
+        calls.append((name, dict(recipe), dense_overrides))
+        resolved = SparseRecipe.from_any({**dict(steps=6, batch_size=8, eval_every=3, eval_batch_size=16), **recipe})
+        result = post_train(tiny_gpt2(), token_blocks(), token_blocks(seed=1), resolved, progress=False)
+        info = {"tau": result.tau, "tau_reference": result.tau_reference, "recipe": asdict(resolved),
+                "dense_train_ce": result.dense_train_ce, "heldout_split": "validation", "best_step": result.best_step,
+                "train_wall_time_s": result.wall_time_s, "metrics": result.metrics}
+        return LoadedModel(name=name, model=result.model, tokenizer=None, data={}, info=info,
+                           history=result.history, evals=result.evals)
+
+    monkeypatch.setattr(zoo, "load_sparse", load_sparse)
+    return calls
 
 
 @pytest.fixture(scope="session")

@@ -6,14 +6,17 @@ import pytest
 from companion import runner as notebook_runner
 import checks_chapters_1_3
 import checks_chapters_4_6
+import checks_chapter_7
 from test_notebooks import CHECKS, STAND_IN
 
-BROKEN = {**checks_chapters_1_3.BROKEN, **checks_chapters_4_6.BROKEN}
+BROKEN = {**checks_chapters_1_3.BROKEN, **checks_chapters_4_6.BROKEN, **checks_chapter_7.BROKEN}
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_checks_reject_broken_metrics(name):
-    parameters = {"tasks": ["addition"], "ablations": ["resample"], "check_prompts": 0}
+    parameters = {"tasks": ["addition"], "ablations": ["resample"], "check_prompts": 0, "models": ["addition-4l"],
+                  "policies": ["window"], "addition_budgets": [1.0], "lm_budgets": [1.0], "controllers": [],
+                  "fixed_betas": [], "controller_seeds": [0]}
     with pytest.raises((AssertionError, KeyError)):
         CHECKS[name](BROKEN[name], None, parameters)
 

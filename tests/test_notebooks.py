@@ -13,6 +13,7 @@ import pytest
 
 import checks_chapters_1_3
 import checks_chapters_4_6
+import checks_chapter_7
 from companion import runner as notebook_runner
 from companion.results import read_metrics
 
@@ -38,6 +39,10 @@ STAND_IN = {
                     "circuit_method": "eap", "train_seeds": [0]},
     "06_circuits": {"dense_steps": 30, "sparse_steps": 20, "lm_sparse_steps": 20, "lm_floor_steps": 5,
                     "method": "eap", "prompt_seeds": [0], "train_seeds": [0], "n_prompts": 8, "points": 6, "check_prompts": 8},
+    "07_baselines": {"dense_steps": 30, "learned_steps": 20, "models": ["addition-4l"], "addition_budgets": [1.0],
+                     "lm_budgets": [1.0], "addition_steps": 5, "lm_steps": 5, "heldout_max_batches": 1, "threads": 1,
+                     "controller_seeds": [0], "fixed_betas": [1.0], "controller_steps": 10,
+                     "controller_batch_size": 32, "controller_eval_every": 5},
 }
 
 
@@ -45,7 +50,7 @@ def _no_extra_check(metrics, folder, parameters):
     """Notebooks without their own assertions get the common ones of the tests below."""
 
 
-CHECKS = {**checks_chapters_1_3.CHECKS, **checks_chapters_4_6.CHECKS}
+CHECKS = {**checks_chapters_1_3.CHECKS, **checks_chapters_4_6.CHECKS, **checks_chapter_7.CHECKS}
 
 
 def _run(name, profile, tmp_path, overrides=None):

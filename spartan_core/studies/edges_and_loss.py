@@ -23,7 +23,7 @@ from ..data.text import kjv_data
 from ..mechanism.sparsify import sparsify
 from ..training.evaluate import evaluate
 from .common import Unavailable, heldout_blocks, load_pair, pretrain_overrides
-from .seeds import Spread, spread, spread_table
+from .seeds import Spread, spread, spread_table, table_cell
 
 __all__ = ["PAPER_KEPT_PERCENT", "ROW_NUMBERS", "KeptEdges", "ModelCard", "EdgesAndLoss", "EdgesStudy", "ThreadCheck",
            "measure_model", "measure_models", "thread_check", "seeded"]
@@ -192,12 +192,8 @@ def _g3(value: float) -> str:
 
 
 def _cell(values: Spread | None, fmt) -> str | None:
-    """A table cell: the mean, and its min-max over seeds where there are several."""
-    if values is None:
-        return None
-    if values.n == 1 or fmt(values.low) == fmt(values.high):
-        return fmt(values.mean)
-    return f"{fmt(values.mean)} ({fmt(values.low)}–{fmt(values.high)})"
+    """A table cell (:func:`~spartan_core.studies.seeds.table_cell`), empty where a value was not measured."""
+    return None if values is None else table_cell(values, fmt)
 
 
 def seeded(name: str, post_train: bool) -> bool:

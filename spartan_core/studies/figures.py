@@ -1,4 +1,4 @@
-"""Figures only chapters 4-6 draw, in the book's style (:mod:`spartan_core.plots`: its colours, its rc settings).
+"""Figures only chapters 4-7 draw, in the book's style (:mod:`spartan_core.plots`: its colours, its rc settings).
 Each takes arrays or frames and returns the figure; labels are made here, where they are displayed."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from .. import plots
 from .common import head_name
 
 __all__ = ["induction_score_grids", "probe_map_grid", "attention_graphs", "carry_edge_bars", "circuit_pair",
-           "size_ratio_bars"]
+           "size_ratio_bars", "pareto_panels", "controller_traces"]
 
 
 def _score_panel(ax, scores: np.ndarray, threshold: float, cmap: str, title: str, annotate: bool):
@@ -152,4 +152,76 @@ def probe_map_grid(maps, heads: Sequence[tuple[int, int]], title: str):
     fig = plots.head_grid(maps, row_labels=["dense", "sparse"], cell_size=2.0, title=title)
     for ax, (layer, head) in zip(fig.axes[: len(heads)], heads):
         ax.set_title(head_name(layer, head), fontsize=9)
+    return fig
+
+
+def _policy_colours(policies: Sequence[str]) -> dict:
+    """One colour per fixed policy, never the learned gate's (``plots.SPARSE``) or the dense model's."""
+    palette = [c for c in plots.SEQUENCE if c not in (plots.SPARSE, plots.DENSE)]
+    return {policy: palette[i % len(palette)] for i, policy in enumerate(policies)}
+
+
+def pareto_panels(points, *, dense_ce: float, dense_exact_match: float | None, title: str):
+    """Held-out CE (and exact match, where measured) against kept keys per query, log x: each fixed policy a curve
+    over its budgets, fine-tuned solid and as-is dashed; the learned gate a star; the dense model dotted.
+    ``points`` is :meth:`~spartan_core.studies.baselines.Pareto.frame`."""
+    import pandas as pd
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    points = pd.DataFrame(points)
+    metrics = [("heldout_ce", "held-out CE (nats)", dense_ce)]
+    if dense_exact_match is not None and points["exact_match"].notna().all():
+        metrics.append(("exact_match", "held-out exact match", dense_exact_match))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 1.6, 3.8), squeeze=False,
+                             constrained_layout=True)
+    fixed = points[points["stage"] != "learned"]
+    colours = _policy_colours(list(dict.fromkeys(fixed["policy"])))
+    learned = points[points["stage"] == "learned"]
+    for ax, (column, label, dense) in zip(axes[0], metrics):
+        for policy, colour in colours.items():
+            for stage, style in (("fine-tuned", "-o"), ("as is", "--x")):
+                curve = fixed[(fixed["policy"] == policy) & (fixed["stage"] == stage)].sort_values("kept_per_query")
+                ax.plot(curve["kept_per_query"], curve[column], style, color=colour, ms=4,
+                        lw=1.4 if stage == "fine-tuned" else 0.8, alpha=1.0 if stage == "fine-tuned" else 0.6,
+                        label=f"{policy}, {stage}")
+        ax.plot(learned["kept_per_query"], learned[column], "*", color=plots.SPARSE, ms=16, mec="black", mew=0.6,
+                label="learned gate (SPARTAN)")
+        ax.axhline(dense, color=plots.DENSE, ls=":", lw=1.2, label="dense model")
+        values = points[column].dropna()
+        if column == "heldout_ce" and values.min() > 0 and values.max() / values.min() > 100:
+            ax.set_yscale("log")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("kept keys per query (held-out, log scale)")
+        ax.set_ylabel(label)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def controller_traces(evals, history, *, tau: float, title: str):
+    """Per controller (one colour each, one thin line per seed): kept keys per query and CE at each evaluation
+    (training data, deterministic masks, tau dashed) and beta at each step, all against the step."""
+    import pandas as pd
+
+    evals, history = pd.DataFrame(evals), pd.DataFrame(history)
+    labels = list(dict.fromkeys(evals["label"]))
+    colours = {label: plots.SEQUENCE[i % len(plots.SEQUENCE)] for i, label in enumerate(labels)}
+    fig, axes = plt.subplots(1, 3, figsize=(14.0, 3.8), constrained_layout=True)
+    panels = ((axes[0], evals, "eval_kept_per_query", "kept keys per query (eval)"),
+              (axes[1], evals, "eval_ce", "CE (eval, training data)"),
+              (axes[2], history, "beta", "β"))
+    for ax, frame, column, ylabel in panels:
+        for label in labels:
+            runs = frame[frame["label"] == label]
+            for i, (_, run) in enumerate(runs.groupby("seed")):
+                ax.plot(run["step"], run[column], color=colours[label], lw=1.0, alpha=0.75,
+                        label=label if i == 0 else None)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+    axes[1].axhline(tau, color=plots.TARGET, ls="--", lw=1, label="τ")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
     return fig

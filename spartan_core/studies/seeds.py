@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-__all__ = ["Spread", "spread", "spread_table", "percent", "times", "plain"]
+__all__ = ["Spread", "spread", "spread_table", "table_cell", "percent", "times", "plain"]
 
 
 def percent(value: float) -> str:
@@ -83,3 +83,10 @@ def spread_table(frame: pd.DataFrame, by: str | Sequence[str], columns: Sequence
     table.columns = [f"{column} {stat}" for column, stat in table.columns]
     table["n"] = frame.groupby(by, sort=False).size()
     return table
+
+
+def table_cell(values: Spread, fmt: Callable[[float], str] = plain) -> str:
+    """A table cell: the mean, and its min-max over draws where there are several that differ at ``fmt``."""
+    if values.n == 1 or fmt(values.low) == fmt(values.high):
+        return fmt(values.mean)
+    return f"{fmt(values.mean)} ({fmt(values.low)}–{fmt(values.high)})"

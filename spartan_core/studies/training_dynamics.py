@@ -19,7 +19,7 @@ import pandas as pd
 
 from .. import zoo
 from .common import pretrain_overrides
-from .seeds import Spread, percent, spread
+from .seeds import Spread, percent, spread, table_cell
 
 __all__ = ["GecoRun", "PenaltyOutcome", "Tradeoff", "SeedRuns", "SeedTradeoffs", "geco_run",
            "compare_fixed_penalties", "geco_over_seeds", "penalties_over_seeds", "HEADLINE"]
@@ -187,10 +187,11 @@ class Tradeoff:
                 + "; ".join(self._verdict(run) for run in self.fixed) + ".")
 
 
-def geco_run(name: str, recipe: dict, dense_steps: int = 0, seed: int = 0) -> GecoRun:
+def geco_run(name: str, recipe: dict, dense_steps: int = 0, seed: int = 0, dense_seed: int | None = None) -> GecoRun:
     """The sparse post-trained copy of ``name`` under ``recipe`` (over the model's default) for training seed
-    ``seed`` (a toy's pretraining and the post-training both use it), read as a run."""
-    overrides = pretrain_overrides(name, dense_steps, seed)
+    ``seed`` (a toy's pretraining and the post-training both use it, unless ``dense_seed`` names the dense
+    model's own), read as a run."""
+    overrides = pretrain_overrides(name, dense_steps, seed if dense_seed is None else dense_seed)
     loaded = zoo.load_sparse(name, {**recipe, "seed": seed}, dense_overrides=overrides, progress=False)
     info, metrics = loaded.info, loaded.info["metrics"]
     dense_metrics, sparse = metrics["dense"], metrics["sparse"]
@@ -243,13 +244,6 @@ def _count(value: float) -> str:
 
 def _g4(value: float) -> str:
     return f"{value:.4g}"
-
-
-def _cell(values: Spread, fmt) -> str:
-    """A table cell: the mean, and its min-max over seeds where there are several."""
-    if values.n == 1 or fmt(values.low) == fmt(values.high):
-        return fmt(values.mean)
-    return f"{fmt(values.mean)} ({fmt(values.low)}–{fmt(values.high)})"
 
 
 def _in_seeds(count: int, total: int) -> str:
@@ -348,10 +342,10 @@ class SeedRuns:
         """Dense against sparse, as displayed: each number's mean with its min-max over seeds."""
         s = self.spreads()
         rows = {f"held-out CE ({self.runs[0].heldout_split} split)":
-                (_cell(s["dense_heldout_ce"], _g4), _cell(s["sparse_heldout_ce"], _g4)),
-                "kept edge fraction": ("1", _cell(s["kept_fraction"], _g4))}
+                (table_cell(s["dense_heldout_ce"], _g4), table_cell(s["sparse_heldout_ce"], _g4)),
+                "kept edge fraction": ("1", table_cell(s["kept_fraction"], _g4))}
         if "sparse_exact_match" in s:
-            rows["exact match"] = (_cell(s["dense_exact_match"], percent), _cell(s["sparse_exact_match"], percent))
+            rows["exact match"] = (table_cell(s["dense_exact_match"], percent), table_cell(s["sparse_exact_match"], percent))
         return pd.DataFrame(list(rows.values()), columns=["dense", "sparse (GECO)"],
                             index=pd.Index(list(rows), name=f"mean (min–max over {self.n} seeds)"))
 
@@ -489,7 +483,7 @@ class SeedTradeoffs:
     def table(self) -> pd.DataFrame:
         """The comparison as displayed: each run's mean, with min-max over seeds, and its wins over GECO."""
         spreads, wins = self.spreads(), self.wins().set_index("beta")
-        cell = _cell
+        cell = table_cell
         rows = []
         for beta in [None, *self.betas]:
             s = spreads[_label(beta)]

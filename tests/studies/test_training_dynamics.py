@@ -1,41 +1,10 @@
-from dataclasses import asdict
-
 import pandas as pd
 import pytest
-import torch
 
-from conftest import tiny_gpt2
-from spartan_core import zoo
 from spartan_core.studies import training_dynamics
 from spartan_core.studies.training_dynamics import (PenaltyOutcome, SeedRuns, SeedTradeoffs, Tradeoff,
                                                    compare_fixed_penalties, geco_over_seeds, geco_run,
                                                    penalties_over_seeds)
-from spartan_core.training.posttrain import SparseRecipe, post_train
-from spartan_core.zoo.loaded import LoadedModel
-
-
-def _blocks(n=32, t=12, seed=0):
-    ids = torch.randint(1, 50, (n, t), generator=torch.Generator().manual_seed(seed))
-    return {"input_ids": ids, "labels": ids.clone()}
-
-
-@pytest.fixture
-def tiny_zoo(monkeypatch, one_torch_thread):
-    """``zoo.load_sparse`` post-training a tiny GPT-2 for real, so the study reads the run's actual fields."""
-    calls = []
-
-    def load_sparse(name, recipe, *, dense_overrides=None, progress=True, **_):
-        calls.append((name, dict(recipe), dense_overrides))
-        resolved = SparseRecipe.from_any({**dict(steps=6, batch_size=8, eval_every=3, eval_batch_size=16), **recipe})
-        result = post_train(tiny_gpt2(), _blocks(), _blocks(seed=1), resolved, progress=False)
-        info = {"tau": result.tau, "tau_reference": result.tau_reference, "recipe": asdict(resolved),
-                "dense_train_ce": result.dense_train_ce, "heldout_split": "validation", "best_step": result.best_step,
-                "train_wall_time_s": result.wall_time_s, "metrics": result.metrics}
-        return LoadedModel(name=name, model=result.model, tokenizer=None, data={}, info=info,
-                           history=result.history, evals=result.evals)
-
-    monkeypatch.setattr(zoo, "load_sparse", load_sparse)
-    return calls
 
 
 def test_geco_run_reads_the_logged_run(tiny_zoo):
