@@ -63,6 +63,6 @@ chromium:
 # ---- Ratio benchmarks (sparse vs dense in one process); results/benchmarks/ and the README block ----
 .PHONY: bench
 bench: setup
-	cd benchmarks && ../$(PY) bench_train_step.py && ../$(PY) bench_count_edges.py
+	cd benchmarks && ../$(PY) bench_train_step.py && ../$(PY) bench_count_edges.py && ../$(PY) bench_gate.py
 	test ! -f benchmarks/bench_eap.py || (cd benchmarks && ../$(PY) bench_eap.py)
 	$(PY) -m companion.readme_blocks
