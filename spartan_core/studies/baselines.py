@@ -26,7 +26,7 @@ from .seeds import spread, table_cell
 from .training_dynamics import GecoRun, geco_run
 
 __all__ = ["ParetoPoint", "Pareto", "policy_budgets", "policy_points", "learned_point", "pareto", "steps_sentence",
-           "ControllerRun", "ControllerComparison", "compare_controllers", "controller_label"]
+           "ControllerRun", "ControllerComparison", "compare_controllers"]
 
 LEARNED = "SPARTAN gate"
 
@@ -59,11 +59,16 @@ def policy_budgets(policy: str, budgets) -> list[float]:
     return chosen
 
 
+def _exact_match(metrics: dict) -> float | None:
+    """Held-out exact match over all problems, for models with a task metric (the addition toy); else None."""
+    return metrics.get("exact_match", {}).get("all")
+
+
 def _point(name: str, policy: str, stage: str, budget, metrics: dict, steps: int, wall: float) -> ParetoPoint:
-    exact = metrics.get("exact_match", {}).get("all")
     return ParetoPoint(model=name, policy=policy, stage=stage, budget=budget,
                        kept_per_query=metrics["kept_per_query"], kept_fraction=metrics["kept_fraction"],
-                       heldout_ce=metrics["heldout_ce"], exact_match=exact, steps=steps, wall_time_s=wall)
+                       heldout_ce=metrics["heldout_ce"], exact_match=_exact_match(metrics), steps=steps,
+                       wall_time_s=wall)
 
 
 def policy_points(name: str, policy: str, budgets, recipe: dict, seed: int = 0,
@@ -103,7 +108,7 @@ def pareto(name: str, policies, budgets, recipe: dict, seed: int = 0, learned_re
     learned, dense = learned_point(name, learned_recipe, seed, dense_steps)
     points = [p for policy in policies for p in policy_points(name, policy, budgets, recipe, seed, dense_steps)]
     return Pareto(model=name, points=[*points, learned], dense_ce=dense["heldout_ce"],
-                  dense_exact_match=dense.get("exact_match", {}).get("all"), seed=seed)
+                  dense_exact_match=_exact_match(dense), seed=seed)
 
 
 def _ce(value: float) -> str:
@@ -134,6 +139,11 @@ class Pareto:
     @property
     def policies(self) -> list[str]:
         return list(dict.fromkeys(p.policy for p in self.points if p.stage != "learned"))
+
+    @property
+    def tuned_steps(self) -> list[int]:
+        """The distinct fine-tuning steps of the fixed policies' runs."""
+        return sorted({p.steps for p in self.points if p.stage == "fine-tuned"})
 
     def curve(self, policy: str, stage: str = "fine-tuned") -> list[ParetoPoint]:
         return sorted((p for p in self.points if p.policy == policy and p.stage == stage),
@@ -171,8 +181,8 @@ class Pareto:
             row = rows.setdefault((p.policy, "learned" if p.budget is None else f"{p.budget:g}"), {})
             stage = "as is" if p.stage == "as is" else "trained"
             if stage == "trained":
-                row.update({"keys per query": round(p.kept_per_query, 3), "kept edges (%)": round(100 * p.kept_fraction, 2),
-                            "steps": p.steps})
+                row.update({"keys per query": round(p.kept_per_query, 3),
+                            "kept edges (%)": round(100 * p.kept_fraction, 2), "steps": p.steps})
             row[f"CE {stage}"] = round(p.heldout_ce, 4)
             if p.exact_match is not None:
                 row[f"exact match {stage} (%)"] = round(100 * p.exact_match, 1)
@@ -218,10 +228,10 @@ class Pareto:
     @property
     def claim_sentence(self) -> str:
         learned, beaten = self.learned, self.beaten_policies()
-        steps = sorted({p.steps for p in self.points if p.stage == "fine-tuned"})
         return (f"{self.model}: learned gate {learned.kept_per_query:.2f} keys per query at CE "
                 f"{_ce(learned.heldout_ce)}; {len(beaten)} of {len(self.policies)} fine-tuned fixed policies have "
-                f"no point with as few keys and as low a CE (policies fine-tuned {', '.join(map(str, steps))} steps, "
+                f"no point with as few keys and as low a CE (policies fine-tuned "
+                f"{', '.join(map(str, self.tuned_steps))} steps, "
                 f"the gate post-trained {learned.steps})")
 
 
@@ -230,8 +240,7 @@ def steps_sentence(paretos) -> str:
     gate's post-training (its floor phase included)."""
     parts = []
     for pareto in paretos:
-        tuned = {p.steps for p in pareto.points if p.stage == "fine-tuned"}
-        parts.append(f"{pareto.model}: {', '.join(map(str, sorted(tuned)))} against {pareto.learned.steps}")
+        parts.append(f"{pareto.model}: {', '.join(map(str, pareto.tuned_steps))} against {pareto.learned.steps}")
     less = all(p.steps <= pareto.learned.steps for pareto in paretos for p in pareto.points)
     verdict = (" The policies had no more training than the gate, so the comparison can only favour the gate."
                if less else " Some policy had more training than the gate.")
@@ -243,7 +252,7 @@ def _whole_percent(value: float) -> str:
     return f"{value:.0%}"
 
 
-def controller_label(controller: str, beta: float | None = None) -> str:
+def _controller_label(controller: str, beta: float | None = None) -> str:
     return {"geco": "GECO", "pi": "PI"}.get(controller) or f"fixed β = {beta:g}"
 
 
@@ -257,7 +266,7 @@ class ControllerRun:
 
     @property
     def label(self) -> str:
-        return controller_label(self.controller, self.beta)
+        return _controller_label(self.controller, self.beta)
 
     def steps_near_end(self, tolerance: float = 0.1) -> int | None:
         """The first evaluation step that met tau with at most (1 + tolerance) x the fewest kept keys per query of
@@ -361,12 +370,12 @@ class ControllerComparison:
                    "beta_collapses": ("β collapses", lambda v: f"{v:.2g}"),
                    "steps_near_end": ("steps to 10 % of end", lambda v: f"{v:.0f}"),
                    "wall_time_s": ("wall time (s)", lambda v: f"{v:.0f}")}
-        rows = []
-        for _, row in self.summary().iterrows():
+        summary, rows = self.summary(), []
+        if summary["exact_match"].isna().all():
+            del formats["exact_match"]
+        for _, row in summary.iterrows():
             cells = {"met τ (seeds)": f"{row['met_tau']} of {row['seeds']}"}
             for key, (title, fmt) in formats.items():
-                if key == "exact_match" and row[key] is None and all(r[key] is None for _, r in self.summary().iterrows()):
-                    continue
                 cells[title] = "–" if row[key] is None else table_cell(spread(row[key]["values"]), fmt)
             rows.append(cells)
         n = len(self.seeds)
