@@ -13,11 +13,20 @@ so a row can sum to less than one, or to zero.
 
 from __future__ import annotations
 
+import math
+import os
+import sys
+import time
 from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
-__all__ = ["GateStats", "gated_attention", "sparse_attention", "causal_allowed"]
+__all__ = ["GateStats", "gated_attention", "sparse_attention", "causal_allowed", "compile_enabled",
+           "query_rows_per_chunk", "CHUNK_ABOVE", "CHUNK_ROWS"]
+
+CHUNK_ABOVE = 512  # a training call with more queries than this runs in query chunks
+CHUNK_ROWS = 128  # query rows per chunk
 
 
 @dataclass
@@ -117,6 +126,92 @@ class _GatedSoftmax(torch.autograd.Function):
         return d_scores, None, None, None, None
 
 
+def compile_enabled(device: torch.device, requested: bool | None = None) -> bool:
+    """Whether the gate runs through ``torch.compile``: ``requested`` if given, else ``SPARTAN_COMPILE``
+    (``auto``, ``1`` or ``0``). ``auto`` compiles on CUDA only: on CPU the compiled call measured no faster than
+    eager (``make bench``, gate_call line), and its first call costs a compile of ~20 s."""
+    if requested is not None:
+        return bool(requested)
+    setting = os.environ.get("SPARTAN_COMPILE", "auto").strip().lower()
+    if setting not in ("auto", "0", "1"):
+        raise ValueError(f"SPARTAN_COMPILE: must be auto, 1 or 0, got {setting!r}")
+    return torch.device(device).type == "cuda" if setting == "auto" else setting == "1"
+
+
+def query_rows_per_chunk(q_len: int, k_len: int, requested: int | None = None) -> int:
+    """Query rows per chunk of a training call. ``requested``: 0 never chunks, n > 0 chunks by n rows; None
+    chunks by CHUNK_ROWS once the call has more than CHUNK_ABOVE queries, where the [B, H, Tq, Tk] tensors saved
+    for backward start to decide whether a micro-batch fits."""
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+            raise ValueError(f"query_chunk: must be a whole number >= 0 (0: never chunk), got {requested!r}")
+        return requested or q_len
+    return CHUNK_ROWS if q_len > CHUNK_ABOVE else q_len
+
+
+def _logistic_noise(scores: torch.Tensor) -> torch.Tensor:
+    return torch.logit(torch.empty_like(scores).uniform_(), eps=1e-6)
+
+
+def _scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    scores = torch.matmul(q * scale, k.transpose(-1, -2))
+    return scores.to(torch.promote_types(scores.dtype, torch.float32))  # at least float32; float64 stays float64
+
+
+def _gated_rows(q, k, v, allowed, gate_bias: float, sample: bool, scale: float, dropout: float, policy, layer: int):
+    """The reference computation for a block of query rows (k, v already one per query head).
+    Returns (output, masked weights, expected kept count per head, kept edges per row [B, H, Tq] int32)."""
+    scores = _scores(q, k, scale)
+    noise = keep = None
+    if policy is not None:
+        keep = policy.keep(scores.detach(), allowed, layer)
+    elif sample:
+        noise = _logistic_noise(scores)
+    weights, expected, hard = _GatedSoftmax.apply(scores, allowed, gate_bias, noise, keep)
+    weights = weights.to(v.dtype)
+    out = torch.matmul(torch.nn.functional.dropout(weights, p=dropout) if dropout else weights, v)
+    return out, weights, expected, hard.sum(-1, dtype=torch.int32)
+
+
+def _fused_eval_rows(q, k, v, allowed, gate_bias: float, sample: bool, scale: float):
+    """Exact evaluation through the CPU's fused attention kernel, which returns each row's log-sum-exp.
+
+    The gate keeps softmax-over-allowed weights without renormalising: out = attn_kept · exp(lse_kept − lse_all),
+    where attn_kept is fused attention over the kept keys only. Same masks as :func:`_gated_rows` (same scores,
+    same noise draw), output equal to rounding; no [B, H, Tq, Tk] tensor beyond the scores and the mask.
+    """
+    scores = _scores(q, k, scale)
+    logits = scores + gate_bias if gate_bias else scores
+    noisy = logits + _logistic_noise(scores) if sample else logits
+    keep = (noisy > 0) & allowed
+    expected = torch.sigmoid(logits).masked_fill_(~allowed, 0.0).sum((0, 2, 3))
+    blocked_all = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, -math.inf)
+    kept_rows = keep.sum(-1, dtype=torch.int32)
+    kept_mask = scores.zero_().masked_fill_(~keep, -math.inf)  # the scores' buffer, no longer needed
+    kept_out, lse_kept = _FLASH_CPU(q, k, v, attn_mask=kept_mask, scale=scale)
+    _, lse_all = _FLASH_CPU(q, k, v, attn_mask=blocked_all, scale=scale)
+    out = torch.where(kept_rows[..., None] > 0, kept_out * torch.exp(lse_kept - lse_all)[..., None], 0.0)
+    return out, None, expected, kept_rows
+
+
+_FLASH_CPU = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+_COMPILED_ROWS = {}
+COMPILE_SECONDS: dict[str, float] = {}  # first-call compile time of each compiled gate (reported, not hidden)
+
+
+def _compiled_rows(*args):
+    """``_gated_rows`` through torch.compile; the first call's compile time is printed and kept."""
+    if "rows" not in _COMPILED_ROWS:
+        _COMPILED_ROWS["rows"] = torch.compile(_gated_rows)
+        started = time.perf_counter()
+        result = _COMPILED_ROWS["rows"](*args)
+        COMPILE_SECONDS["rows"] = time.perf_counter() - started
+        print(f"spartan_core: compiled the gated attention in {COMPILE_SECONDS['rows']:.1f} s (first call; "
+              "SPARTAN_COMPILE=0 turns compiling off)", file=sys.stderr)
+        return result
+    return _COMPILED_ROWS["rows"](*args)
+
+
 def gated_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -130,36 +225,52 @@ def gated_attention(
     compute_stats: bool = True,
     policy=None,
     layer: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor, GateStats | None]:
+    compiled: bool = False,
+    query_chunk: int | None = None,
+    need_weights: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, GateStats | None]:
     """Core of the mechanism for any boolean ``allowed`` mask broadcastable to [B, H, Tq, Tk].
 
     q is [B, H, Tq, D]; k, v are [B, H_kv, Tk, D] (H_kv divides H). A query row is real when it may attend to
     at least one key. ``dropout`` (training only) drops kept edges after gating. A fixed mask ``policy``
     (:class:`~spartan_core.mechanism.policies.MaskPolicy`, told its ``layer``) decides the mask in place of the
     gate; the gradient then flows through the softmax only, as through a gate that does not move.
-    Returns (output [B, H, Tq, D], masked attention weights [B, H, Tq, Tk], stats).
+
+    Three paths give the same result (tests hold them to the reference): the reference; with a gradient, query
+    chunks of ``query_chunk`` rows (:func:`query_rows_per_chunk`), each recomputed in backward, so memory grows
+    like Tk x chunk rather than Tq x Tk; without a gradient on CPU when ``need_weights`` is False, the fused
+    kernel (:func:`_fused_eval_rows`). ``compiled`` runs the reference rows through torch.compile.
+    Returns (output [B, H, Tq, D], masked attention weights [B, H, Tq, Tk] or None when not computed, stats).
     """
     batch, heads, q_len, head_dim = q.shape
     k = _repeat_kv(k, heads)
     v = _repeat_kv(v, heads)
     scale = head_dim**-0.5 if scale is None else scale
-
-    scores = torch.matmul(q * scale, k.transpose(-1, -2))
-    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))  # at least float32; float64 stays float64
-    noise = keep = None
-    if policy is not None:
-        keep = policy.keep(scores.detach(), allowed, layer)
-    elif sample:
-        noise = torch.logit(torch.empty_like(scores).uniform_(), eps=1e-6)  # logistic noise
-    weights, expected, hard = _GatedSoftmax.apply(scores, allowed, float(gate_bias), noise, keep)
-    weights = weights.to(v.dtype)
-    out = torch.matmul(torch.nn.functional.dropout(weights, p=dropout) if dropout else weights, v)
+    gate_bias = float(gate_bias)
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    rows = _compiled_rows if compiled and policy is None else _gated_rows
+    chunk = query_rows_per_chunk(q_len, k.shape[2], query_chunk)
+    if policy is None and not grad and not dropout and not need_weights and q.device.type == "cpu" \
+            and q.dtype == torch.float32:
+        out, weights, expected, kept_rows = _fused_eval_rows(q, k, v, allowed, gate_bias, sample, scale)
+    elif grad and policy is None and chunk < q_len:
+        pieces = []
+        for start in range(0, q_len, chunk):
+            rows_at = slice(start, start + chunk)
+            block_allowed = allowed[:, :, rows_at] if allowed.shape[2] > 1 else allowed
+            pieces.append(checkpoint(rows, q[:, :, rows_at], k, v, block_allowed, gate_bias, sample, scale,
+                                     dropout, None, layer, use_reentrant=False))
+        out = torch.cat([p[0] for p in pieces], dim=2)
+        expected = torch.stack([p[2] for p in pieces]).sum(0)
+        kept_rows = torch.cat([p[3] for p in pieces], dim=2)
+        weights = None
+    else:
+        out, weights, expected, kept_rows = rows(q, k, v, allowed, gate_bias, sample, scale, dropout, policy, layer)
 
     stats = None
     if compute_stats:
         with torch.no_grad():
-            # Row sums first (integers, no float copy of a [B, H, Tq, Tk] tensor), then small float64 reductions.
-            kept_rows = hard.sum(-1, dtype=torch.int32)  # [B, H, Tq]
+            # Row sums (integers, no float copy of a [B, H, Tq, Tk] tensor), then small float64 reductions.
             allowed_rows = allowed.sum(-1, dtype=torch.int32).expand(batch, allowed.shape[1], q_len)  # [B, 1|H, Tq]
             real_rows = allowed_rows > 0
             heads_per_mask = heads // allowed.shape[1]

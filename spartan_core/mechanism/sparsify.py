@@ -21,7 +21,7 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .gate import GateStats, causal_allowed, gated_attention
+from .gate import GateStats, causal_allowed, compile_enabled, gated_attention, query_rows_per_chunk
 
 ATTN_NAME = "spartan"
 
@@ -46,6 +46,9 @@ class SparseState:
     sample: bool | None = None  # None: sample in train mode, threshold in eval mode
     policy: object = None  # a fixed MaskPolicy in place of the gate (a baseline); None: the learned gate
     record: bool = True
+    compile: bool | None = None  # None: SPARTAN_COMPILE decides (see gate.compile_enabled)
+    query_chunk: int | None = None  # None: chunk long training calls automatically (see gate.query_rows_per_chunk)
+    need_weights: bool = False  # set per forward pass: the caller asked for output_attentions
     stats: dict[int, GateStats] = field(default_factory=dict)
     previous_impl: str = "eager"
     hook: object = None
@@ -86,7 +89,8 @@ def spartan_attention_forward(
     out, weights, stats = gated_attention(
         query, key, value, allowed, gate_bias=state.gate_bias, sample=sample, scale=scaling,
         dropout=dropout if module.training else 0.0, compute_stats=state.record, policy=state.policy,
-        layer=module._spartan_layer,
+        layer=module._spartan_layer, compiled=compile_enabled(query.device, state.compile),
+        query_chunk=state.query_chunk, need_weights=state.need_weights,
     )
     if stats is not None:
         state.stats[module._spartan_layer] = stats
@@ -116,17 +120,25 @@ def is_sparse(model: nn.Module) -> bool:
     return sparse_state(model) is not None
 
 
-def _clear_stats(model, args, kwargs=None):
-    model._spartan_state.stats.clear()
+def _start_forward(model, args, kwargs):
+    """Before each forward pass: drop the last pass's stats, and note whether attention weights are wanted (only
+    then must the gate materialise them; otherwise evaluation may take the fused path)."""
+    state = model._spartan_state
+    state.stats.clear()
+    wanted = kwargs.get("output_attentions")
+    state.need_weights = bool(model.config.output_attentions if wanted is None else wanted)
 
 
-def sparsify(model: nn.Module, gate_bias: float = 0.0, sample: bool | None = None, policy=None) -> nn.Module:
+def sparsify(model: nn.Module, gate_bias: float = 0.0, sample: bool | None = None, policy=None, *,
+             compile: bool | None = None, query_chunk: int | None = None) -> nn.Module:
     """Switch ``model`` (in place) to gated sparse attention and return it.
 
     ``gate_bias`` b is added to every gate logit: b > 0 opens gates at the start of post-training, and
     ``float('inf')`` keeps every edge (the model then computes its ordinary attention). ``sample`` overrides
     the default of sampling masks in train mode and thresholding in eval mode. ``policy`` (a
     :class:`~spartan_core.mechanism.policies.MaskPolicy`) replaces the gate by a fixed rule: a baseline.
+    ``compile`` runs the gate through torch.compile (None: ``SPARTAN_COMPILE``, by default on CUDA only);
+    ``query_chunk`` sets the query rows per chunk of a training call (None: automatic for long calls, 0: never).
     """
     if isinstance(gate_bias, bool) or not isinstance(gate_bias, (int, float)) or math.isnan(gate_bias):
         raise ValueError(f"gate_bias: must be a number (inf keeps every edge), got {gate_bias!r}")
@@ -136,14 +148,18 @@ def sparsify(model: nn.Module, gate_bias: float = 0.0, sample: bool | None = Non
     if state is None:
         state = SparseState(previous_impl=model.config._attn_implementation or "eager")
         model.set_attn_implementation(ATTN_NAME)
-        state.hook = model.register_forward_pre_hook(_clear_stats)
+        state.hook = model.register_forward_pre_hook(_start_forward, with_kwargs=True)
         model._spartan_state = state
         for i, module in enumerate(attention_modules(model)):
             module._spartan_state = state
             module._spartan_layer = i
+    query_rows_per_chunk(1, 1, query_chunk)  # refuse a bad setting now, not at the first forward pass
+    compile_enabled(torch.device("cpu"), compile)
     state.gate_bias = float(gate_bias)
     state.sample = sample
     state.policy = policy
+    state.compile = compile
+    state.query_chunk = query_chunk
     return model
 
 
