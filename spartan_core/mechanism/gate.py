@@ -84,6 +84,13 @@ def _repeat_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.repeat_interleave(heads // kv_heads, dim=1)
 
 
+def _gate_decision(scores, allowed, gate_bias: float, noise):
+    """The gate on allowed edges: (noisy logits, hard keep mask, sigmoid(logits) with 0 off the allowed edges)."""
+    logits = scores + gate_bias if gate_bias else scores
+    noisy = logits if noise is None else logits + noise
+    return noisy, (noisy > 0) & allowed, torch.sigmoid(logits).masked_fill_(~allowed, 0.0)
+
+
 class _GatedSoftmax(torch.autograd.Function):
     """softmax(scores) x gate in one autograd node, saving two score-sized tensors instead of about six.
 
@@ -96,13 +103,12 @@ class _GatedSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores, allowed, gate_bias, noise, keep):
         blocked = ~allowed
-        logits = scores + gate_bias if gate_bias else scores
         probs = torch.softmax(scores.masked_fill(blocked, torch.finfo(scores.dtype).min), dim=-1)
         probs.masked_fill_(blocked, 0.0)
-        noisy = logits if noise is None else logits + noise
-        hard = (noisy > 0).masked_fill_(blocked, False) if keep is None else keep & allowed
+        noisy, hard, gate_probs = _gate_decision(scores, allowed, gate_bias, noise)
+        if keep is not None:
+            hard = keep & allowed
         weights = probs * hard
-        gate_probs = torch.sigmoid(logits).masked_fill_(blocked, 0.0)
         expected = gate_probs.sum((0, 2, 3))
         ctx.mark_non_differentiable(hard)
         if not ctx.needs_input_grad[0]:  # evaluation, counting, patching: nothing to save for a backward pass
@@ -181,10 +187,8 @@ def _fused_eval_rows(q, k, v, allowed, gate_bias: float, sample: bool, scale: fl
     same noise draw), output equal to rounding; no [B, H, Tq, Tk] tensor beyond the scores and the mask.
     """
     scores = _scores(q, k, scale)
-    logits = scores + gate_bias if gate_bias else scores
-    noisy = logits + _logistic_noise(scores) if sample else logits
-    keep = (noisy > 0) & allowed
-    expected = torch.sigmoid(logits).masked_fill_(~allowed, 0.0).sum((0, 2, 3))
+    _, keep, gate_probs = _gate_decision(scores, allowed, gate_bias, _logistic_noise(scores) if sample else None)
+    expected = gate_probs.sum((0, 2, 3))
     blocked_all = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, -math.inf)
     kept_rows = keep.sum(-1, dtype=torch.int32)
     kept_mask = scores.zero_().masked_fill_(~keep, -math.inf)  # the scores' buffer, no longer needed
@@ -195,21 +199,29 @@ def _fused_eval_rows(q, k, v, allowed, gate_bias: float, sample: bool, scale: fl
 
 
 _FLASH_CPU = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-_COMPILED_ROWS = {}
-COMPILE_SECONDS: dict[str, float] = {}  # first-call compile time of each compiled gate (reported, not hidden)
 
 
-def _compiled_rows(*args):
-    """``_gated_rows`` through torch.compile; the first call's compile time is printed and kept."""
-    if "rows" not in _COMPILED_ROWS:
-        _COMPILED_ROWS["rows"] = torch.compile(_gated_rows)
+class _CompiledRows:
+    """``_gated_rows`` through torch.compile, built at the first call, whose compile time is printed and kept
+    in ``compile_seconds`` (reported, not hidden)."""
+
+    def __init__(self):
+        self.function = None
+        self.compile_seconds: float | None = None
+
+    def __call__(self, *args):
+        if self.function is not None:
+            return self.function(*args)
+        self.function = torch.compile(_gated_rows)
         started = time.perf_counter()
-        result = _COMPILED_ROWS["rows"](*args)
-        COMPILE_SECONDS["rows"] = time.perf_counter() - started
-        print(f"spartan_core: compiled the gated attention in {COMPILE_SECONDS['rows']:.1f} s (first call; "
+        result = self.function(*args)
+        self.compile_seconds = time.perf_counter() - started
+        print(f"spartan_core: compiled the gated attention in {self.compile_seconds:.1f} s (first call; "
               "SPARTAN_COMPILE=0 turns compiling off)", file=sys.stderr)
         return result
-    return _COMPILED_ROWS["rows"](*args)
+
+
+_COMPILED_ROWS = _CompiledRows()
 
 
 def gated_attention(
@@ -248,18 +260,18 @@ def gated_attention(
     scale = head_dim**-0.5 if scale is None else scale
     gate_bias = float(gate_bias)
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-    rows = _compiled_rows if compiled and policy is None else _gated_rows
+    rows = _COMPILED_ROWS if compiled and policy is None else _gated_rows
     chunk = query_rows_per_chunk(q_len, k.shape[2], query_chunk)
     if policy is None and not grad and not dropout and not need_weights and q.device.type == "cpu" \
             and q.dtype == torch.float32:
         out, weights, expected, kept_rows = _fused_eval_rows(q, k, v, allowed, gate_bias, sample, scale)
     elif grad and policy is None and chunk < q_len:
         pieces = []
+        allowed = allowed.expand(-1, -1, q_len, -1)  # a mask broadcast over queries, sliced like the queries
         for start in range(0, q_len, chunk):
             rows_at = slice(start, start + chunk)
-            block_allowed = allowed[:, :, rows_at] if allowed.shape[2] > 1 else allowed
-            pieces.append(checkpoint(rows, q[:, :, rows_at], k, v, block_allowed, gate_bias, sample, scale,
-                                     dropout, None, layer, use_reentrant=False))
+            pieces.append(checkpoint(rows, q[:, :, rows_at], k, v, allowed[:, :, rows_at], gate_bias, sample,
+                                     scale, dropout, None, layer, use_reentrant=False))
         out = torch.cat([p[0] for p in pieces], dim=2)
         expected = torch.stack([p[2] for p in pieces]).sum(0)
         kept_rows = torch.cat([p[3] for p in pieces], dim=2)

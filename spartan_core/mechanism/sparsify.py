@@ -49,6 +49,7 @@ class SparseState:
     compile: bool | None = None  # None: SPARTAN_COMPILE decides (see gate.compile_enabled)
     query_chunk: int | None = None  # None: chunk long training calls automatically (see gate.query_rows_per_chunk)
     need_weights: bool = False  # set per forward pass: the caller asked for output_attentions
+    compiled: bool = False  # set per forward pass: ``compile`` resolved for the model's device
     stats: dict[int, GateStats] = field(default_factory=dict)
     previous_impl: str = "eager"
     hook: object = None
@@ -89,7 +90,7 @@ def spartan_attention_forward(
     out, weights, stats = gated_attention(
         query, key, value, allowed, gate_bias=state.gate_bias, sample=sample, scale=scaling,
         dropout=dropout if module.training else 0.0, compute_stats=state.record, policy=state.policy,
-        layer=module._spartan_layer, compiled=compile_enabled(query.device, state.compile),
+        layer=module._spartan_layer, compiled=state.compiled,
         query_chunk=state.query_chunk, need_weights=state.need_weights,
     )
     if stats is not None:
@@ -121,12 +122,14 @@ def is_sparse(model: nn.Module) -> bool:
 
 
 def _start_forward(model, args, kwargs):
-    """Before each forward pass: drop the last pass's stats, and note whether attention weights are wanted (only
-    then must the gate materialise them; otherwise evaluation may take the fused path)."""
+    """Before each forward pass: drop the last pass's stats, note whether attention weights are wanted (only
+    then must the gate materialise them; otherwise evaluation may take the fused path), and resolve the compile
+    switch once for the pass rather than once per layer."""
     state = model._spartan_state
     state.stats.clear()
     wanted = kwargs.get("output_attentions")
     state.need_weights = bool(model.config.output_attentions if wanted is None else wanted)
+    state.compiled = compile_enabled(model.device, state.compile)
 
 
 def sparsify(model: nn.Module, gate_bias: float = 0.0, sample: bool | None = None, policy=None, *,
