@@ -1,8 +1,9 @@
 """One gated attention call (forward and backward, sampled masks) against the alternatives, one process.
 
-Prints one line: the call against PyTorch's fused causal SDPA on the same q, k, v; torch.compile of the same call
-against eager (with the first call's compile time); and the share of the eager call spent drawing the logistic
-noise of the sampled masks. It says where a training step's attention time goes before any of it is optimised.
+Prints one line: the call against PyTorch's fused causal SDPA on the same q, k, v; the gate's torch.compile path
+(``compiled=True``, what ``SPARTAN_COMPILE=1`` selects) against eager, with its first call's compile time; an
+evaluation call (no gradient, thresholded) through the fused-kernel path against the reference rows; and the share
+of the eager call spent drawing the logistic noise of the sampled masks.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 import torch
 
 from common import machine, median_times, record
+from spartan_core.mechanism import gate
 from spartan_core.mechanism.gate import causal_allowed, gated_attention
 
 
@@ -31,11 +33,17 @@ def main():
     allowed = causal_allowed(args.batch, args.length, args.length, None, device)
     scores = torch.empty(args.batch, args.heads, args.length, args.length, device=device)
 
-    def gate_step(attention):
+    def gate_step(**paths):
         def step():
-            out, _, stats = attention(q, k, v, allowed, sample=True)
+            out, _, stats = gated_attention(q, k, v, allowed, sample=True, **paths)
             (out.square().mean() + stats.expected_fraction).backward()
         return step
+
+    def evaluation(need_weights):
+        def call():
+            with torch.no_grad():
+                gated_attention(q, k, v, allowed, need_weights=need_weights)
+        return call
 
     def sdpa_step():
         torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).square().mean().backward()
@@ -43,21 +51,22 @@ def main():
     def noise():
         torch.logit(torch.empty_like(scores).uniform_(), eps=1e-6)
 
-    compiled = torch.compile(gated_attention)
-    started = time.perf_counter()
-    gate_step(compiled)()
-    compile_s = time.perf_counter() - started
-    times = median_times({"gate": gate_step(gated_attention), "compiled": gate_step(compiled), "sdpa": sdpa_step,
-                          "noise": noise}, repeats=args.repeats)
+    gate_step(compiled=True)()
+    compile_s = gate._COMPILED_ROWS.compile_seconds
+    times = median_times({"gate": gate_step(), "compiled": gate_step(compiled=True), "sdpa": sdpa_step,
+                          "noise": noise, "eval_fused": evaluation(False), "eval_reference": evaluation(True)},
+                         repeats=args.repeats)
     parameters = vars(args)
     record("gate_call", f"gated attention call (fwd+bwd, sampled) / causal SDPA {times['gate'] / times['sdpa']:.2f}x  "
            f"eager/compiled {times['gate'] / times['compiled']:.2f}x (first call {compile_s:.0f} s)  "
+           f"eval fused/reference {times['eval_fused'] / times['eval_reference']:.2f}x  "
            f"noise draw {times['noise'] / times['gate']:.0%} of the eager call  "
            f"(gate {times['gate'] * 1e3:.0f} ms, compiled {times['compiled'] * 1e3:.0f} ms, "
            f"sdpa {times['sdpa'] * 1e3:.0f} ms, noise {times['noise'] * 1e3:.1f} ms; q, k, v {list(shape)}; "
            f"{machine()})", parameters,
            ratio_vs_sdpa=times["gate"] / times["sdpa"], eager_over_compiled=times["gate"] / times["compiled"],
-           compile_s=compile_s, noise_share=times["noise"] / times["gate"], seconds=times)
+           compile_s=compile_s, eval_fused_over_reference=times["eval_fused"] / times["eval_reference"],
+           noise_share=times["noise"] / times["gate"], seconds=times)
 
 
 if __name__ == "__main__":

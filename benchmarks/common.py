@@ -69,16 +69,19 @@ def median_times(fns: dict, repeats=7, warmup=2) -> dict:
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
-def saved_activation_bytes(fn) -> int:
-    """Bytes of tensors autograd saves for backward during ``fn()``: the activation memory of a training step,
-    measurable on any device (on CUDA the benchmark also reports the allocator's peak)."""
-    total = 0
+def saved_activation_bytes(fn, model=None) -> int:
+    """Bytes of the storages autograd saves for backward during ``fn()``: the activation memory of a training
+    step, measurable on any device (on CUDA the benchmark also reports the allocator's peak). A storage saved by
+    several operations counts once, and ``model``'s parameters (saved by every matmul) not at all."""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()} if model is not None else set()
+    storages = {}
 
     def pack(tensor):
-        nonlocal total
-        total += tensor.numel() * tensor.element_size()
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
-    return total
+    return sum(storages.values())

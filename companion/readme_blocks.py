@@ -21,6 +21,8 @@ def benchmarks_block() -> str:
             lines.append(f"    {metrics['metrics']['line']}  [commit {_commit(metrics)}]")
     if not lines:
         return "No benchmark has been run yet: `make bench`."
+    if not (results_root() / "benchmarks" / "gpu_check" / "metrics.json").is_file():
+        lines.append("    GPU check (`make gpu-check`): pending, no GPU machine has been lent to this project yet")
     return "Measured by `make bench` (one process per benchmark, interleaved repeats, median):\n\n" + "\n".join(lines)
 
 
