@@ -29,6 +29,7 @@ from .objective.tau import TAU_REFERENCES  # noqa: E402
 from .training import (RunBusy, TrainingDiverged, iter_batches, load_checkpoint_weights,  # noqa: E402
                        resolve_device)
 from .training.checkpoint import weight_files  # noqa: E402
+from .zoo.released import check_released_name  # noqa: E402
 from .training.posttrain import SparseRecipe  # noqa: E402
 from .zoo.registry import entry_for  # noqa: E402
 
@@ -163,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int("threads"), default=recipe.threads,
                    help="torch CPU threads while training (default: as set); the same seed at another thread "
                         "count trains other weights")
+    p.add_argument("--lora-rank", type=_positive_int("lora-rank"), default=None,
+                   help="train rank-R LoRA adapters (peft) on the attention projections instead of every weight")
+    p.add_argument("--lora-mlp", action="store_true", help="with --lora-rank: adapters on the MLPs too")
     p.add_argument("--no-bf16", action="store_true", help="disable bf16 autocast on CUDA")
     p.add_argument("--activation-checkpointing", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -193,6 +197,10 @@ def _check_model_name(name: str) -> None:
             raise UsageError(f"model: {local} is a directory without config.json (not a model saved with "
                              "save_pretrained)")
         return
+    try:
+        check_released_name(name)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if name in zoo.available() or name in _UNNAMESPACED_HUB_MODELS or _HUB_NAME.match(name):
         return
     raise UsageError(f"model: unknown name {name!r} (registry: {', '.join(zoo.available())}; "
@@ -223,7 +231,8 @@ def _recipe(args) -> SparseRecipe:
         floor_steps=args.floor_steps, eta=args.eta, alpha=args.alpha, beta_init=args.beta_init,
         gate_bias=args.gate_bias, controller=args.controller, kp=args.kp, policy=args.policy,
         keys_per_query=args.keys_per_query, eval_every=args.eval_every, eval_batch_size=args.eval_batch_size,
-        eval_max_batches=args.eval_batches, seed=args.seed, threads=args.threads)
+        eval_max_batches=args.eval_batches, seed=args.seed, threads=args.threads, lora_rank=args.lora_rank,
+        lora_mlp=args.lora_mlp)
 
 
 def _check(args) -> None:
@@ -292,7 +301,7 @@ def _identity(args, recipe: SparseRecipe) -> dict:
     if args.data is not None:
         data = {"path": str(args.data), "sha256": file_sha256(args.data),
                 "seq_len": args.seq_len}
-    return {"command": "post-train", "model": args.model, "data": data, "recipe": asdict(recipe)}
+    return {"command": "post-train", "model": args.model, "data": data, "recipe": recipe.identity()}
 
 
 def _finished_run(args, identity: dict) -> dict | None:

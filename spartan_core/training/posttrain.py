@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from .batches import iter_batches, validate_blocks
 from .config import TrainConfig
 from .evaluate import evaluate
 from .loop import train
+from .lora import merge_lora, with_lora
 
 __all__ = ["SparseRecipe", "PostTrainResult", "post_train", "CHECKPOINT_EVERY", "CHECKPOINT_SECONDS"]
 
@@ -48,6 +49,8 @@ class SparseRecipe:
     where the best checkpoint meeting tau is chosen (never on the held-out split that results report);
     ``heldout_max_batches`` limits the reported held-out metrics to that many eval batches of blocks spread evenly
     over the split (None: all), so that a sweep of many short runs is not dominated by evaluation.
+    ``lora_rank`` trains rank-r LoRA adapters on the attention projections (and the MLPs with ``lora_mlp``) in
+    place of every weight, merged into the model at the end (:mod:`~spartan_core.training.lora`); None trains all.
     ``block_size`` applies to text data only. ``seed``: the training seed (batch order and sampled gates);
     ``threads``: torch CPU threads while training (None: as set), part of the recipe because the weights depend
     on it.
@@ -82,6 +85,8 @@ class SparseRecipe:
     block_size: int = 128
     seed: int = 0
     threads: int | None = None
+    lora_rank: int | None = None
+    lora_mlp: bool = False
 
     def __post_init__(self):
         if self.tau is not None and not (self.tau > 0 and math.isfinite(self.tau)):
@@ -114,6 +119,21 @@ class SparseRecipe:
             raise ValueError(f"heldout_max_batches: must be an integer >= 1 or None, got {self.heldout_max_batches!r}")
         if self.block_size < 2:
             raise ValueError(f"block_size: must be at least 2, got {self.block_size!r}")
+        if self.lora_rank is not None and (isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int)
+                                           or self.lora_rank < 1):
+            raise ValueError(f"lora_rank: must be an integer >= 1 (None: train every weight), got {self.lora_rank!r}")
+        if self.lora_mlp and self.lora_rank is None:
+            raise ValueError("lora_mlp: adapters on the MLPs need a lora_rank")
+        if self.lora_rank is not None and self.policy != "gate":
+            raise ValueError(f"lora_rank: the {self.policy} baseline fine-tunes every weight; LoRA is for the gate")
+
+    def identity(self) -> dict:
+        """The settings that make a post-trained model what it is (its cache key). The LoRA settings join only
+        when used, so models cached before they existed keep their keys."""
+        settings = asdict(self)
+        if self.lora_rank is None:
+            del settings["lora_rank"], settings["lora_mlp"]
+        return settings
 
     def multiplier(self, tau: float) -> GECO:
         """The controller of beta for target ``tau``, from ``controller`` and its settings."""
@@ -220,6 +240,8 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
                              identity, fresh, desc, execution)
     sparsify(model, gate_bias=recipe.gate_bias)
     gated_metrics = measure(model)
+    if recipe.lora_rank is not None:
+        model = with_lora(model, recipe.lora_rank, recipe.lora_mlp)
     started = time.perf_counter()
     history: list[dict] = []
     floor_ce = None
@@ -240,6 +262,7 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
                    eval_data=train_data, objective=SparsityUnderCE(geco), out_dir=out / "geco" if out else None,
                    desc=desc, identity=identity, fresh=fresh)
     offset = recipe.floor_steps
+    model = merge_lora(model)
     return PostTrainResult(
         model=model, recipe=recipe, tau=tau,
         tau_reference="absolute" if recipe.tau is not None else recipe.tau_reference,

@@ -23,6 +23,7 @@ from ..training.posttrain import SparseRecipe, post_train
 from .cache import (FORMAT_VERSION, CacheCorrupt, config_hash, from_cache, locked, model_cache_dir, publish,
                     verified_info)
 from .hub import HubUnavailableError, load_hub
+from .released import RELEASED, check_released_name, load_released
 from .loaded import LoadedModel, to_device, used, used_models
 from .registry import REGISTRY, ModelEntry, available, default_sparse_recipe, entry_for
 from .smollm2 import load_smollm2
@@ -45,6 +46,9 @@ def load(name: str, *, cache_dir=None, progress: bool = True, **overrides) -> Lo
         return load_toy(entry, cache_dir=cache_dir, progress=progress, overrides=overrides)
     if entry.source == "gguf":
         return load_smollm2(cache_dir=cache_dir, progress=progress, overrides=overrides)
+    check_released_name(name)
+    if name in RELEASED:
+        return load_released(name, cache_dir=cache_dir, overrides=overrides)
     return load_hub(name, overrides=overrides)
 
 
@@ -82,7 +86,7 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
     dense_loaded = load(name, cache_dir=cache_dir, progress=progress, device="cpu", **(dense_overrides or {}))
     dense_dir = Path(dense_loaded.info["cache_dir"]) if "cache_dir" in dense_loaded.info else (
         model_cache_dir(cache_dir) / "hub" / config_hash({"name": name}))
-    key = config_hash({"format": FORMAT_VERSION, "dense": str(dense_dir.name), "recipe": asdict(resolved)})
+    key = config_hash({"format": FORMAT_VERSION, "dense": str(dense_dir.name), "recipe": resolved.identity()})
     final = dense_dir / "sparse" / key
     trained_now = False
     with locked(final):

@@ -1,0 +1,123 @@
+"""The authors' released nanoGPT-style checkpoints, tested offline on synthetic files written in that exact format:
+``{"model": state_dict, "model_args": ...}`` with Linear weights, a padded vocabulary and a ``_orig_mod.`` prefix."""
+
+import math
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from spartan_core import count_edges, zoo
+from spartan_core.mechanism.sparsify import sparse_state
+from spartan_core.zoo import released
+from spartan_core.zoo.released import CheckpointRefused, convert_nanogpt, read_nanogpt_checkpoint
+
+ARGS = dict(n_layer=2, n_head=2, n_embd=16, block_size=32, vocab_size=64, bias=True, dropout=0.0)
+
+
+class NanoGPT(nn.Module):
+    """A direct re-implementation of nanoGPT's GPT (the reference the converted model must match), with an
+    optional evaluation mask ``scores > 0`` on the causal edges, as the authors evaluate their sparse models."""
+
+    def __init__(self, n_layer, n_head, n_embd, block_size, vocab_size, bias, **_):
+        super().__init__()
+        self.n_head = n_head
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(vocab_size, n_embd), wpe=nn.Embedding(block_size, n_embd),
+            h=nn.ModuleList(nn.ModuleDict(dict(
+                ln_1=nn.LayerNorm(n_embd, bias=bias), ln_2=nn.LayerNorm(n_embd, bias=bias),
+                attn=nn.ModuleDict(dict(c_attn=nn.Linear(n_embd, 3 * n_embd, bias=bias),
+                                        c_proj=nn.Linear(n_embd, n_embd, bias=bias))),
+                mlp=nn.ModuleDict(dict(c_fc=nn.Linear(n_embd, 4 * n_embd, bias=bias),
+                                       c_proj=nn.Linear(4 * n_embd, n_embd, bias=bias))),
+            )) for _ in range(n_layer)),
+            ln_f=nn.LayerNorm(n_embd, bias=bias)))
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight
+        for p in self.parameters():  # random, non-trivial biases and norms
+            nn.init.normal_(p, std=0.3)
+
+    def forward(self, idx, gated=False):
+        t = idx.shape[1]
+        x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(t))
+        causal = torch.ones(t, t, dtype=torch.bool).tril()
+        for block in self.transformer.h:
+            q, k, v = block.attn.c_attn(block.ln_1(x)).split(x.shape[-1], dim=2)
+            q, k, v = (z.view(*z.shape[:2], self.n_head, -1).transpose(1, 2) for z in (q, k, v))
+            scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+            probs = scores.masked_fill(~causal, -math.inf).softmax(-1)
+            if gated:
+                probs = probs * ((scores > 0) & causal)
+            y = (probs @ v).transpose(1, 2).reshape(x.shape)
+            x = x + block.attn.c_proj(y)
+            x = x + block.mlp.c_proj(nn.functional.gelu(block.mlp.c_fc(block.ln_2(x))))
+        return self.lm_head(self.transformer.ln_f(x))
+
+
+def write_checkpoint(path, bias=True, **changes):
+    torch.manual_seed(0)
+    args = {**ARGS, "bias": bias}
+    reference = NanoGPT(**args).eval()
+    state = {f"_orig_mod.{k}": v for k, v in reference.state_dict().items()}  # saved from a torch.compile'd model
+    for i in range(args["n_layer"]):  # nanoGPT's causal-mask buffer (older versions save it)
+        state[f"_orig_mod.transformer.h.{i}.attn.bias"] = torch.ones(1, 1, 32, 32).tril()
+    torch.save({"model": state, "model_args": args, "iter_num": 10, "best_val_loss": 3.0,
+                "config": {"dataset": "openwebtext"}, **changes}, path)
+    return reference
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_converted_checkpoint_has_the_reference_logits_dense_and_under_the_authors_mask(tmp_path, bias):
+    reference = write_checkpoint(tmp_path / "final.pth", bias=bias)
+    model = convert_nanogpt(*read_nanogpt_checkpoint(tmp_path / "final.pth"))
+    ids = torch.randint(60, (3, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, reference(ids), atol=1e-5, rtol=1e-5)
+        from spartan_core import sparsify
+
+        sparsify(model, gate_bias=0.0)
+        gated = reference(ids, gated=True)
+        torch.testing.assert_close(model(input_ids=ids).logits, gated, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(gated, reference(ids), atol=1e-3)  # the mask matters here
+
+
+def test_a_checkpoint_that_needs_unpickling_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "final.pth"
+    torch.save({"model": {}, "model_args": ARGS, "trainer": pickle.PickleError("any object")}, path)
+    with pytest.raises(CheckpointRefused, match=r"^checkpoint: .* is not a weights-only torch file \(torch\.load"
+                                                r"\(weights_only=True\) refused it: [^\n]*\)$"):
+        read_nanogpt_checkpoint(path)
+
+
+def test_a_state_dict_that_is_not_gpt2_is_refused(tmp_path):
+    write_checkpoint(tmp_path / "final.pth")
+    state, args = read_nanogpt_checkpoint(tmp_path / "final.pth")
+    with pytest.raises(CheckpointRefused, match=r"^checkpoint: not a nanoGPT GPT-2 state dict \(unexpected keys: "
+                                                r"transformer\.h\.0\.attn\.rotary\.freq\)$"):
+        convert_nanogpt({**state, "transformer.h.0.attn.rotary.freq": torch.ones(4)}, args)
+    with pytest.raises(CheckpointRefused, match=r"^checkpoint: transformer\.wpe\.weight is \(32, 16\), the config "
+                                                r"gives \(16, 16\)$"):
+        convert_nanogpt(state, {**args, "block_size": 16})
+    with pytest.raises(CheckpointRefused, match=r"^checkpoint: .* is not a nanoGPT checkpoint"):
+        torch.save({"weights": state}, tmp_path / "other.pth")
+        read_nanogpt_checkpoint(tmp_path / "other.pth")
+
+
+def test_load_by_name_converts_once_and_gives_the_authors_sparse_model(tmp_path, monkeypatch):
+    write_checkpoint(tmp_path / "final.pth")
+    downloads = []
+    monkeypatch.setattr(released, "_download", lambda name, file: downloads.append(name) or tmp_path / "final.pth")
+    monkeypatch.setitem(released.RELEASED, "ansonisl/SparseGPT2", ("final.pth", 0.0))
+    for _ in range(2):
+        loaded = zoo.load("ansonisl/SparseGPT2", cache_dir=tmp_path / "cache", device="cpu")
+    assert downloads == ["ansonisl/SparseGPT2"] and sparse_state(loaded.model).gate_bias == 0.0
+    ids = torch.randint(60, (4, 16), generator=torch.Generator().manual_seed(2))
+    edges = count_edges(loaded.model, [{"input_ids": ids}])
+    assert 0 < edges.kept_fraction < 1
+
+
+def test_a_name_in_the_authors_namespace_that_is_not_released_is_refused():
+    with pytest.raises(ValueError, match=r"^model: 'ansonisl/SparseGPT3' is not a released checkpoint this loader "
+                                         r"converts \(converted: ansonisl/SparseGPT2\)$"):
+        zoo.load("ansonisl/SparseGPT3")
