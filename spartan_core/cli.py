@@ -7,6 +7,7 @@ the parameter (exit status 2).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -29,8 +30,9 @@ from .objective.tau import TAU_REFERENCES  # noqa: E402
 from .training import (RunBusy, TrainingDiverged, iter_batches, load_checkpoint_weights,  # noqa: E402
                        resolve_device)
 from .training.checkpoint import weight_files  # noqa: E402
-from .zoo.released import check_released_name  # noqa: E402
+from .training.distributed import processes  # noqa: E402
 from .training.posttrain import SparseRecipe  # noqa: E402
+from .zoo.released import check_released_name  # noqa: E402
 from .zoo.registry import entry_for  # noqa: E402
 
 __all__ = ["main", "build_parser"]
@@ -340,19 +342,23 @@ def post_train(args) -> dict:
         return finished
     loaded, train_data, heldout = _load_with_data(args)  # refuses bad data before anything is written
     args.out.mkdir(parents=True, exist_ok=True)
-    with exclusive(args.out):
+    ranks = processes()  # under torchrun / accelerate launch, process 0 alone writes
+    with exclusive(args.out) if ranks.main else contextlib.nullcontext():
         finished = _finished_run(args, identity)  # another process may have finished it meanwhile
         if finished is not None:
             return finished
-        if args.fresh:
+        if args.fresh and ranks.main:
             for name in ("summary.json", "model.safetensors"):
                 (args.out / name).unlink(missing_ok=True)
-        write_json(args.out / "run.json", identity)
+        if ranks.main:
+            write_json(args.out / "run.json", identity)
         result = run_recipe(
             loaded.model, train_data, heldout, recipe, extra_metrics=entry_for(args.model).heldout_metrics,
             out_dir=args.out, progress=not args.no_progress, device=args.device, identity=identity, fresh=args.fresh,
             desc=f"post-train {args.model}", grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every,
             bf16=not args.no_bf16, activation_checkpointing=args.activation_checkpointing)
+        if not ranks.main:
+            return {"process": ranks.index, "of": ranks.count, "written_by": "process 0"}
         save_model(result.model, str(args.out / "model.safetensors.tmp"))
         os.replace(args.out / "model.safetensors.tmp", args.out / "model.safetensors")
         dense, sparse = result.metrics["dense"], result.metrics["sparse"]

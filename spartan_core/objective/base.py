@@ -4,6 +4,8 @@ evaluation is the best checkpoint. The loop itself knows no GECO."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 __all__ = ["Objective"]
@@ -21,6 +23,9 @@ class Objective:
     def loss(self, model: torch.nn.Module, ce: torch.Tensor) -> torch.Tensor:
         """The loss of one micro-batch whose mean CE is ``ce`` (the model has just run its forward pass)."""
         return ce
+
+    def reduce(self, mean: Callable[[float], float]) -> None:
+        """Before ``end_step`` of a distributed run: average this process's step sums across processes."""
 
     def end_step(self, ce: float, micro_batches: int) -> dict:
         """The step is applied; ``ce`` is its mean CE. Returns fields for the step's log record."""

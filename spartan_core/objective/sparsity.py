@@ -34,6 +34,9 @@ class SparsityUnderCE(Objective):
         self._fraction_sum += float(fraction.detach())
         return ce + self._beta * fraction
 
+    def reduce(self, mean) -> None:
+        self._fraction_sum = mean(self._fraction_sum)
+
     def end_step(self, ce: float, micro_batches: int) -> dict:
         self.geco.update(ce)
         return {"expected_fraction": self._fraction_sum / micro_batches, "beta_used": self._beta,

@@ -17,9 +17,10 @@ from safetensors.torch import load_model, save_model
 
 from ..objective.base import Objective
 from .batches import find_grad_accum, sample_rows, take, validate_blocks
-from .checkpoint import exclusive, open_run_dir, run_manifest
+from .checkpoint import Checkpointer, Resumed, exclusive, open_run_dir, run_manifest
 from .config import (TrainConfig, TrainingDiverged, TrainResult, autocast_for, describe_machine, lr_factor,
                      resolve_device, torch_threads)
+from .distributed import processes
 from .evaluate import evaluate
 
 __all__ = ["train"]
@@ -46,18 +47,28 @@ def train(
     :class:`~spartan_core.training.checkpoint.RunMismatch` unless ``fresh`` discards it. A step whose loss or
     gradients are not finite is not applied (:class:`TrainingDiverged`). With ``keep_best`` the model ends with
     the weights of the evaluation the objective scores best (for sparsity: fewest edges meeting tau).
+    Under ``torchrun`` or ``accelerate launch`` the same call trains data-parallel (:mod:`.distributed`):
+    ``batch_size`` is the global batch, ``grad_accum`` each process's micro-batches.
     """
     objective = objective or Objective()
     n_rows = validate_blocks(train_data, "train_data")
     if eval_data is not None:
         validate_blocks(eval_data, "eval_data")
     objective.check(model)
-    device = resolve_device(config.device)
+    ranks = processes()
+    if config.batch_size % ranks.count:
+        raise ValueError(f"batch_size: {config.batch_size} rows cannot be shared by {ranks.count} processes")
+    device = ranks.device(resolve_device(config.device))
     model.to(device)
     _enable_checkpointing(model, config)
     grad_accum = config.grad_accum
     if grad_accum == "auto":
-        grad_accum = find_grad_accum(model, train_data, config, objective)
+        share = TrainConfig(**{**config.__dict__, "batch_size": config.batch_size // ranks.count, "grad_accum": 1})
+        grad_accum = int(ranks.max(find_grad_accum(model, train_data, share, objective)))
+    if config.batch_size % (ranks.count * grad_accum):
+        raise ValueError(f"grad_accum: {ranks.count} processes x {grad_accum} micro-batches do not divide "
+                         f"batch_size={config.batch_size}")
+    wrapped = ranks.prepare(model)
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -72,29 +83,34 @@ def train(
     with contextlib.ExitStack() as held:
         held.enter_context(torch_threads(config.threads))
         result.machine = describe_machine(device)
-        if out is not None:
+        if out is not None and ranks.main:
             out.mkdir(parents=True, exist_ok=True)
             held.enter_context(exclusive(out))
             checkpointer, log_path, resumed = open_run_dir(out, run_manifest(config, objective, identity), fresh,
                                                           model, optimizer, scheduler, objective)
+        ranks.barrier()  # the other processes resume from what process 0 has just checked
+        if out is not None and not ranks.main:
+            resumed = _resume_from(out, model, optimizer, scheduler, objective)
+        if out is not None:
             if resumed is not None:
                 start_step = result.resumed_from = resumed.step
                 best.update(score=resumed.best_score, step=resumed.best_step)
                 result.history = [r for r in resumed.records if "ce" in r]
                 result.evals = [r for r in resumed.records if "eval_ce" in r]
         log_file = held.enter_context(open(log_path, "a")) if log_path is not None else None
-        bar = held.enter_context(_progress(config, start_step, desc))
+        bar = held.enter_context(_progress(config, start_step, desc)) if ranks.main else None
         started = last_saved = time.perf_counter()
         for step in range(start_step + 1, config.steps + 1):
-            record = _step(model, train_data, n_rows, step, grad_accum, config, objective, optimizer, scheduler,
-                           checkpointer, device)
+            record = _step(model, wrapped, train_data, n_rows, step, grad_accum, config, objective, optimizer,
+                           scheduler, checkpointer, device)
             if eval_data is not None and (step == config.steps or (config.eval_every and step % config.eval_every == 0)):
                 _evaluate_into(record, model, eval_data, config)
                 result.evals.append({k: v for k, v in record.items() if k == "step" or k.startswith("eval_")})
                 score = objective.selection_score(record.pop("_metrics"))
                 if config.keep_best and score is not None and score < best["score"]:
                     best.update(score=score, step=step)
-                    _keep_best(model, out, best)
+                    if ranks.main or out is None:  # the other processes read process 0's file at the end
+                        _keep_best(model, out, best)
             result.history.append({k: v for k, v in record.items() if not k.startswith("eval_")})
             if log_file is not None:
                 log_file.write(_json_line(record))
@@ -110,6 +126,7 @@ def train(
                 checkpointer.save(model, optimizer, scheduler, objective, step,
                                   {"best_step": best["step"], "best_score": best["score"]})
                 last_saved = time.perf_counter()
+    ranks.barrier()
     if config.keep_best and best["step"] is not None:
         if best["state"] is not None:
             model.load_state_dict(best["state"])
@@ -120,24 +137,34 @@ def train(
     return result
 
 
-def _step(model, data, n_rows, step, grad_accum, config, objective, optimizer, scheduler, checkpointer, device):
-    """One optimiser step over ``grad_accum`` micro-batches; returns its log record. Nothing non-finite is applied."""
+def _step(model, wrapped, data, n_rows, step, grad_accum, config, objective, optimizer, scheduler, checkpointer,
+          device):
+    """One optimiser step over ``grad_accum`` micro-batches of this process's share of the global batch (forward
+    passes through ``wrapped``, DDP when launched); returns its log record. Nothing non-finite is applied."""
+    ranks = processes()
     model.train()
     t0 = time.perf_counter()
     ce_sum = 0.0
     tokens = 0
     objective.begin_step()
-    for micro_rows in sample_rows(n_rows, config.batch_size, config.seed, step).split(config.batch_size // grad_accum):
-        batch = take(data, micro_rows, device)
-        with autocast_for(device, config.bf16):
-            output = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                           labels=batch["labels"], use_cache=False)
-            ce = output.loss.float()
-            loss = objective.loss(model, ce)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"step {step}: loss is {float(loss.detach())} (CE {float(ce.detach())}); "
-                                   f"stopping. {_last_checkpoint(checkpointer)} Try a lower lr or a smaller GECO eta.")
-        (loss / grad_accum).backward()
+    micro_batches = sample_rows(n_rows, config.batch_size, config.seed, step).split(
+        config.batch_size // (ranks.count * grad_accum))
+    for local in range(grad_accum):
+        index = ranks.index * grad_accum + local
+        if ranks.engine:  # the same masks whichever process draws this micro-batch
+            torch.manual_seed((config.seed * 1_000_003 + step) * 65_537 + index)
+        batch = take(data, micro_batches[index], device)
+        with ranks.no_sync(wrapped, sync=local == grad_accum - 1):
+            with autocast_for(device, config.bf16):
+                output = wrapped(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                                 labels=batch["labels"], use_cache=False)
+                ce = output.loss.float()
+                loss = objective.loss(model, ce)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"step {step}: loss is {float(loss.detach())} (CE {float(ce.detach())}); "
+                                       f"stopping. {_last_checkpoint(checkpointer)} Try a lower lr or a smaller "
+                                       "GECO eta.")
+            (loss / grad_accum).backward()
         ce_sum += float(ce.detach())
         tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or math.inf)
@@ -150,10 +177,21 @@ def _step(model, data, n_rows, step, grad_accum, config, objective, optimizer, s
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    ce_mean = ce_sum / grad_accum
+    ce_mean = ranks.mean(ce_sum / grad_accum)
+    objective.reduce(ranks.mean)
     record = {"step": step, "ce": ce_mean, "lr": lr, **objective.end_step(ce_mean, grad_accum)}
-    record["tokens_per_s"] = tokens / max(time.perf_counter() - t0, 1e-9)
+    record["tokens_per_s"] = ranks.sum(tokens) / max(time.perf_counter() - t0, 1e-9)
     return record
+
+
+def _resume_from(out: Path, model, optimizer, scheduler, objective) -> Resumed | None:
+    """A process other than 0 resumes from the checkpoint process 0 has checked; it never writes."""
+    checkpointer = Checkpointer(out)
+    latest = checkpointer.latest()
+    if latest is None:
+        return None
+    info = checkpointer.load(latest, model, optimizer, scheduler, objective)
+    return Resumed(info["step"], info.get("best_step"), info.get("best_score", math.inf), [])
 
 
 def _evaluate_into(record: dict, model, eval_data: dict, config: TrainConfig) -> None:

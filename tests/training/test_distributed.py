@@ -1,0 +1,83 @@
+"""Data-parallel post-training on accelerate (DDP over gloo on this CPU): two processes train the weights one
+process trains at the same global batch, a killed two-process run resumes, and a run that forgets to average the
+objective's step statistics across processes is caught by the same comparison."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).with_name("ddp_run.py")
+STEPS = 6
+
+
+def launch(out, processes, accum, variant="ok", pause=0.0, port=29611):
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+               f"--master_port={port}", str(SCRIPT), str(out), str(STEPS), str(accum), variant, str(pause)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def finished(out, processes, accum, variant="ok", port=29611):
+    run = launch(out, processes, accum, variant, port=port)
+    output, _ = run.communicate(timeout=240)
+    assert run.returncode == 0, output[-3000:]
+    return torch.load(out / "final.pt"), json.loads((out / "history.json").read_text())
+
+
+def same_run(a, b):
+    (weights_a, history_a), (weights_b, history_b) = a, b
+    for key in ("ce", "expected_fraction", "beta_used"):
+        got, want = [r[key] for r in history_a], [r[key] for r in history_b]
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-6), key
+    for name, value in weights_b.items():
+        torch.testing.assert_close(weights_a[name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The reference: one process, the global batch of 8 rows in 2 micro-batches of 4."""
+    return finished(tmp_path_factory.mktemp("one"), processes=1, accum=2)
+
+
+def test_two_processes_train_the_weights_of_one_at_the_same_global_batch(one_process, tmp_path):
+    same_run(finished(tmp_path, processes=2, accum=1, port=29612), one_process)
+
+
+def test_a_run_that_does_not_average_the_gate_statistics_is_caught(one_process, tmp_path):
+    with pytest.raises(AssertionError):
+        same_run(finished(tmp_path, processes=2, accum=1, variant="broken", port=29613), one_process)
+
+
+def test_a_killed_two_process_run_resumes_to_the_same_weights(one_process, tmp_path):
+    marker = tmp_path / "checkpoint" / "trainer.json"
+    run = launch(tmp_path, processes=2, accum=1, pause=1.0, port=29614)
+    try:
+        deadline = time.time() + 120
+        while not (marker.exists() and json.loads(marker.read_text())["step"] >= 2):
+            assert run.poll() is None and time.time() < deadline, run.stdout.read()[-3000:]
+            time.sleep(0.05)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    killed_at = json.loads(marker.read_text())["step"]
+    assert 2 <= killed_at < STEPS and not (tmp_path / "final.pt").exists()
+    same_run(finished(tmp_path, processes=2, accum=1, port=29615), one_process)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, STEPS + 1))
+
+
+def test_fsdp_is_refused_in_one_line_before_any_work(monkeypatch):
+    from spartan_core.training.distributed import Processes
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ValueError, match=r"^fsdp: this loop runs data parallel \(DDP\) only; .* Launch without "
+                                         r"--use_fsdp$"):
+        Processes(engine=True)
