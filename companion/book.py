@@ -203,8 +203,34 @@ def models_markdown(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gpu_markdown(root: Path) -> str:
+    """What ``make gpu-check`` measured (results/benchmarks/gpu_check/), or a plain "not yet measured"."""
+    data = read_metrics(root / "benchmarks" / "gpu_check")
+    metrics = data.get("metrics", {})
+    if not metrics.get("steps"):
+        return ("Not yet measured: no GPU machine has run `make gpu-check` for this project, so there are no GPU "
+                "times or memory figures to show here.\n")
+    prov = data.get("provenance", {})
+    header = ["Model (random init)", "Attention", "Parameters", "Micro-batch x accumulation", "Tokens/s",
+              "Step (s)", "Peak memory (GiB)", "Fits the cap"]
+    lines = [f"Measured by `make gpu-check` on {metrics.get('machine', '?')} at commit "
+             f"`{(prov.get('git_commit') or 'unknown')[:10]}`, T = {prov.get('parameters', {}).get('seq_len', '?')}, "
+             f"memory cap {prov.get('parameters', {}).get('memory_cap_gib', '?')} GiB:", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, runs in metrics["steps"].items():
+        for mode in ("dense_sdpa", "sparse"):
+            run = runs[mode]
+            peak = run.get("peak_gib")
+            lines.append("| " + " | ".join(_cell(x) for x in [
+                model, "dense (SDPA)" if mode == "dense_sdpa" else "sparse (gated)", f"{run['parameters'] / 1e6:.0f} M",
+                f"{run['micro_batch']} x {run['grad_accum']}", f"{run['tokens_per_s']:.0f}", f"{run['step_s']:.2f}",
+                "–" if peak is None else f"{peak:.1f}", "–" if run.get("fits_cap") is None else
+                ("yes" if run["fits_cap"] else "no")]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list[Path]:
-    """Write ``_generated/claims.md``, ``runs.md`` and ``models.md`` from the results files."""
+    """Write ``_generated/claims.md``, ``runs.md``, ``models.md`` and ``gpu.md`` from the results files."""
     book_dir = Path(book_dir)
     root = Path(root or results_root())
     chapters = {p.stem for p in (book_dir / "chapters").glob("*.ipynb")}
@@ -214,6 +240,7 @@ def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list
         atomic_write_text(out / "claims.md", claims_markdown(book_dir / "claims.yaml", root, chapters)),
         atomic_write_text(out / "runs.md", runs_markdown(root)),
         atomic_write_text(out / "models.md", models_markdown(root)),
+        atomic_write_text(out / "gpu.md", gpu_markdown(root)),
     ]
 
 

@@ -118,12 +118,12 @@ def _download(name: str, filename: str) -> Path:
 
 
 def load_released(name: str, *, cache_dir=None, overrides: dict) -> LoadedModel:
-    """One of :data:`RELEASED`, downloaded once, converted once (cached as a transformers model), and sparsified
-    with the authors' gate bias."""
+    """One of :data:`RELEASED`, downloaded once and converted once (cached as a transformers model). Like every
+    :func:`~spartan_core.zoo.load`, the model comes dense; ``info["gate_bias"]`` is the bias of the authors'
+    evaluation mask, the one to :func:`~spartan_core.sparsify` it with (the command line's default)."""
     from transformers import GPT2LMHeadModel
 
     from ..data.tokenizers import gpt2_tokenizer
-    from ..mechanism.sparsify import sparsify
 
     overrides = dict(overrides)
     device = overrides.pop("device", "auto")
@@ -137,7 +137,6 @@ def load_released(name: str, *, cache_dir=None, overrides: dict) -> LoadedModel:
             convert_nanogpt(state, model_args).save_pretrained(final)
     with quiet_transformers():
         model = GPT2LMHeadModel.from_pretrained(final)
-    sparsify(model, gate_bias=gate_bias)
     info = {"name": name, "source": f"released checkpoint {name}/{filename} (converted from nanoGPT)",
             "gate_bias": gate_bias, "n_params": sum(p.numel() for p in model.parameters()), "trained_now": False,
             "cache_dir": str(final)}

@@ -229,3 +229,18 @@ def test_results_files_list_the_models_they_used_and_the_book_shows_their_hashes
     table = book.models_markdown(tmp_path)
     assert "| tiny | 02_fake | addition-4l | dense | 1 | `abababababab` | cpu: Some CPU | 2 | 12 |" in table
     assert "`cdcdcdcdcdcd`" in table and "before-the-run" not in table
+
+
+def test_the_gpu_table_says_not_yet_measured_until_gpu_check_has_run(tmp_path):
+    from companion.results import ResultsDir
+
+    assert book.gpu_markdown(tmp_path).startswith("Not yet measured: no GPU machine has run `make gpu-check`")
+    run = {"parameters": 124_439_808, "micro_batch": 8, "grad_accum": 2, "tokens_per_s": 51234.4, "step_s": 0.32,
+           "peak_gib": 41.25, "fits_cap": True}
+    results = ResultsDir("benchmarks", "gpu_check", {"seq_len": 1024, "memory_cap_gib": 80}, root=tmp_path)
+    results.record(machine="NVIDIA H200", steps={"gpt2-small": {"dense_sdpa": run, "sparse": {**run, "fits_cap": False}}})
+    results.finish()
+    table = book.gpu_markdown(tmp_path)
+    assert "T = 1024, memory cap 80 GiB" in table
+    assert "| gpt2-small | dense (SDPA) | 124 M | 8 x 2 | 51234 | 0.32 | 41.2 | yes |" in table
+    assert "| gpt2-small | sparse (gated) | 124 M | 8 x 2 | 51234 | 0.32 | 41.2 | no |" in table

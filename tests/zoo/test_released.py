@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from spartan_core import count_edges, zoo
+from spartan_core import count_edges, sparsify, zoo
 from spartan_core.mechanism.sparsify import sparse_state
 from spartan_core.zoo import released
 from spartan_core.zoo.released import CheckpointRefused, convert_nanogpt, read_nanogpt_checkpoint
@@ -55,9 +55,9 @@ class NanoGPT(nn.Module):
         return self.lm_head(self.transformer.ln_f(x))
 
 
-def write_checkpoint(path, bias=True, **changes):
+def write_checkpoint(path, bias=True, vocab_size=ARGS["vocab_size"], **changes):
     torch.manual_seed(0)
-    args = {**ARGS, "bias": bias}
+    args = {**ARGS, "bias": bias, "vocab_size": vocab_size}
     reference = NanoGPT(**args).eval()
     state = {f"_orig_mod.{k}": v for k, v in reference.state_dict().items()}  # saved from a torch.compile'd model
     for i in range(args["n_layer"]):  # nanoGPT's causal-mask buffer (older versions save it)
@@ -74,8 +74,6 @@ def test_converted_checkpoint_has_the_reference_logits_dense_and_under_the_autho
     ids = torch.randint(60, (3, 20), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=ids).logits, reference(ids), atol=1e-5, rtol=1e-5)
-        from spartan_core import sparsify
-
         sparsify(model, gate_bias=0.0)
         gated = reference(ids, gated=True)
         torch.testing.assert_close(model(input_ids=ids).logits, gated, atol=1e-5, rtol=1e-5)
@@ -104,17 +102,39 @@ def test_a_state_dict_that_is_not_gpt2_is_refused(tmp_path):
         read_nanogpt_checkpoint(tmp_path / "other.pth")
 
 
-def test_load_by_name_converts_once_and_gives_the_authors_sparse_model(tmp_path, monkeypatch):
-    write_checkpoint(tmp_path / "final.pth")
+@pytest.fixture
+def released_here(tmp_path, monkeypatch):
+    """The released name served from a synthetic file (no hub), GPT-2's vocabulary padded to 50,304 as theirs is:
+    the list of names it was asked for."""
+    write_checkpoint(tmp_path / "final.pth", vocab_size=50304)
     downloads = []
     monkeypatch.setattr(released, "_download", lambda name, file: downloads.append(name) or tmp_path / "final.pth")
-    monkeypatch.setitem(released.RELEASED, "ansonisl/SparseGPT2", ("final.pth", 0.0))
+    return downloads
+
+
+def test_load_by_name_converts_once_and_measures_with_the_authors_mask(released_here, tmp_path):
     for _ in range(2):
         loaded = zoo.load("ansonisl/SparseGPT2", cache_dir=tmp_path / "cache", device="cpu")
-    assert downloads == ["ansonisl/SparseGPT2"] and sparse_state(loaded.model).gate_bias == 0.0
+    assert released_here == ["ansonisl/SparseGPT2"] and sparse_state(loaded.model) is None
+    sparsify(loaded.model, gate_bias=loaded.info["gate_bias"])
     ids = torch.randint(60, (4, 16), generator=torch.Generator().manual_seed(2))
-    edges = count_edges(loaded.model, [{"input_ids": ids}])
-    assert 0 < edges.kept_fraction < 1
+    assert 0 < count_edges(loaded.model, [{"input_ids": ids}]).kept_fraction < 1
+
+
+def test_chapter_3_measures_a_released_model_beside_ours_and_marks_it_pending_offline(released_here, tmp_path):
+    from spartan_core.studies.edges_and_loss import measure_model
+
+    _, row = measure_model("ansonisl/SparseGPT2", post_train=False, eval_blocks=2, block_size=16, batch_size=2,
+                           cache_dir=tmp_path / "cache", card=False)
+    assert row.measured and row.gate_bias == 0.0 and row.gated.kept_fraction < 1
+
+
+def test_offline_a_released_model_not_yet_downloaded_is_pending_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(zoo.HubUnavailableError, match=r"^model 'ansonisl/SparseGPT2': final\.pth is not in the "
+                                                      r"local Hugging Face cache and the hub is unavailable"):
+        zoo.load("ansonisl/SparseGPT2", cache_dir=tmp_path / "cache")
 
 
 def test_a_name_in_the_authors_namespace_that_is_not_released_is_refused():
