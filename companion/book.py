@@ -72,6 +72,7 @@ def publish_chapter(executed: Path, chapters_dir: Path) -> Path:
         if "outputs" in cell:
             cell.outputs = [o for o in cell.outputs
                             if ("data" not in o or o["data"]) and not _is_stderr(o)]
+    add_provenance_cell(nb, Path(executed).stem)
     papermill_meta = nb.metadata.get("papermill", {})
     for key in ("input_path", "output_path"):
         if key in papermill_meta:
@@ -80,6 +81,49 @@ def publish_chapter(executed: Path, chapters_dir: Path) -> Path:
     target = Path(chapters_dir) / Path(executed).name
     atomic_write_text(target, nbformat.writes(nb))
     return target
+
+
+PROVENANCE_TAG = "provenance-box"
+
+
+def add_provenance_cell(nb, chapter: str) -> None:
+    """End the chapter with its provenance and downloads box (once): a markdown cell that includes the box
+    :func:`provenance_markdown` writes at each build, so it always shows the results the page was built from."""
+    import nbformat
+
+    if any(PROVENANCE_TAG in cell.get("metadata", {}).get("tags", []) for cell in nb.cells):
+        return
+    source = (f"````{{admonition}} Provenance and downloads\n:class: note\n"
+              f"```{{include}} ../_generated/provenance/{chapter}.md\n```\n````")
+    nb.cells.append(nbformat.v4.new_markdown_cell(source, metadata={"tags": [PROVENANCE_TAG]}))
+
+
+def chapter_profile(chapter_path: Path) -> str | None:
+    """The profile a published chapter was executed with (its papermill parameters say)."""
+    import nbformat
+
+    nb = nbformat.read(str(chapter_path), as_version=4)
+    return nb.metadata.get("papermill", {}).get("parameters", {}).get("profile")
+
+
+def provenance_markdown(chapter: str, profile: str | None, root: Path, book_dir: Path = BOOK_DIR) -> str:
+    """Which code, machine and parameters produced a chapter, and links to download its results files (paths
+    relative to the chapter's page, where Sphinx resolves them)."""
+    folder = Path(root) / str(profile) / chapter
+    data = read_metrics(folder)
+    prov = data.get("provenance")
+    if not prov:
+        return f"No finished results folder for this chapter under the `{profile}` profile.\n"
+    device = prov.get("device", {})
+    commit = (prov.get("git_commit") or "unknown")[:10] + (" (modified working tree)" if prov.get("git_dirty") else "")
+    parameters = ", ".join(f"`{k}={v}`" for k, v in sorted(prov.get("parameters", {}).items()))
+    lines = [f"Profile `{profile}`, commit `{commit}`, {device.get('type', '?')} ({device.get('name', '?')}, "
+             f"{device.get('threads', '?')} threads), wall time {prov.get('wall_time_s', '?')} s, finished "
+             f"{prov.get('finished_utc', '?')}.", "", f"Parameters: {parameters or 'none'}.", "", "Results files:"]
+    relative = Path(os.path.relpath(Path(folder).resolve(), (Path(book_dir) / "chapters").resolve()))
+    files = sorted(p.name for p in folder.iterdir() if p.suffix in (".csv", ".json", ".png"))
+    lines.append(" · ".join(f"{{download}}`{name} <{(relative / name).as_posix()}>`" for name in files) + "\n")
+    return "\n".join(lines)
 
 
 def toc_files(book_dir: Path = BOOK_DIR) -> list[str]:
@@ -230,13 +274,20 @@ def gpu_markdown(root: Path) -> str:
 
 
 def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list[Path]:
-    """Write ``_generated/claims.md``, ``runs.md``, ``models.md`` and ``gpu.md`` from the results files."""
+    """Write ``_generated/ledger.md``, ``claims.md``, ``runs.md``, ``models.md`` and ``gpu.md`` from the results."""
     book_dir = Path(book_dir)
     root = Path(root or results_root())
     chapters = {p.stem for p in (book_dir / "chapters").glob("*.ipynb")}
     chapters &= {Path(f).name for f in toc_files(book_dir) if f.startswith("chapters/")}
     out = book_dir / "_generated"
+    from .ledger import ledger_markdown
+
+    for chapter in sorted(chapters):
+        atomic_write_text(out / "provenance" / f"{chapter}.md",
+                          provenance_markdown(chapter, chapter_profile(book_dir / "chapters" / f"{chapter}.ipynb"), root,
+                                              book_dir))
     return [
+        atomic_write_text(out / "ledger.md", ledger_markdown(book_dir / "claims.yaml", root, chapters)),
         atomic_write_text(out / "claims.md", claims_markdown(book_dir / "claims.yaml", root, chapters)),
         atomic_write_text(out / "runs.md", runs_markdown(root)),
         atomic_write_text(out / "models.md", models_markdown(root)),

@@ -37,7 +37,7 @@ def test_publish_chapter_hides_parameter_cells_and_drops_widgets(tmp_path):
     nbformat.write(nb, str(executed))
     chapter = nbformat.read(str(book.publish_chapter(executed, tmp_path / "chapters")), as_version=4)
     assert [c.metadata.get("tags", []) for c in chapter.cells] == [
-        ["parameters", "remove-cell"], ["injected-parameters", "remove-cell"], []]
+        ["parameters", "remove-cell"], ["injected-parameters", "remove-cell"], [], [book.PROVENANCE_TAG]]
     assert "widgets" not in chapter.metadata, "widget state makes the page load the widget manager from a CDN"
     assert [dict(o["data"]) for o in chapter.cells[2].outputs] == [{"text/plain": "progress 3/3"}]
 
@@ -244,3 +244,22 @@ def test_the_gpu_table_says_not_yet_measured_until_gpu_check_has_run(tmp_path):
     assert "T = 1024, memory cap 80 GiB" in table
     assert "| gpt2-small | dense (SDPA) | 124 M | 8 x 2 | 51234 | 0.32 | 41.2 | yes |" in table
     assert "| gpt2-small | sparse (gated) | 124 M | 8 x 2 | 51234 | 0.32 | 41.2 | no |" in table
+
+
+def test_every_chapter_ends_with_its_provenance_box_and_links_its_results(tmp_path):
+    import nbformat
+
+    for chapter in sorted((REPO_ROOT / "book" / "chapters").glob("*.ipynb")):
+        cells = nbformat.read(str(chapter), as_version=4).cells
+        assert [c for c in cells if book.PROVENANCE_TAG in c.metadata.get("tags", [])] == [cells[-1]], chapter.name
+    run = ResultsDir("tiny", "05_fake", {"seed": 3}, root=tmp_path)
+    run.table("per_seed", __import__("pandas").DataFrame({"seed": [3]}))
+    run.finish()
+    box = book.provenance_markdown("05_fake", "tiny", tmp_path, book_dir=tmp_path / "book")
+    assert "Profile `tiny`, commit `" in box and "Parameters: `seed=3`." in box
+    assert box.rstrip().endswith("{download}`per_seed.csv <../../tiny/05_fake/per_seed.csv>`")
+    assert book.provenance_markdown("06_fake", "tiny", tmp_path).startswith("No finished results folder")
+    nb = nbformat.v4.new_notebook()
+    for _ in range(2):
+        book.add_provenance_cell(nb, "05_fake")
+    assert len(nb.cells) == 1 and "../_generated/provenance/05_fake.md" in nb.cells[0].source
