@@ -461,6 +461,25 @@ def seed_spread(frame, columns, *, labels=None, colours=None, reference: float |
 __all__.append("seed_spread")
 
 
+def edges_drawn(frame, *, min_weight: float):
+    """Edges drawn per problem (one row each: ``problem``, ``carry``, ``dense``, ``sparse``) on a log scale, the
+    problems grouped by carry class: how much less there is to read in the sparse model's graph."""
+    frame = frame.sort_values(["carry", "problem"]).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.28 * len(frame) + 2), 3.4), constrained_layout=True)
+    for column, colour in (("dense", DENSE), ("sparse", SPARSE)):
+        ax.scatter(frame.index, frame[column].clip(lower=0.8), color=colour, s=22, label=column, zorder=3)
+    ax.set_yscale("log")
+    ax.set_xticks(frame.index)
+    ax.set_xticklabels([f"{p[:5]} ({c})" for p, c in zip(frame["problem"], frame["carry"])], rotation=90, fontsize=7)
+    ax.set_ylabel(f"edges with weight ≥ {min_weight:g}")
+    ax.set_title("Edges drawn per problem: each dot one model on one problem", fontsize=10)
+    ax.legend(loc="center right")
+    return fig
+
+
+__all__.append("edges_drawn")
+
+
 def _per_seed(value, seeds) -> dict:
     """A per-seed mapping from a mapping, or from one value shared by every seed (None stays None)."""
     if isinstance(value, dict):

@@ -7,9 +7,11 @@ from companion import runner as notebook_runner
 import checks_chapters_1_3
 import checks_chapters_4_6
 import checks_chapter_7
+import checks_chapter_8
 from test_notebooks import CHECKS, STAND_IN
 
-BROKEN = {**checks_chapters_1_3.BROKEN, **checks_chapters_4_6.BROKEN, **checks_chapter_7.BROKEN}
+BROKEN = {**checks_chapters_1_3.BROKEN, **checks_chapters_4_6.BROKEN, **checks_chapter_7.BROKEN,
+          **checks_chapter_8.BROKEN}
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))

@@ -14,6 +14,7 @@ import pytest
 import checks_chapters_1_3
 import checks_chapters_4_6
 import checks_chapter_7
+import checks_chapter_8
 from companion import runner as notebook_runner
 from companion.results import read_metrics
 
@@ -43,6 +44,8 @@ STAND_IN = {
                      "lm_budgets": [1.0], "addition_steps": 5, "lm_steps": 5, "heldout_max_batches": 1, "threads": 1,
                      "controller_seeds": [0], "fixed_betas": [1.0], "controller_steps": 10,
                      "controller_batch_size": 32, "controller_eval_every": 5},
+    "08_explorer": {"dense_steps": 30, "sparse_steps": 20, "n_problems": 2, "circuit_problems": 16,
+                    "circuit_method": "eap"},
 }
 
 
@@ -50,7 +53,8 @@ def _no_extra_check(metrics, folder, parameters):
     """Notebooks without their own assertions get the common ones of the tests below."""
 
 
-CHECKS = {**checks_chapters_1_3.CHECKS, **checks_chapters_4_6.CHECKS, **checks_chapter_7.CHECKS}
+CHECKS = {**checks_chapters_1_3.CHECKS, **checks_chapters_4_6.CHECKS, **checks_chapter_7.CHECKS,
+          **checks_chapter_8.CHECKS}
 
 
 def _run(name, profile, tmp_path, overrides=None):

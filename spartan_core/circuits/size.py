@@ -30,6 +30,7 @@ __all__ = [
     "log_grid",
     "linear_grid",
     "circuit_size",
+    "circuit_heads",
     "size_study",
     "size_ratios",
 ]
@@ -172,6 +173,17 @@ def circuit_size(graph, task: CircuitTask, scores, *, thresholds: Sequence[float
         result["m_model"] = m_model
         result[f"m_empty_{kind}"] = m_empty
     return result
+
+
+def circuit_heads(graph, task: CircuitTask, scores, threshold: float = 0.9, *, ablation: str = "resample",
+                  batch_size: int = 64) -> list[str]:
+    """The heads of the circuit at ``threshold`` explained effect: the fewest top-scored heads (the ordering
+    :func:`circuit_size` counts in) whose circuit explains at least that much; empty when none does."""
+    size = circuit_size(graph, task, scores, thresholds=[threshold], ablation=ablation, points=2,
+                        batch_size=batch_size)
+    needed = size["heads"][float(threshold)]
+    graph = graph_of(graph)
+    return [graph.heads[i] for i in _ordering(scores, "heads", graph)[:needed or 0]]
 
 
 def size_study(models: dict, make_task: Callable[[int], CircuitTask], seeds: Iterable[int], *,
