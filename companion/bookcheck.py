@@ -3,7 +3,8 @@
 The HTML folder is served on 127.0.0.1 (a free port); Chromium is driven through its DevTools protocol with a
 small standard-library websocket client. A page fails on: an uncaught JavaScript exception or console error,
 a request that fails or answers >= 400 (except the browser's own /favicon.ico probe), an image that did not
-decode, or an internal link whose #fragment is not an id on the target page. Each page is also screenshotted
+decode, an internal link whose #fragment is not an id on the target page, or a visible code or text block that
+scrolls sideways (wider than the text column). Each page is also screenshotted
 (for a person to look at).
 
 Before the browser starts, :func:`check_links` reads every ``<a href>`` of every page from the HTML files: a link
@@ -255,6 +256,9 @@ _PAGE_FACTS = """(() => ({
   links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
   title: document.title,
   textLength: document.body ? document.body.innerText.length : 0,
+  wide: Array.from(document.querySelectorAll('article pre, .bd-article pre'))
+    .filter(p => p.offsetParent !== null && p.scrollWidth > p.clientWidth + 1)
+    .map(p => (p.textContent.split('\\n').sort((a, b) => b.length - a.length)[0] || '').trim().slice(0, 60)),
 }))()"""
 
 
@@ -368,6 +372,8 @@ def check_site(html_dir: Path, screenshots_dir: Path | None = None, chromium: st
                 problems += _problems_of_events(page, browser.events, base)
                 if facts["textLength"] == 0:
                     problems.append(f"{page}: the page shows no text")
+                for line in facts["wide"]:
+                    problems.append(f"{page}: a code block scrolls sideways (longest line starts {line!r})")
                 for image in facts["images"]:
                     if not image["ok"]:
                         problems.append(f"{page}: image did not load: {image['src']}")

@@ -138,14 +138,16 @@ def _badge(status: str) -> str:
 
 
 def ledger_markdown(claims_path: Path, root: Path, chapters: set[str]) -> str:
-    """The ledger table: status per book profile, the paper's statement and source, our summary, the rule."""
+    """The ledger: a narrow table (claim, a badge per book profile, the chapters that measured it) for the
+    one-look answer, then one paragraph per claim with the paper's statement and source, our summary and the
+    rule behind the badge."""
     claims = yaml.safe_load(Path(claims_path).read_text())
-    header = ["Claim", *(f"Status: {profile}" for profile in BOOK_PROFILES), "The paper (source)",
-              "Ours (CPU profile, chapter)", "Rule"]
+    header = ["Claim", *(f"{profile}" for profile in BOOK_PROFILES), "Chapters"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    details = []
     measured = {profile: _profile_results(root, profile) for profile in BOOK_PROFILES}
-    for claim in claims:
-        statuses, ours = [], "not run yet"
+    for number, claim in enumerate(claims, start=1):
+        statuses, ours, notebooks = [], "not run yet", []
         for profile in BOOK_PROFILES:
             found = [(notebook, data["claims"][claim["id"]]) for notebook, data in measured[profile]
                      if claim["id"] in data.get("claims", {}) and data.get("provenance", {}).get("status") == "complete"]
@@ -153,10 +155,12 @@ def ledger_markdown(claims_path: Path, root: Path, chapters: set[str]) -> str:
                 statuses.append(_badge(claim_status(claim["id"], [entry for _, entry in found])))
             else:
                 statuses.append(_badge("pending GPU" if profile == "paper" else "pending"))
+            notebooks += [notebook for notebook, _ in found if notebook not in notebooks]
             if profile == "tiny" and found:
-                ours = "; ".join(f"{entry['summary']} [nb {_chapter_link(notebook, chapters)}]"
-                                 for notebook, entry in found)
-        lines.append("| " + " | ".join([_cell(claim["claim"]), *statuses,
-                                         _cell(f"{claim['paper']} ({claim['source']})"), _cell(ours),
-                                         _cell(RULES.get(claim["id"], ("no rule: pending",))[0])]) + " |")
-    return "\n".join(lines) + "\n"
+                ours = "; ".join(f"{entry['summary']} (chapter {notebook[:2]})" for notebook, entry in found)
+        links = ", ".join(_chapter_link(notebook, chapters) for notebook in notebooks) or "–"
+        lines.append("| " + " | ".join([f"{number}. {_cell(claim['claim'])}", *statuses, links]) + " |")
+        rule = RULES.get(claim["id"], ("no rule yet: the badge stays pending",))[0]
+        details.append(f"**{number}. {claim['claim']}** The paper: {claim['paper']} ({claim['source']}). "
+                       f"Ours, on the CPU profile: {ours}. Rule: {rule}.")
+    return "\n".join(lines) + "\n\n" + "\n\n".join(details) + "\n"

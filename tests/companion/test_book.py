@@ -194,12 +194,14 @@ def test_browser_check_catches_a_missing_image_and_a_broken_link(built, tmp_path
     (site / image).unlink()
     intro = site / "intro.html"
     intro.write_text(intro.read_text().replace("</article>", '<a href="chapters/nowhere.html">x</a>'
-                                               '<a href="rerun.html#no-such-id">y</a></article>', 1))
+                                               '<a href="rerun.html#no-such-id">y</a>'
+                                               f'<pre style="white-space: pre">{"wide " * 60}</pre></article>', 1))
     _, problems = bookcheck.check_site(site)
     joined = "\n".join(problems)
     assert "image did not load: " in joined and image in joined
     assert "intro.html: dead link: chapters/nowhere.html" in joined
     assert "no id 'no-such-id' on rerun.html" in joined
+    assert "intro.html: a code block scrolls sideways (longest line starts 'wide wide" in joined
 
 
 @pytest.mark.slow

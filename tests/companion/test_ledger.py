@@ -33,10 +33,11 @@ def test_the_ledger_reads_finished_results_only_and_the_paper_column_waits_for_a
     unfinished = ResultsDir("tiny", "05_fake", {}, root=tmp_path)
     unfinished.claim("addition_circuit", "still running", seeds=[0], selective_seeds=[0],
                      sparse_exact_match=spread(1.0))
-    table = ledger_markdown(REPO_ROOT / "book" / "claims.yaml", tmp_path, chapters={"01_fake"})
-    rows = [line.split(" | ") for line in table.splitlines()[2:]]
-    mechanism = next(r for r in rows if r[0].startswith("| Gated attention"))
-    assert mechanism[1:3] == ["{bdg-success}`reproduced`", "{bdg-info}`pending GPU`"]
-    assert "open gates exact [nb {doc}`01 </chapters/01_fake>`]" == mechanism[4]
-    addition = next(r for r in rows if r[0].startswith("| Toy addition"))
-    assert addition[1] == "{bdg-light}`pending`" and addition[4] == "not run yet"
+    ledger = ledger_markdown(REPO_ROOT / "book" / "claims.yaml", tmp_path, chapters={"01_fake"})
+    rows = [line.split(" | ") for line in ledger.split("\n\n")[0].splitlines()[2:]]
+    mechanism = next(r for r in rows if r[0].startswith("| 1. Gated attention"))
+    assert mechanism[1:] == ["{bdg-success}`reproduced`", "{bdg-info}`pending GPU`", "{doc}`01 </chapters/01_fake>` |"]
+    addition = next(r for r in rows if "Toy addition" in r[0])
+    assert addition[1:] == ["{bdg-light}`pending`", "{bdg-info}`pending GPU`", "– |"]
+    assert "Ours, on the CPU profile: open gates exact (chapter 01). Rule: reproduced when open gates" in ledger
+    assert "Ours, on the CPU profile: not run yet. Rule:" in ledger
