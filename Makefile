@@ -70,11 +70,13 @@ bench: setup
 # ---- GPU check: one command, <= 5 min on one H200 without network (benchmarks/gpu_check.py says what it runs) ----
 # make gpu-check [ARGS=--dry-run]   a lent GPU machine has no .venv: its own python3 runs the checkout as it is
 # make gpu-wheels                   pack the pure-Python packages that machine lacks (pytest) into .gpu-wheels/
+#                                   (installed into .gpu-wheels/site on that machine, never into its Python)
 .PHONY: gpu-check gpu-wheels
 GPU_PY := $(if $(or $(CONDA_PREFIX),$(wildcard .venv/bin/python)),$(PY),python3)
 gpu-check:
-	test ! -d .gpu-wheels || $(GPU_PY) -m pip install -q --no-index --no-deps .gpu-wheels/*.whl
-	$(GPU_PY) benchmarks/gpu_check.py $(ARGS)
+	test ! -d .gpu-wheels || $(GPU_PY) -m pip install -q --no-index --no-deps --upgrade --target .gpu-wheels/site \
+		.gpu-wheels/*.whl
+	PYTHONPATH=$(CURDIR)/.gpu-wheels/site$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PY) benchmarks/gpu_check.py $(ARGS)
 	$(if $(findstring --dry-run,$(ARGS)),,$(GPU_PY) -m companion.readme_blocks)
 gpu-wheels: setup
 	$(PY) -m pip download -q --no-deps -d .gpu-wheels pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 packaging==26.4 \

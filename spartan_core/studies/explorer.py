@@ -58,13 +58,13 @@ class AdditionExplorer:
     @property
     def sentence(self) -> str:
         sizes = {label: len(heads) for label, heads in self.circuit.items()}
-        return (f"{len(self.problems)} problems (the paper's three first); edges drawn at weight ≥ "
+        paper = sum(p["paper"] for p in self.problems)
+        return (f"{len(self.problems)} problems (the paper's {paper} first); edges drawn at weight ≥ "
                 f"{self.min_weight:g}; circuit at {self.threshold:.0%} explained effect: "
                 f"{sizes.get('dense', 0)} dense heads, {sizes.get('sparse', 0)} sparse heads.")
 
 
 def _edges(maps, problem: int, min_weight: float) -> list[list]:
-    layers, heads, length, _ = maps[problem].shape
     found = (maps[problem].tril() >= min_weight).nonzero().tolist()
     return [[layer, head, query, key, round(float(maps[problem, layer, head, query, key]), 3)]
             for layer, head, query, key in found]
