@@ -125,7 +125,7 @@ def toy_kill_and_resume(device: str, sizes: dict) -> dict:
             "post_train_s": summary["wall_time_s"], "total_s": time.perf_counter() - started}
 
 
-def training_step(name: str, config, mode: str, device: torch.device, sizes: dict) -> dict:
+def training_step(config, mode: str, device: torch.device, sizes: dict) -> dict:
     """Time ``bench_steps`` optimiser steps of one model (sparse or dense SDPA) through the training loop."""
     from spartan_core import sparsify
     from spartan_core.objective.base import Objective
@@ -167,7 +167,7 @@ def step_benchmarks(device: torch.device, sizes: dict, dry_run: bool) -> dict:
         torch.cuda.set_per_process_memory_fraction(min(1.0, sizes["memory_cap_gib"] * GIB / total))
     found = {}
     for name, config in model_configs(dry_run).items():
-        runs = {mode: training_step(name, config, mode, device, sizes) for mode in ("dense_sdpa", "sparse")}
+        runs = {mode: training_step(config, mode, device, sizes) for mode in ("dense_sdpa", "sparse")}
         found[name] = {**runs, "sparse_over_dense_step": runs["sparse"]["step_s"] / runs["dense_sdpa"]["step_s"]}
     return found
 

@@ -91,12 +91,11 @@ def train(
         ranks.barrier()  # the other processes resume from what process 0 has just checked
         if out is not None and not ranks.main:
             resumed = _resume_from(out, model, optimizer, scheduler, objective)
-        if out is not None:
-            if resumed is not None:
-                start_step = result.resumed_from = resumed.step
-                best.update(score=resumed.best_score, step=resumed.best_step)
-                result.history = [r for r in resumed.records if "ce" in r]
-                result.evals = [r for r in resumed.records if "eval_ce" in r]
+        if out is not None and resumed is not None:
+            start_step = result.resumed_from = resumed.step
+            best.update(score=resumed.best_score, step=resumed.best_step)
+            result.history = [r for r in resumed.records if "ce" in r]
+            result.evals = [r for r in resumed.records if "eval_ce" in r]
         log_file = held.enter_context(open(log_path, "a")) if log_path is not None else None
         bar = held.enter_context(_progress(config, start_step, desc)) if ranks.main else None
         started = last_saved = time.perf_counter()
