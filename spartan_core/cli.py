@@ -1,4 +1,4 @@
-"""Command line: ``python -m spartan_core post-train ...`` and ``python -m spartan_core count-edges ...``.
+"""Command line: ``python -m spartan_core post-train ...``, ``count-edges ...`` and ``estimate-memory ...``.
 
 Every value is checked before any model is loaded or any file written; a bad one is refused with one line naming
 the parameter (exit status 2).
@@ -15,6 +15,7 @@ import re
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -171,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-mlp", action="store_true", help="with --lora-rank: adapters on the MLPs too")
     p.add_argument("--no-bf16", action="store_true", help="disable bf16 autocast on CUDA")
     p.add_argument("--activation-checkpointing", action="store_true")
+    p.add_argument("--fsdp", action="store_true",
+                   help="shard the weights over the launched processes (torchrun / accelerate launch with N >= 2; "
+                        "accelerate launch --use_fsdp does the same)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--fresh", action="store_true",
                    help="discard what --out holds and start over (default: resume the same run, refuse another)")
@@ -185,6 +189,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=_positive_int("batch-size"), default=16)
     c.add_argument("--max-batches", type=_positive_int("max-batches"), default=None)
     c.add_argument("--json", type=Path, default=None, help="also write the counts to this JSON file")
+
+    m = sub.add_parser("estimate-memory", help="memory per process of a post-training run, before it starts",
+                       description="Estimate the accelerator memory each process of a post-training run needs "
+                                   "(from the model's config: no weights are loaded).")
+    m.add_argument("--model", required=True, help="registry name, hub name (config in the local cache) or directory")
+    m.add_argument("--seq-len", type=_positive_int("seq-len"), default=None,
+                   help="tokens per row (default: the model's registered recipe's block size)")
+    m.add_argument("--micro-batch", type=_positive_int("micro-batch"), default=1, help="rows per micro-batch")
+    m.add_argument("--processes", type=_positive_int("processes"), default=1)
+    m.add_argument("--fsdp", action="store_true", help="weights, gradients and optimiser sharded over --processes")
+    m.add_argument("--lora-rank", type=_positive_int("lora-rank"), default=None,
+                   help="LoRA adapters of this rank (default: the registered recipe's; --full-weights for none)")
+    m.add_argument("--lora-mlp", action="store_true")
+    m.add_argument("--full-weights", action="store_true", help="every weight trains, whatever the recipe says")
+    m.add_argument("--activation-checkpointing", action="store_true")
+    m.add_argument("--limit-gib", type=_positive_float("limit-gib"), default=80.0,
+                   help="memory of one accelerator, to say whether the run fits (default 80)")
     return parser
 
 
@@ -240,6 +261,12 @@ def _recipe(args) -> SparseRecipe:
 def _check(args) -> None:
     """Refuse bad values before any work starts (raises UsageError naming the parameter)."""
     _check_model_name(args.model)
+    if args.command == "estimate-memory":
+        if args.fsdp and args.processes < 2:
+            raise UsageError("fsdp: shards over several processes; pass --processes N (N >= 2)")
+        if args.full_weights and (args.lora_rank is not None or args.lora_mlp):
+            raise UsageError("full-weights: every weight trains; drop --lora-rank/--lora-mlp")
+        return
     try:
         resolve_device(args.device)
     except ValueError as err:
@@ -257,6 +284,12 @@ def _check(args) -> None:
             raise UsageError(f"json: {args.json} is a directory")
         _check_writable(args.json, "json")
     if args.command == "post-train":
+        try:
+            sharded = processes().sharding(args.fsdp)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        if sharded and args.grad_accum == "auto":
+            raise UsageError("grad-accum: 'auto' measures the whole model on one device; with --fsdp give a number")
         if args.grad_accum != "auto" and args.batch_size % args.grad_accum:
             raise UsageError(f"batch-size: {args.batch_size} is not divisible by grad-accum={args.grad_accum}")
         if args.out.exists() and not args.out.is_dir():
@@ -356,7 +389,7 @@ def post_train(args) -> dict:
             loaded.model, train_data, heldout, recipe, extra_metrics=entry_for(args.model).heldout_metrics,
             out_dir=args.out, progress=not args.no_progress, device=args.device, identity=identity, fresh=args.fresh,
             desc=f"post-train {args.model}", grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every,
-            bf16=not args.no_bf16, activation_checkpointing=args.activation_checkpointing)
+            bf16=not args.no_bf16, activation_checkpointing=args.activation_checkpointing, fsdp=args.fsdp)
         if not ranks.main:
             return {"process": ranks.index, "of": ranks.count, "written_by": "process 0"}
         save_model(result.model, str(args.out / "model.safetensors.tmp"))
@@ -411,6 +444,32 @@ def count_edges_command(args) -> dict:
     return out
 
 
+def estimate_memory_command(args) -> dict:
+    from .training.lora import with_lora
+    from .training.memory import estimate_memory, model_from_config
+
+    recipe = zoo.default_sparse_recipe(args.model)
+    rank = None if args.full_weights else args.lora_rank or recipe.lora_rank
+    try:
+        model = model_from_config(zoo.model_config(args.model))
+    except zoo.HubUnavailableError as err:
+        raise UsageError(f"model: {err}") from None
+    if rank is not None:
+        with warnings.catch_warnings():  # peft asks a meta-device model a deprecated transformers question
+            warnings.simplefilter("ignore", FutureWarning)
+            model = with_lora(model, rank, args.lora_mlp or recipe.lora_mlp)
+    estimate = estimate_memory(model, seq_len=args.seq_len or recipe.block_size, micro_batch=args.micro_batch,
+                               processes=args.processes, sharded=args.fsdp,
+                               activation_checkpointing=args.activation_checkpointing)
+    print(estimate.sentence, file=sys.stderr)
+    return {"model": args.model, "lora_rank": rank, "parameters": estimate.parameters,
+            "trainable": estimate.trainable, "seq_len": estimate.seq_len, "micro_batch": estimate.micro_batch,
+            "processes": estimate.processes, "sharded": estimate.sharded,
+            "gib_per_process": {name: round(size / 2**30, 2) for name, size in estimate.parts.items()},
+            "total_gib_per_process": round(estimate.total / 2**30, 2), "limit_gib": args.limit_gib,
+            "fits": estimate.fits(args.limit_gib)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -420,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         if args.command == "post-train":
             out = post_train(args)
+        elif args.command == "estimate-memory":
+            out = estimate_memory_command(args)
         else:
             out = count_edges_command(args)
     except (UsageError, ValueError, RunBusy) as err:  # library ValueErrors name their parameter too

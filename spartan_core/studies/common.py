@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .. import zoo
+from ..zoo.released import RELEASED, RELEASED_DENSE
 from .._util import eager_attention, eval_mode, model_device
 
 __all__ = ["ModelPair", "Unavailable", "load_pair", "attention_maps", "heldout_blocks", "heads_at_or_above",
@@ -62,6 +63,8 @@ def load_pair(name: str, *, seed: int = 0, threads: int | None = None, dense_ste
     """Dense and sparse copies of ``name`` for training seed ``seed`` (a toy's pretraining and the
     post-training both use it); 0 steps (and floor steps -1) keep the registry's recipe, ``recipe`` sets other
     post-training fields. ``threads`` retrains both at another CPU thread count (None: the recipe's)."""
+    if name in RELEASED:
+        return _released_pair(name, seed)
     dense_overrides = pretrain_overrides(name, dense_steps, seed, threads)
     recipe = {**(recipe or {}), "seed": seed, **({"steps": sparse_steps} if sparse_steps else {}),
               **({"floor_steps": floor_steps} if floor_steps >= 0 else {}),
@@ -71,6 +74,33 @@ def load_pair(name: str, *, seed: int = 0, threads: int | None = None, dense_ste
         dense = zoo.load(name, progress=False, **dense_overrides)
     except (zoo.HubUnavailableError, FileNotFoundError) as error:
         return Unavailable(name, str(error).splitlines()[0])
+    return ModelPair(name, dense, sparse)
+
+
+RELEASED_HELDOUT_BLOCKS = 64  # held-out blocks (128 tokens or the context) a released pair is measured on
+
+
+def _released_pair(name: str, seed: int) -> ModelPair | Unavailable:
+    """One of the authors' released sparse models beside the dense model it was post-trained from: no training
+    here, its gate bias from the release, held-out CE and kept edges of both measured on the held-out blocks of
+    :func:`heldout_blocks`. The authors released one checkpoint, so only training seed 0 exists."""
+    from ..data.files import context_length
+    from ..mechanism.sparsify import sparsify
+    from ..training.posttrain import heldout_ce
+
+    if seed != 0:
+        return Unavailable(name, f"the authors released one checkpoint, so training seed {seed} does not exist "
+                                 "(run with -p train_seeds '[0]')")
+    try:
+        sparse = zoo.load(name, progress=False)
+        dense = zoo.load(RELEASED_DENSE[name], progress=False)
+    except (zoo.HubUnavailableError, FileNotFoundError) as error:
+        return Unavailable(name, str(error).splitlines()[0])
+    sparsify(sparse.model, gate_bias=sparse.info["gate_bias"])
+    heldout_name, heldout = heldout_blocks(dense, RELEASED_HELDOUT_BLOCKS, min(128, context_length(dense.model)))
+    batch = 8
+    sparse.info.update(heldout_split=heldout_name, dense_model=dense.name, metrics={
+        "dense": heldout_ce(dense.model, heldout, batch), "sparse": heldout_ce(sparse.model, heldout, batch)})
     return ModelPair(name, dense, sparse)
 
 

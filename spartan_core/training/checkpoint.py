@@ -27,7 +27,7 @@ __all__ = ["RunMismatch", "RunBusy", "CheckpointUnreadable", "Checkpointer", "lo
 
 # TrainConfig fields that change how a run is carried out but not what it learns: a run may resume with others
 _UNIDENTIFYING = ("progress", "device", "checkpoint_every", "checkpoint_seconds", "grad_accum",
-                  "activation_checkpointing")
+                  "activation_checkpointing", "fsdp")
 
 
 class RunMismatch(ValueError):

@@ -42,6 +42,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = True
     activation_checkpointing: bool = False
+    fsdp: bool = False  # shard the weights over the launched processes (also: accelerate launch --use_fsdp)
 
     def __post_init__(self):
         def positive_int(name, minimum=1):

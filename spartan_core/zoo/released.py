@@ -18,11 +18,15 @@ import torch
 from .cache import config_hash, locked, model_cache_dir, quiet_transformers
 from .loaded import LoadedModel, to_device, used
 
-__all__ = ["RELEASED", "load_released", "check_released_name", "convert_nanogpt", "read_nanogpt_checkpoint", "CheckpointRefused"]
+__all__ = ["RELEASED", "RELEASED_DENSE", "load_released", "check_released_name", "convert_nanogpt", "read_nanogpt_checkpoint", "CheckpointRefused"]
 
 # name -> (file in the hub repository, gate bias of the authors' evaluation mask)
 RELEASED = {
     "ansonisl/SparseGPT2": ("final.pth", 0.0),
+}
+# name -> the dense model it was post-trained from (what the chapters put beside it)
+RELEASED_DENSE = {
+    "ansonisl/SparseGPT2": "gpt2",
 }
 
 _BLOCK_KEY = re.compile(r"^transformer\.h\.(\d+)\.(ln_1|attn\.c_attn|attn\.c_proj|ln_2|mlp\.c_fc|mlp\.c_proj)\."

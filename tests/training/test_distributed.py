@@ -1,6 +1,6 @@
-"""Data-parallel post-training on accelerate (DDP over gloo on this CPU): two processes train the weights one
-process trains at the same global batch, a killed two-process run resumes, and a run that forgets to average the
-objective's step statistics across processes is caught by the same comparison."""
+"""Post-training over several processes (gloo on this CPU), data parallel (DDP on accelerate) and sharded (FSDP):
+two processes train the weights one process trains at the same global batch, a killed two-process run resumes, and
+a run that forgets to average the objective's step statistics across processes is caught by the same comparison."""
 
 import json
 import os
@@ -47,8 +47,16 @@ def one_process(tmp_path_factory):
     return finished(tmp_path_factory.mktemp("one"), processes=1, accum=2)
 
 
-def test_two_processes_train_the_weights_of_one_at_the_same_global_batch(one_process, tmp_path):
-    same_run(finished(tmp_path, processes=2, accum=1, port=29612), one_process)
+@pytest.mark.parametrize("layout,port", [("ok", 29612), ("fsdp", 29616)])
+def test_two_processes_train_the_weights_of_one_at_the_same_global_batch(one_process, tmp_path, layout, port):
+    same_run(finished(tmp_path, processes=2, accum=1, variant=layout, port=port), one_process)
+
+
+def test_two_sharded_processes_accumulating_micro_batches_train_the_weights_of_one(tmp_path):
+    """Two micro-batches of 2 rows per process against one process's four: the sharded gradients are reduced once
+    per step (not per micro-batch), and every micro-batch draws its masks wherever it runs."""
+    reference = finished(tmp_path / "one", processes=1, accum=4, port=29619)
+    same_run(finished(tmp_path / "two", processes=2, accum=2, variant="fsdp", port=29617), reference)
 
 
 def test_a_run_that_does_not_average_the_gate_statistics_is_caught(one_process, tmp_path):
@@ -56,9 +64,16 @@ def test_a_run_that_does_not_average_the_gate_statistics_is_caught(one_process, 
         same_run(finished(tmp_path, processes=2, accum=1, variant="broken", port=29613), one_process)
 
 
-def test_a_killed_two_process_run_resumes_to_the_same_weights(one_process, tmp_path):
+def test_sharded_lora_adapters_train_as_on_one_process(tmp_path):
+    """Frozen base weights and trainable adapters share the sharded units; merged, they equal one process's."""
+    reference = finished(tmp_path / "one", processes=1, accum=2, variant="lora", port=29620)
+    same_run(finished(tmp_path / "two", processes=2, accum=1, variant="fsdp-lora", port=29621), reference)
+
+
+@pytest.mark.parametrize("layout,port", [("ok", 29614), ("fsdp", 29618)])
+def test_a_killed_two_process_run_resumes_to_the_same_weights(one_process, tmp_path, layout, port):
     marker = tmp_path / "checkpoint" / "trainer.json"
-    run = launch(tmp_path, processes=2, accum=1, pause=1.0, port=29614)
+    run = launch(tmp_path, processes=2, accum=1, variant=layout, pause=1.0, port=port)
     try:
         deadline = time.time() + 120
         while not (marker.exists() and json.loads(marker.read_text())["step"] >= 2):
@@ -69,15 +84,19 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(one_process, tmp_p
         run.wait()
     killed_at = json.loads(marker.read_text())["step"]
     assert 2 <= killed_at < STEPS and not (tmp_path / "final.pt").exists()
-    same_run(finished(tmp_path, processes=2, accum=1, port=29615), one_process)
+    same_run(finished(tmp_path, processes=2, accum=1, variant=layout, port=port + 100), one_process)
     steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, STEPS + 1))
 
 
-def test_fsdp_is_refused_in_one_line_before_any_work(monkeypatch):
+def test_fsdp_without_several_processes_is_refused_in_one_line_before_any_work(monkeypatch):
+    from spartan_core.training import TrainConfig, train
     from spartan_core.training.distributed import Processes
 
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    with pytest.raises(ValueError, match=r"^fsdp: this loop runs data parallel \(DDP\) only; .* Launch without "
-                                         r"--use_fsdp$"):
-        Processes(engine=True)
+    with pytest.raises(ValueError, match=r"^fsdp: shards the weights over several processes; launch with torchrun "
+                                         r"--nproc_per_node N or accelerate launch --num_processes N \(N >= 2\)$"):
+        Processes(engine=False).sharding(True)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # accelerate launch --use_fsdp, one process
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=r"^fsdp: "):
+        train(model, {"input_ids": torch.zeros(4, 3, dtype=torch.long)}, config=TrainConfig(steps=1, batch_size=2))

@@ -141,3 +141,27 @@ def test_a_name_in_the_authors_namespace_that_is_not_released_is_refused():
     with pytest.raises(ValueError, match=r"^model: 'ansonisl/SparseGPT3' is not a released checkpoint this loader "
                                          r"converts \(converted: ansonisl/SparseGPT2\)$"):
         zoo.load("ansonisl/SparseGPT3")
+
+
+def test_chapters_4_and_6_put_a_released_model_beside_its_dense_model(released_here, tmp_path, monkeypatch):
+    """load_pair, which chapters 4 and 6 call, pairs a release with the dense model it came from (here the same
+    synthetic file stands in for GPT-2, which the hub would serve) and measures both; other seeds do not exist."""
+    from spartan_core.studies import common
+    from spartan_core.studies.attention_patterns import attention_seeds
+    from spartan_core.studies.circuit_size import circuit_setup
+
+    monkeypatch.setenv("SPARTAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(common.RELEASED_DENSE, "ansonisl/SparseGPT2", "ansonisl/SparseGPT2")
+    monkeypatch.setattr(common, "RELEASED_HELDOUT_BLOCKS", 4)
+    pair = common.load_pair("ansonisl/SparseGPT2")
+    assert sparse_state(pair.sparse.model) is not None and sparse_state(pair.dense.model) is None
+    metrics = pair.metrics
+    assert metrics["dense"]["heldout_ce"] > 0 and 0 < metrics["sparse"]["kept_fraction"] < 1
+    assert "kept_fraction" not in metrics["dense"]
+    seeds = attention_seeds("ansonisl/SparseGPT2", [0], lambda seed: common.load_pair("ansonisl/SparseGPT2", seed=seed),
+                            text_block=0, text_tokens=8, n_sequences=2, half=6, threshold=0.3, probe_seed=0)
+    assert len(seeds.runs) == 1
+    setup = circuit_setup("induction", "ansonisl/SparseGPT2", n_prompts=4, induction_half=6)
+    assert setup.sparse_kept_fraction == metrics["sparse"]["kept_fraction"]
+    missing = common.load_pair("ansonisl/SparseGPT2", seed=1)
+    assert isinstance(missing, common.Unavailable) and "released one checkpoint" in missing.reason
