@@ -1,7 +1,9 @@
-"""The book's one figure style, shared by every notebook.
+"""The book's one figure style, shared by every notebook: seaborn's.
 
-``apply_style()`` (once per notebook) sets fonts, sizes and colours; dense models are always drawn in ``DENSE``
-(grey-blue) and sparse ones in ``SPARSE`` (orange), constraint targets as dashed ``TARGET`` lines.
+``apply_style()`` (once per notebook) sets seaborn's theme with the book's fonts, sizes and colours; dense models
+are always drawn in ``DENSE`` (grey-blue) and sparse ones in ``SPARSE`` (orange), constraint targets as dashed
+``TARGET`` lines. Attention maps and per-head tables are seaborn heatmaps; curves over training seeds are seaborn
+line plots, the mean with a band over the seeds' min-max.
 ``save(fig, results, name)`` writes a figure through the results writer, so every PNG in ``results/`` has
 provenance. Every other function takes arrays or frames and returns a figure: ``head_grid`` draws attention maps
 the same way in every chapter, ``training_dynamics`` a post-training run (edges, multiplier, CE against its
@@ -15,6 +17,7 @@ from typing import Sequence
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
+import seaborn as sns
 
 __all__ = [
     "DENSE",
@@ -33,6 +36,7 @@ __all__ = [
     "penalty_tradeoff",
     "edges_vs_loss",
     "kept_by_head",
+    "kept_by_layer",
     "circuit_curves",
     "to_numpy",
 ]
@@ -62,8 +66,9 @@ RC = {
 
 
 def apply_style() -> None:
-    """Apply the book's style for the rest of the session (a notebook's first cell)."""
-    mpl.rcParams.update(RC)
+    """Apply the book's style for the rest of the session (a notebook's first cell): seaborn's white-grid theme
+    in the book's palette, with the book's sizes on top."""
+    sns.set_theme(context="notebook", style="whitegrid", palette=list(SEQUENCE), rc=RC)
 
 
 def save(fig, results, name: str) -> None:
@@ -86,28 +91,20 @@ def attention_heatmap(ax, weights, tokens: Sequence[str] | None = None, *, title
     w = to_numpy(weights)
     if w.ndim != 2:
         raise ValueError(f"weights: expected a [query, key] matrix, got shape {w.shape}")
-    shown = np.ma.masked_where(np.triu(np.ones_like(w, dtype=bool), k=1 + w.shape[1] - w.shape[0]), w)
-    image = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest", aspect="equal")
+    future = np.triu(np.ones_like(w, dtype=bool), k=1 + w.shape[1] - w.shape[0])
+    labels = list(tokens) if tokens is not None else None
+    sns.heatmap(w, mask=future, cmap=cmap, vmin=0.0, vmax=vmax, square=True, ax=ax, cbar=colorbar,
+                cbar_kws={"fraction": 0.046, "pad": 0.04}, annot=annotate, fmt=".2f", annot_kws={"fontsize": 6},
+                xticklabels=labels[-w.shape[1]:] if labels else False,
+                yticklabels=labels[-w.shape[0]:] if labels else False, linewidths=0)
+    ax.tick_params(labelsize=8, length=0)
     ax.grid(False)
-    if tokens is not None:
-        ax.set_xticks(range(w.shape[1]), list(tokens)[-w.shape[1]:], fontsize=8)
-        ax.set_yticks(range(w.shape[0]), list(tokens)[-w.shape[0]:], fontsize=8)
-    else:
-        ax.set_xticks([])
-        ax.set_yticks([])
+    ax.set_facecolor("white")
     ax.set_xlabel("key")
     ax.set_ylabel("query")
     if title:
         ax.set_title(title)
-    if annotate:
-        for i in range(w.shape[0]):
-            for j in range(w.shape[1]):
-                if not np.ma.is_masked(shown[i, j]):
-                    ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                            color="white" if vmax and w[i, j] > 0.6 * vmax else "black")
-    if colorbar:
-        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    return image
+    return ax.collections[0]
 
 
 def attention_panels(panels: Sequence[tuple[object, str]]):
@@ -304,21 +301,43 @@ def kept_by_head(panels: Sequence[tuple[object, str, bool]]):
                              constrained_layout=True)
     for ax, (percent, title, is_sparse) in zip(axes[0], panels):
         percent = to_numpy(percent)
-        shown = np.ma.masked_less_equal(percent, 0.0)
-        floor = max(float(shown.min()) if shown.count() else 1e-3, 1e-3)
-        image = ax.imshow(shown, aspect="auto", cmap="Oranges" if is_sparse else "Blues",
-                          norm=LogNorm(vmin=floor, vmax=100.0), interpolation="nearest")
-        if percent.size <= 64:
-            for (layer, head), value in np.ndenumerate(percent):
-                ax.text(head, layer, f"{value:.2g}", ha="center", va="center", fontsize=7)
+        kept = percent[percent > 0]
+        floor = max(float(kept.min()) if kept.size else 1e-3, 1e-3)
         layers, heads = percent.shape
-        ax.set_xticks(range(0, heads, max(1, heads // 8)))
-        ax.set_yticks(range(0, layers, max(1, layers // 10)))
+        sns.heatmap(percent, mask=percent <= 0, ax=ax, cmap="Oranges" if is_sparse else "Blues",
+                    norm=LogNorm(vmin=floor, vmax=100.0), annot=percent.size <= 64, fmt=".2g",
+                    annot_kws={"fontsize": 7}, xticklabels=max(1, heads // 8), yticklabels=max(1, layers // 10),
+                    cbar_kws={"label": "kept edges (%)", "fraction": 0.05})
+        ax.grid(False)
+        ax.set_facecolor("white")
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
-        ax.grid(False)
         ax.set_title(title, fontsize=9)
-        fig.colorbar(image, ax=ax, label="kept edges (%)", fraction=0.05)
+    return fig
+
+
+def kept_by_layer(percent, *, title: str | None = None):
+    """A model x layer heatmap of kept edges (%) from a frame indexed by layer with one column per model (a model
+    with fewer layers leaves its deeper cells blank); log colour scale, every cell annotated."""
+    from matplotlib.colors import LogNorm
+
+    percent = percent.astype(float).T
+    values = percent.to_numpy()
+    kept = values[np.isfinite(values) & (values > 0)]
+    if not kept.size:
+        raise ValueError("percent: no layer keeps any edge; nothing to draw")
+    models, layers = percent.shape
+    fig, ax = plt.subplots(figsize=(min(10.0, 0.42 * layers + 2.8), 0.5 * models + 1.4), constrained_layout=True)
+    sns.heatmap(percent, mask=~np.isfinite(values), ax=ax, cmap="Oranges", annot=True, fmt=".2g",
+                norm=LogNorm(vmin=max(float(kept.min()), 1e-3), vmax=100.0), annot_kws={"fontsize": 7},
+                cbar_kws={"label": "kept edges (%)"}, linewidths=0.5, linecolor="white")
+    ax.grid(False)
+    ax.set_facecolor("white")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("")
+    ax.tick_params(axis="y", rotation=0)
+    if title:
+        ax.set_title(title, fontsize=10)
     return fig
 
 
@@ -496,9 +515,10 @@ def _min_max_errors(values) -> tuple[float, list[list[float]]]:
 
 def training_dynamics_over_seeds(history, evals=None, *, tau=None, best_step=None, title: str | None = None):
     """:func:`training_dynamics` for several training seeds at once: ``history`` and ``evals`` carry a ``seed``
-    column, each seed is drawn in its own colour (one line per seed: expected edge fraction with the evaluation
-    kept fraction as dots, beta, the training-CE EMA, the evaluation CE). ``tau`` and ``best_step``: one value
-    or a mapping seed -> value; one shared tau is a single dashed line, per-seed taus dashed in the seed's colour."""
+    column. Each panel is a seaborn line plot of the mean over seeds with a band over their min-max (expected edge
+    fraction, beta, the training-CE EMA, the evaluation CE); the evaluations' kept fraction is one dot per seed in
+    the seed's colour, and each seed's kept checkpoint a dotted line in it. ``tau`` and ``best_step``: one value or
+    a mapping seed -> value; one shared tau is a single dashed line, per-seed taus dashed in the seed's colour."""
     import pandas as pd
     from matplotlib.lines import Line2D
 
@@ -511,25 +531,27 @@ def training_dynamics_over_seeds(history, evals=None, *, tau=None, best_step=Non
     if len(e) and "seed" not in e:
         e = e.assign(seed=0)
     seeds = list(dict.fromkeys(h["seed"].tolist()))
-    colour = {seed: SEQUENCE[i % len(SEQUENCE)] for i, seed in enumerate(seeds)}
+    colour = {seed: SEQUENCE[(i + 2) % len(SEQUENCE)] for i, seed in enumerate(seeds)}
     taus = _per_seed(tau if tau is not None else ({s: g["tau"].iloc[-1] for s, g in h.groupby("seed")}
                                                    if "tau" in h else None), seeds)
     bests = _per_seed(best_step, seeds)
     shared_tau = len({t for t in taus.values()}) == 1 and None not in taus.values()
     fig, axes = plt.subplots(4, 1, figsize=(7.0, 9.0), sharex=True, constrained_layout=True)
     floor = h[h["phase"] == "floor"] if "phase" in h else h.iloc[:0]
+    band = ("pi", 100)  # the min-max over seeds
+    panels = ((0, h, "expected_fraction"), (1, h, "beta"), (2, h, "ce_ema" if "ce_ema" in h else "ce"),
+              (3, e, "eval_ce"))
+    for index, frame, column in panels:
+        if len(frame) and column in frame:
+            sns.lineplot(frame, x="step", y=column, errorbar=band, color=SPARSE, lw=1, ax=axes[index],
+                         marker="o" if frame is e else None, ms=3)
     for ax in axes:
         if len(floor):
             ax.axvspan(floor["step"].min(), floor["step"].max(), color=DENSE, alpha=0.08, lw=0)
     for seed in seeds:
-        hs, es, c = h[h["seed"] == seed], e[e["seed"] == seed] if len(e) else e, colour[seed]
-        axes[0].plot(hs["step"], hs["expected_fraction"], color=c, lw=1)
+        es, c = e[e["seed"] == seed] if len(e) else e, colour[seed]
         if "eval_kept_fraction" in es:
             axes[0].plot(es["step"], es["eval_kept_fraction"], "o", color=c, ms=3)
-        axes[1].plot(hs["step"], hs["beta"], color=c, lw=1)
-        axes[2].plot(hs["step"], hs["ce_ema"] if "ce_ema" in hs else hs["ce"], color=c, lw=1)
-        if "eval_ce" in es:
-            axes[3].plot(es["step"], es["eval_ce"], "o-", color=c, ms=3, lw=0.8)
         if bests[seed] is not None:
             for ax in axes:
                 ax.axvline(bests[seed], color=c, lw=0.8, ls=":")
@@ -539,12 +561,13 @@ def training_dynamics_over_seeds(history, evals=None, *, tau=None, best_step=Non
     if shared_tau:
         for ax in axes[2:]:
             ax.axhline(next(iter(taus.values())), color=TARGET, ls="--", lw=1)
-    seed_handles = [Line2D([], [], color=colour[s], lw=1.5, label=f"seed {s}") for s in seeds]
-    style_handles = [Line2D([], [], color=TARGET, lw=1, label="expected fraction (sampled, training)"),
-                     Line2D([], [], color=TARGET, marker="o", ms=3, ls="", label="kept fraction (deterministic, eval)")]
+    over = f"mean over {len(seeds)} seeds, band min–max" if len(seeds) > 1 else "one seed"
+    style_handles = [Line2D([], [], color=SPARSE, lw=1.5, label=f"expected fraction (sampled, training): {over}")]
+    seed_handles = [Line2D([], [], color=colour[s], marker="o", ms=3, ls="",
+                           label=f"seed {s}: kept fraction (deterministic, eval)") for s in seeds]
     if any(b is not None for b in bests.values()):
-        style_handles.append(Line2D([], [], color=TARGET, lw=0.8, ls=":", label="kept checkpoint"))
-    axes[0].legend(handles=seed_handles + style_handles, loc="upper right", ncol=2, fontsize=8)
+        style_handles.append(Line2D([], [], color=TARGET, lw=0.8, ls=":", label="kept checkpoint (seed's colour)"))
+    axes[0].legend(handles=style_handles + seed_handles, loc="upper right", fontsize=8)
     axes[0].set_ylabel("edge fraction")
     axes[1].set_ylabel("GECO multiplier β")
     axes[2].set_ylabel("training CE EMA (nats)")
