@@ -37,6 +37,7 @@ __all__ = [
     "edges_vs_loss",
     "kept_by_head",
     "kept_by_layer",
+    "selectivity_maps",
     "circuit_curves",
     "to_numpy",
 ]
@@ -318,7 +319,8 @@ def kept_by_head(panels: Sequence[tuple[object, str, bool]]):
 
 def kept_by_layer(percent, *, title: str | None = None):
     """A model x layer heatmap of kept edges (%) from a frame indexed by layer with one column per model (a model
-    with fewer layers leaves its deeper cells blank); log colour scale, every cell annotated."""
+    with fewer layers leaves its deeper cells blank, and so does a layer keeping no edge); log colour scale, every
+    other cell annotated."""
     from matplotlib.colors import LogNorm
 
     percent = percent.astype(float).T
@@ -328,7 +330,7 @@ def kept_by_layer(percent, *, title: str | None = None):
         raise ValueError("percent: no layer keeps any edge; nothing to draw")
     models, layers = percent.shape
     fig, ax = plt.subplots(figsize=(min(10.0, 0.42 * layers + 2.8), 0.5 * models + 1.4), constrained_layout=True)
-    sns.heatmap(percent, mask=~np.isfinite(values), ax=ax, cmap="Oranges", annot=True, fmt=".2g",
+    sns.heatmap(percent, mask=~np.isfinite(values) | (values <= 0), ax=ax, cmap="Oranges", annot=True, fmt=".2g",
                 norm=LogNorm(vmin=max(float(kept.min()), 1e-3), vmax=100.0), annot_kws={"fontsize": 7},
                 cbar_kws={"label": "kept edges (%)"}, linewidths=0.5, linecolor="white")
     ax.grid(False)
@@ -338,6 +340,28 @@ def kept_by_layer(percent, *, title: str | None = None):
     ax.tick_params(axis="y", rotation=0)
     if title:
         ax.set_title(title, fontsize=10)
+    return fig
+
+
+def selectivity_maps(maps: dict, *, title: str | None = None):
+    """Side-by-side heatmaps of selectivity tables (title -> frame of rows x columns in [-1, 1]), on one diverging
+    scale centred on 0: red where an edge is used more with the carry, blue where more without it."""
+    if not maps:
+        raise ValueError("maps: need at least one (title, table) entry")
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps) + 1.2, 3.2), squeeze=False,
+                             constrained_layout=True)
+    for index, (ax, (name, table)) in enumerate(zip(axes[0], maps.items())):
+        last = index == len(maps) - 1
+        sns.heatmap(table.astype(float), ax=ax, cmap="vlag", center=0.0, vmin=-1.0, vmax=1.0, annot=True, fmt=".2f",
+                    annot_kws={"fontsize": 7}, cbar=last, cbar_kws={"label": "selectivity (with − without)"},
+                    linewidths=0.5, linecolor="white", yticklabels=index == 0)
+        ax.grid(False)
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel(table.index.name or "" if index == 0 else "")
+        ax.set_xlabel(table.columns.name or "")
+        ax.tick_params(axis="y", rotation=0)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 

@@ -323,6 +323,17 @@ class CarryStudy:
         return (f"{head} The dense model's most selective edge to a carry-deciding digit, {d.reads}, has mean weight "
                 f"{d.with_carry:.3f} with the carry and {d.without_carry:.3f} without.")
 
+    def selectivity_map(self, source: str, carry: str) -> pd.DataFrame:
+        """The largest selectivity over heads of each edge from an answer position to an operand digit, for one
+        kind of carry (``units`` or ``tens``): rows are answer positions (and the digit they predict), columns
+        operand digits. ``source``: ``sparse_kept``, ``sparse_weight`` or ``dense_weight``."""
+        frame = getattr(self, source)
+        table = frame[frame["carry"] == carry].pivot_table(index="query", columns="key", values="selectivity",
+                                                           aggfunc="max")
+        table.index = pd.Index([f"{POSITION_NAMES[q]} → {_predicts(q)}" for q in table.index], name="answer position")
+        table.columns = pd.Index([POSITION_NAMES[k] for k in table.columns], name="operand digit")
+        return table
+
     def to_metrics(self) -> dict:
         weight = self.sparse_weight[self.sparse_weight["relevant"]]["selectivity"]
         return {"most_selective_sparse": asdict(self.best), "most_selective_dense": asdict(self.dense_best),

@@ -84,6 +84,10 @@ def test_carry_study_names_the_carry_selective_head():
     assert metrics["most_selective_sparse"]["layer"] == 1 and set(metrics["most_selective_sparse_by_carry"]) == {
         "units", "tens"}
     assert "most carry-selective kept edge L1H0 s2→a0" in carry.claim_part()
+    units = carry.selectivity_map("sparse_kept", "units")
+    assert list(units.columns) == ["a1", "a0", "b1", "b0"] and len(units) == len(study.ANSWER_QUERIES)
+    assert units.loc["s2 → s1", "a0"] == pytest.approx(0.95) and units.drop(index="s2 → s1").abs().max().max() < 1e-9
+    assert carry.selectivity_map("sparse_kept", "tens").abs().max().max() < 0.95
 
 
 def test_top_reads_ranks_keys():
