@@ -5,7 +5,6 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -50,16 +49,10 @@ def test_score_grids_probe_maps_and_bars_return_figures():
     plt.close("all")
 
 
-def test_table_heatmaps_blank_what_is_missing_and_share_one_scale():
-    per_layer = pd.DataFrame({"small": [2.0, 0.5, np.nan], "large": [80.0, 0.0, 40.0]},
-                             index=pd.Index([0, 1, 2], name="layer"))
-    fig = plots.kept_by_layer(per_layer, title="kept")
-    texts = [t.get_text() for t in fig.axes[0].texts]
-    assert len(texts) == 4 and "80" in texts  # a missing layer and a layer keeping nothing are blank
-    with pytest.raises(ValueError, match="^percent: no layer keeps any edge"):
-        plots.kept_by_layer(per_layer * 0)
+def test_selectivity_maps_share_one_diverging_scale():
     table = pd.DataFrame([[0.5, -0.25]], index=["s2 → s1"], columns=["a1", "a0"])
     fig = plots.selectivity_maps({"sparse": table, "dense": table * 0})
     assert len(fig.axes) == 3  # two maps, one shared colour bar
     assert [fig.axes[0].collections[0].get_clim(), fig.axes[1].collections[0].get_clim()] == [(-1.0, 1.0)] * 2
+    assert [t.get_text() for t in fig.axes[0].texts] == ["0.50", "-0.25"]
     plt.close("all")
