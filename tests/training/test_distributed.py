@@ -2,6 +2,7 @@
 two processes train the weights one process trains at the same global batch, a killed two-process run resumes, and
 a run that forgets to average the objective's step statistics across processes is caught by the same comparison."""
 
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,32 @@ def launch(out, processes, accum, variant="ok", pause=0.0, port=29611):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
+
+
+def workers(out) -> list[int]:
+    """The pids of the training processes writing into ``out`` (torchrun starts each worker in its own session)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and str(SCRIPT).encode() in command and str(out).encode() in command:
+            found.append(int(entry.name))
+    return found
+
+
+def kill_everything(run, out) -> None:
+    """SIGKILL the launcher and every worker of the run, as a lost node would, and wait until they are gone."""
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    deadline = time.time() + 30
+    while (alive := workers(out)) and time.time() < deadline:
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    assert not workers(out), "a worker of the killed run survived"
 
 
 def finished(out, processes, accum, variant="ok", port=29611):
@@ -80,8 +107,7 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(one_process, tmp_p
             assert run.poll() is None and time.time() < deadline, run.stdout.read()[-3000:]
             time.sleep(0.05)
     finally:
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
+        kill_everything(run, tmp_path)
     killed_at = json.loads(marker.read_text())["step"]
     assert 2 <= killed_at < STEPS and not (tmp_path / "final.pt").exists()
     same_run(finished(tmp_path, processes=2, accum=1, variant=layout, port=port + 100), one_process)
