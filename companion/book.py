@@ -273,8 +273,53 @@ def gpu_markdown(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+# (row label, model, LoRA rank or None, processes, sharded, micro-batch rows, activation checkpointing) at T = 1024
+PLANNED_RUNS = (
+    ("GPT-2 small, every weight", "gpt2-small", None, 1, False, 8, False),
+    ("OLMo-2 7B, its LoRA recipe", "allenai/OLMo-2-1124-7B", 16, 1, False, 1, False),
+    ("OLMo-2 7B, its LoRA recipe", "allenai/OLMo-2-1124-7B", 16, 1, False, 4, False),
+    ("OLMo-2 7B, every weight", "allenai/OLMo-2-1124-7B", None, 1, False, 4, False),
+    ("OLMo-2 7B, every weight", "allenai/OLMo-2-1124-7B", None, 8, True, 4, False),
+    ("OLMo-2 7B, every weight", "allenai/OLMo-2-1124-7B", None, 8, True, 4, True),
+)
+
+
+def memory_markdown() -> str:
+    """The memory estimate (``spartan_core.training.memory``) of the planned runs of :data:`PLANNED_RUNS`, computed
+    from the models' configs at each build: what ``python -m spartan_core estimate-memory`` prints for them."""
+    import warnings
+
+    from transformers import GPT2Config
+
+    from spartan_core import zoo
+    from spartan_core.training.lora import with_lora
+    from spartan_core.training.memory import GIB, estimate_memory, model_from_config
+
+    local = {"gpt2-small": GPT2Config()}  # GPT-2 small's shapes are transformers' defaults: no hub needed
+    header = ["Run", "Processes", "Micro-batch (x 1,024 tokens)", "Trainable", "Weights", "Gradients + AdamW",
+              "Activations + logits", "Total per process (GiB)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, name, rank, processes, sharded, rows, checkpointing in PLANNED_RUNS:
+        model = model_from_config(local.get(name) or zoo.model_config(name))
+        if rank is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                model = with_lora(model, rank)
+        e = estimate_memory(model, seq_len=1024, micro_batch=rows, processes=processes, sharded=sharded,
+                            activation_checkpointing=checkpointing)
+        layout = f"{processes}, sharded" if sharded else str(processes)
+        layout += ", activation checkpointing" if checkpointing else ""
+        parts = e.parts
+        lines.append("| " + " | ".join([
+            label, layout, str(rows), f"{e.trainable / 1e6:,.1f} M", f"{parts['weights'] / GIB:.1f}",
+            f"{(parts['gradients'] + parts['optimiser']) / GIB:.1f}",
+            f"{(parts['activations'] + parts['logits']) / GIB:.1f}", f"**{e.total / GIB:.1f}**"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list[Path]:
-    """Write ``_generated/ledger.md``, ``claims.md``, ``runs.md``, ``models.md`` and ``gpu.md`` from the results."""
+    """Write ``_generated/ledger.md``, ``claims.md``, ``runs.md``, ``models.md``, ``gpu.md`` (from the results) and
+    ``memory.md`` (the memory estimate of the planned GPU runs)."""
     book_dir = Path(book_dir)
     root = Path(root or results_root())
     chapters = {p.stem for p in (book_dir / "chapters").glob("*.ipynb")}
@@ -292,6 +337,7 @@ def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list
         atomic_write_text(out / "runs.md", runs_markdown(root)),
         atomic_write_text(out / "models.md", models_markdown(root)),
         atomic_write_text(out / "gpu.md", gpu_markdown(root)),
+        atomic_write_text(out / "memory.md", memory_markdown()),
     ]
 
 

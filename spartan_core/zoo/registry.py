@@ -213,10 +213,10 @@ REGISTRY: dict[str, ModelEntry] = {
 }
 
 # The paper's largest runs (OLMo-7B, LoRA): a 7B model by name. Its architecture is written out so that the memory
-# estimate (python -m spartan_core estimate-memory) works before the weights are downloaded. Every weight trained
-# needs about 135 GiB per process at 4 x 1024 tokens (float32 weights, gradients and AdamW moments), so the recipe
-# trains rank-16 LoRA adapters on the attention projections (about 33 GiB on one 80 GiB GPU); with several GPUs,
-# accelerate launch --use_fsdp shards the rest. Steps, lr and batch are our choice: the paper does not publish them.
+# estimate (python -m spartan_core estimate-memory) works before the weights are downloaded. By that estimate
+# training every weight (float32 weights, gradients and AdamW moments) fits no single GPU, so the recipe trains
+# rank-16 LoRA adapters on the attention projections, which fit one 80 GiB GPU; with several GPUs, accelerate launch
+# --use_fsdp shards the rest. Steps, lr and batch are our choice: the paper does not publish them.
 REGISTRY["allenai/OLMo-2-1124-7B"] = ModelEntry(
     name="allenai/OLMo-2-1124-7B", source="hub",
     description="OLMo-2 7B (hub weights), post-trained with LoRA adapters: the scale of the paper's OLMo-7B runs",

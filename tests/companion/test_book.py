@@ -248,6 +248,16 @@ def test_the_gpu_table_says_not_yet_measured_until_gpu_check_has_run(tmp_path):
     assert "| gpt2-small | sparse (gated) | 124 M | 8 x 2 | 51234 | 0.32 | 41.2 | no |" in table
 
 
+def test_the_memory_table_is_the_estimate_of_each_planned_run(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the planned models' configs come from transformers and the registry
+    rows = [line for line in book.memory_markdown().splitlines()[2:]]
+    assert len(rows) == len(book.PLANNED_RUNS)
+    totals = [float(row.rsplit("|", 2)[-2].strip(" *")) for row in rows]
+    lora, _, full, sharded, checkpointed = totals[1:]
+    assert lora < 80 < full and checkpointed < sharded < full
+    assert rows[1].startswith("| OLMo-2 7B, its LoRA recipe | 1 | 1 | 16.8 M | 27.3 |")
+
+
 def test_every_chapter_ends_with_its_provenance_box_and_links_its_results(tmp_path):
     import nbformat
 
