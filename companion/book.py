@@ -287,26 +287,19 @@ PLANNED_RUNS = (
 def memory_markdown() -> str:
     """The memory estimate (``spartan_core.training.memory``) of the planned runs of :data:`PLANNED_RUNS`, computed
     from the models' configs at each build: what ``python -m spartan_core estimate-memory`` prints for them."""
-    import warnings
-
     from transformers import GPT2Config
 
     from spartan_core import zoo
-    from spartan_core.training.lora import with_lora
-    from spartan_core.training.memory import GIB, estimate_memory, model_from_config
+    from spartan_core.training.memory import GIB, estimate_from_config
 
     local = {"gpt2-small": GPT2Config()}  # GPT-2 small's shapes are transformers' defaults: no hub needed
     header = ["Run", "Processes", "Micro-batch (x 1,024 tokens)", "Trainable", "Weights", "Gradients + AdamW",
               "Activations + logits", "Total per process (GiB)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, name, rank, processes, sharded, rows, checkpointing in PLANNED_RUNS:
-        model = model_from_config(local.get(name) or zoo.model_config(name))
-        if rank is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                model = with_lora(model, rank)
-        e = estimate_memory(model, seq_len=1024, micro_batch=rows, processes=processes, sharded=sharded,
-                            activation_checkpointing=checkpointing)
+        e = estimate_from_config(local.get(name) or zoo.model_config(name), lora_rank=rank, seq_len=1024,
+                                 micro_batch=rows, processes=processes, sharded=sharded,
+                                 activation_checkpointing=checkpointing)
         layout = f"{processes}, sharded" if sharded else str(processes)
         layout += ", activation checkpointing" if checkpointing else ""
         parts = e.parts

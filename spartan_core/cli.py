@@ -15,7 +15,6 @@ import re
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -445,28 +444,24 @@ def count_edges_command(args) -> dict:
 
 
 def estimate_memory_command(args) -> dict:
-    from .training.lora import with_lora
-    from .training.memory import estimate_memory, model_from_config
+    from .training.memory import GIB, estimate_from_config
 
     recipe = zoo.default_sparse_recipe(args.model)
     rank = None if args.full_weights else args.lora_rank or recipe.lora_rank
     try:
-        model = model_from_config(zoo.model_config(args.model))
+        config = zoo.model_config(args.model)
     except zoo.HubUnavailableError as err:
         raise UsageError(f"model: {err}") from None
-    if rank is not None:
-        with warnings.catch_warnings():  # peft asks a meta-device model a deprecated transformers question
-            warnings.simplefilter("ignore", FutureWarning)
-            model = with_lora(model, rank, args.lora_mlp or recipe.lora_mlp)
-    estimate = estimate_memory(model, seq_len=args.seq_len or recipe.block_size, micro_batch=args.micro_batch,
-                               processes=args.processes, sharded=args.fsdp,
-                               activation_checkpointing=args.activation_checkpointing)
+    estimate = estimate_from_config(config, lora_rank=rank, lora_mlp=args.lora_mlp or recipe.lora_mlp,
+                                    seq_len=args.seq_len or recipe.block_size, micro_batch=args.micro_batch,
+                                    processes=args.processes, sharded=args.fsdp,
+                                    activation_checkpointing=args.activation_checkpointing)
     print(estimate.sentence, file=sys.stderr)
     return {"model": args.model, "lora_rank": rank, "parameters": estimate.parameters,
             "trainable": estimate.trainable, "seq_len": estimate.seq_len, "micro_batch": estimate.micro_batch,
             "processes": estimate.processes, "sharded": estimate.sharded,
-            "gib_per_process": {name: round(size / 2**30, 2) for name, size in estimate.parts.items()},
-            "total_gib_per_process": round(estimate.total / 2**30, 2), "limit_gib": args.limit_gib,
+            "gib_per_process": {name: round(size / GIB, 2) for name, size in estimate.parts.items()},
+            "total_gib_per_process": round(estimate.total / GIB, 2), "limit_gib": args.limit_gib,
             "fits": estimate.fits(args.limit_gib)}
 
 

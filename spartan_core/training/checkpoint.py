@@ -222,8 +222,13 @@ def read_log(path: Path, upto_step: int) -> list[dict]:
 def run_manifest(config: TrainConfig, objective, identity: dict | None = None) -> dict:
     """What a run directory is: the settings that change what training produces (model and data from the
     caller's ``identity``, the training recipe, the objective's starting state). Resuming requires an equal
-    manifest."""
+    manifest. A sharded run says so: its checkpoints keep the optimizer state by parameter name, which only a
+    sharded run resumes (the key appears only when sharded, so unsharded run directories keep their manifests)."""
+    from .distributed import fsdp_requested
+
     recipe = {k: v for k, v in asdict(config).items() if k not in _UNIDENTIFYING}
+    if fsdp_requested(config.fsdp):
+        recipe["fsdp"] = True
     payload = {"run": identity or {}, "train": recipe, "objective": objective.manifest() if objective else None}
     return json.loads(json.dumps(payload, default=str))
 

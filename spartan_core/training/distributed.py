@@ -11,7 +11,9 @@ across processes; process 0 alone writes logs, checkpoints and results, and ever
 
 Sharded, the loop trains a sharded copy (each decoder layer and the root are ``fully_shard`` units) while the model
 it was given stays whole: checkpoints, the kept best weights and the returned model are whole weights gathered
-into it, so a sharded run writes the same files as an unsharded one, and each can resume the other's weights.
+into it, so a sharded run writes the same weight files as an unsharded one. Its optimizer state is kept by
+parameter name, so a sharded run directory resumes only sharded (its manifest says ``fsdp``; another layout is
+refused in one line).
 """
 
 from __future__ import annotations

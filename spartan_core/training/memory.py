@@ -19,7 +19,7 @@ import torch
 
 from ..mechanism.gate import CHUNK_ABOVE, CHUNK_ROWS
 
-__all__ = ["MemoryEstimate", "estimate_memory", "model_from_config"]
+__all__ = ["MemoryEstimate", "estimate_memory", "estimate_from_config", "model_from_config", "GIB"]
 
 GIB = 2**30
 SCORE_BYTES = 10  # per [b, heads, s, keys] element kept for backward by the gated attention
@@ -65,6 +65,22 @@ def model_from_config(config) -> torch.nn.Module:
 
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(config)
+
+
+def estimate_from_config(config, *, lora_rank: int | None = None, lora_mlp: bool = False,
+                         **settings) -> MemoryEstimate:
+    """:func:`estimate_memory` of a model known only by its config (no weights allocated), with rank-``lora_rank``
+    adapters when given; ``settings`` are estimate_memory's (seq_len, micro_batch, processes ...)."""
+    import warnings
+
+    from .lora import with_lora
+
+    model = model_from_config(config)
+    if lora_rank is not None:
+        with warnings.catch_warnings():  # peft asks a meta-device model a deprecated transformers question
+            warnings.simplefilter("ignore", FutureWarning)
+            model = with_lora(model, lora_rank, lora_mlp)
+    return estimate_memory(model, **settings)
 
 
 def estimate_memory(model: torch.nn.Module, *, seq_len: int, micro_batch: int = 1, processes: int = 1,

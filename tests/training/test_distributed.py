@@ -126,3 +126,18 @@ def test_fsdp_without_several_processes_is_refused_in_one_line_before_any_work(m
     model = torch.nn.Linear(2, 2)
     with pytest.raises(ValueError, match=r"^fsdp: "):
         train(model, {"input_ids": torch.zeros(4, 3, dtype=torch.long)}, config=TrainConfig(steps=1, batch_size=2))
+
+
+def test_a_sharded_run_directory_resumes_only_sharded(monkeypatch):
+    """Its checkpoints keep the optimizer state by parameter name: another layout is refused by the manifest, in one
+    line naming fsdp, while unsharded manifests stay as they were (no fsdp key)."""
+    from spartan_core.training import TrainConfig
+    from spartan_core.training.checkpoint import manifest_difference, run_manifest
+
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    plain = run_manifest(TrainConfig(steps=2), None)
+    sharded = run_manifest(TrainConfig(steps=2, fsdp=True), None)
+    assert "fsdp" not in plain["train"]
+    assert manifest_difference(sharded, plain) == "train.fsdp is True there, '<unset>' now"
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # accelerate launch --use_fsdp is the same layout
+    assert manifest_difference(sharded, run_manifest(TrainConfig(steps=2), None)) is None
