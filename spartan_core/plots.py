@@ -2,7 +2,7 @@
 
 ``apply_style()`` (once per notebook) sets seaborn's theme with the book's fonts, sizes and colours; dense models
 are always drawn in ``DENSE`` (grey-blue) and sparse ones in ``SPARSE`` (orange), constraint targets as dashed
-``TARGET`` lines. Attention maps, per-head tables and selectivity tables are seaborn heatmaps; curves over training seeds are seaborn
+``TARGET`` lines. Attention maps and per-head tables are seaborn heatmaps; curves over training seeds are seaborn
 line plots, the mean with a band over the seeds' min-max.
 ``save(fig, results, name)`` writes a figure through the results writer, so every PNG in ``results/`` has
 provenance. Every other function takes arrays or frames and returns a figure: ``head_grid`` draws attention maps
@@ -36,6 +36,7 @@ __all__ = [
     "penalty_tradeoff",
     "edges_vs_loss",
     "kept_by_head",
+    "kept_by_layer",
     "selectivity_maps",
     "circuit_curves",
     "to_numpy",
@@ -313,6 +314,32 @@ def kept_by_head(panels: Sequence[tuple[object, str, bool]]):
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
         ax.set_title(title, fontsize=9)
+    return fig
+
+
+def kept_by_layer(percent, *, title: str | None = None):
+    """A model x layer heatmap of kept edges (%) from a frame indexed by layer with one column per model (a model
+    with fewer layers leaves its deeper cells blank, and so does a layer keeping no edge); log colour scale, every
+    other cell annotated."""
+    from matplotlib.colors import LogNorm
+
+    percent = percent.astype(float).T
+    values = percent.to_numpy()
+    kept = values[np.isfinite(values) & (values > 0)]
+    if not kept.size:
+        raise ValueError("percent: no layer keeps any edge; nothing to draw")
+    models, layers = percent.shape
+    fig, ax = plt.subplots(figsize=(min(10.0, 0.42 * layers + 2.8), 0.5 * models + 1.4), constrained_layout=True)
+    sns.heatmap(percent, mask=~np.isfinite(values) | (values <= 0), ax=ax, cmap="Oranges", annot=True, fmt=".2g",
+                norm=LogNorm(vmin=max(float(kept.min()), 1e-3), vmax=100.0), annot_kws={"fontsize": 7},
+                cbar_kws={"label": "kept edges (%)"}, linewidths=0.5, linecolor="white")
+    ax.grid(False)
+    ax.set_facecolor("white")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("")
+    ax.tick_params(axis="y", rotation=0)
+    if title:
+        ax.set_title(title, fontsize=10)
     return fig
 
 

@@ -5,6 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -46,6 +47,17 @@ def test_score_grids_probe_maps_and_bars_return_figures():
     assert [b.get_facecolor()[:3] for b in bars] == [matplotlib.colors.to_rgb(plots.SPARSE),
                                                        matplotlib.colors.to_rgb(plots.DENSE)]
     assert any(t.get_text().startswith("the paper, edges") for t in fig.axes[0].get_legend().get_texts())
+    plt.close("all")
+
+
+def test_kept_by_layer_blanks_what_is_missing_and_what_keeps_nothing():
+    per_layer = pd.DataFrame({"small": [2.0, 0.5, np.nan], "large": [80.0, 0.0, 40.0]},
+                             index=pd.Index([0, 1, 2], name="layer"))
+    fig = plots.kept_by_layer(per_layer, title="kept")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert len(texts) == 4 and "80" in texts  # a missing layer and a layer keeping nothing are blank
+    with pytest.raises(ValueError, match="^percent: no layer keeps any edge"):
+        plots.kept_by_layer(per_layer * 0)
     plt.close("all")
 
 
