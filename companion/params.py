@@ -286,8 +286,8 @@ def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str
 
 def start(notebook: str, namespace: Mapping[str, Any]) -> tuple[dict[str, Any], ResultsDir]:
     """Validate a notebook's parameters (and that a paper run has its GPU or was forced), print them wrapped to
-    the width of the book's text column (the book hides the parameter cells), and return them with the notebook's results folder (nothing is written
-    until the first result)."""
+    the width of the book's text column (the book hides the parameter cells), and return them with the notebook's
+    results folder (nothing is written until the first result)."""
     params = notebook_parameters(notebook, namespace)
     check_device(params["profile"])
     print(textwrap.fill("Parameters: " + ", ".join(f"{name}={value!r}" for name, value in params.items()),
