@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import seaborn as sns
 
 from .. import plots
 from .common import head_name
@@ -201,27 +202,27 @@ def pareto_panels(points, *, dense_ce: float, dense_exact_match: float | None, t
 
 
 def controller_traces(evals, history, *, tau: float, title: str):
-    """Per controller (one colour each, one thin line per seed): kept keys per query and CE at each evaluation
-    (training data, deterministic masks, tau dashed) and beta at each step, all against the step."""
+    """Per controller (one colour each): kept keys per query and CE at each evaluation (training data,
+    deterministic masks, tau dashed) and beta at each step, against the step; seaborn line plots of the mean over
+    seeds with a band over their min-max, as every curve over seeds in the book."""
     import pandas as pd
 
     evals, history = pd.DataFrame(evals), pd.DataFrame(history)
     labels = list(dict.fromkeys(evals["label"]))
-    colours = {label: plots.SEQUENCE[i % len(plots.SEQUENCE)] for i, label in enumerate(labels)}
+    palette = {label: plots.SEQUENCE[i % len(plots.SEQUENCE)] for i, label in enumerate(labels)}
+    seeds = evals["seed"].nunique()
     fig, axes = plt.subplots(1, 3, figsize=(14.0, 3.8), constrained_layout=True)
     panels = ((axes[0], evals, "eval_kept_per_query", "kept keys per query (eval)"),
               (axes[1], evals, "eval_ce", "CE (eval, training data)"),
               (axes[2], history, "beta", "β"))
     for ax, frame, column, ylabel in panels:
-        for label in labels:
-            runs = frame[frame["label"] == label]
-            for i, (_, run) in enumerate(runs.groupby("seed")):
-                ax.plot(run["step"], run[column], color=colours[label], lw=1.0, alpha=0.75,
-                        label=label if i == 0 else None)
+        sns.lineplot(frame, x="step", y=column, hue="label", hue_order=labels, palette=palette, errorbar=("pi", 100),
+                     lw=1.2, ax=ax, legend=ax is axes[1])
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
     axes[1].axhline(tau, color=plots.TARGET, ls="--", lw=1, label="τ")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, title=f"mean over {seeds} seeds, band min–max" if seeds > 1 else None,
+                   title_fontsize=8)
     fig.suptitle(title, fontsize=11)
     return fig

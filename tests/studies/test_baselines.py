@@ -7,6 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
 
 from spartan_core.studies import baselines, figures  # noqa: E402
 from spartan_core.studies.baselines import ControllerRun, Pareto, ParetoPoint  # noqa: E402
@@ -125,6 +126,9 @@ def test_controllers_share_one_dense_model_and_differ_only_in_the_rule(tiny_zoo)
     fig = figures.controller_traces(comparison.evals(), comparison.history(), tau=comparison.runs[0].run.tau,
                                     title="t")
     assert len(fig.axes) == 3
+    bands = [c for c in fig.axes[0].collections if isinstance(c, PolyCollection)]
+    assert len(bands) == len(comparison.labels), "one min-max band over the seeds per controller"
+    assert fig.axes[1].get_legend().get_title().get_text() == "mean over 2 seeds, band min–max"
     plt.close(fig)
 
 
