@@ -50,6 +50,7 @@ class Resumed:
     best_step: int | None
     best_score: float
     records: list[dict]
+    wall_time_s: float = 0.0  # training time up to the checkpoint, over every earlier segment of the run
 
 
 def open_run_dir(out: Path, manifest: dict, fresh: bool, model, optimizer, scheduler, objective):
@@ -66,7 +67,8 @@ def open_run_dir(out: Path, manifest: dict, fresh: bool, model, optimizer, sched
         info = checkpointer.load(latest, model, optimizer, scheduler, objective)
         records = read_log(log_path, info["step"])
         write_jsonl(log_path, records)
-        resumed = Resumed(info["step"], info.get("best_step"), info.get("best_score", math.inf), records)
+        resumed = Resumed(info["step"], info.get("best_step"), info.get("best_score", math.inf), records,
+                          float(info.get("wall_time_s", 0.0)))
     elif log_path.exists():
         log_path.unlink()
     write_json(out / "run.json", manifest)

@@ -92,7 +92,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
     best_step: int | None = None
-    wall_time_s: float = 0.0
+    wall_time_s: float = 0.0  # training time; a resumed run adds the time its earlier segments took to checkpoint
     resumed_from: int | None = None
     machine: dict = field(default_factory=dict)  # where it trained: describe_machine() during the run
 

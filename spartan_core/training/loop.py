@@ -107,6 +107,7 @@ def train(
             result.evals = [r for r in resumed.records if "eval_ce" in r]
         log_file = held.enter_context(open(log_path, "a")) if log_path is not None else None
         bar = held.enter_context(_progress(config, start_step, desc)) if ranks.main else None
+        earlier = resumed.wall_time_s if out is not None and resumed is not None else 0.0
         started = last_saved = time.perf_counter()
         for step in range(start_step + 1, config.steps + 1):
             record = _step(trained, wrapped, train_data, n_rows, step, grad_accum, config, objective, optimizer,
@@ -139,7 +140,8 @@ def train(
                 due = True
             if checkpointer is not None and due:
                 checkpointer.save(model, saved_optimizer, scheduler, objective, step,
-                                  {"best_step": best["step"], "best_score": best["score"]})
+                                  {"best_step": best["step"], "best_score": best["score"],
+                                   "wall_time_s": earlier + time.perf_counter() - started})
                 last_saved = time.perf_counter()
     ranks.barrier()
     if shard:
@@ -152,7 +154,7 @@ def train(
     elif shard:
         ranks.gather_into(trained, model)
     result.best_step = best["step"]
-    result.wall_time_s = time.perf_counter() - started
+    result.wall_time_s = earlier + time.perf_counter() - started
     return result
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -190,7 +189,7 @@ class PostTrainResult:
     metrics: dict
     history: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
-    wall_time_s: float = 0.0
+    wall_time_s: float = 0.0  # training time of its phases, each summed over a resumed run's segments
     machine: dict = field(default_factory=dict)
 
 
@@ -259,9 +258,8 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
         model = with_lora(model, recipe.lora_rank, recipe.lora_mlp)
     if progress and processes().main:
         print(planned_memory(model, train_data, recipe, execution).sentence, file=sys.stderr, flush=True)
-    started = time.perf_counter()
     history: list[dict] = []
-    floor_ce = None
+    floor_ce, floor_time = None, 0.0
     if recipe.floor_steps:
         holder = GECO(tau=dense_train_ce, eta=0.0, alpha=recipe.alpha, beta_init=recipe.beta_min,
                       beta_min=recipe.beta_min, beta_max=recipe.beta_max)
@@ -270,7 +268,7 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
             objective=SparsityUnderCE(holder), out_dir=out / "floor" if out else None, desc=f"floor {desc}",
             identity=identity, fresh=fresh)
         tail = [r["ce"] for r in floor.history[-max(1, recipe.floor_steps // 3):]]
-        floor_ce = sum(tail) / len(tail)
+        floor_ce, floor_time = sum(tail) / len(tail), floor.wall_time_s
         history += [{**r, "phase": "floor"} for r in floor.history]
     tau = resolve_tau(tau=recipe.tau, tau_factor=recipe.tau_factor, tau_reference=recipe.tau_reference,
                       tau_min=recipe.tau_min, dense_ce=dense_train_ce, floor_ce=floor_ce)
@@ -288,7 +286,7 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
         metrics={"dense": dense_metrics, "gated_before_training": gated_metrics, "sparse": measure(model)},
         history=history + [{**r, "step": r["step"] + offset, "phase": "geco"} for r in result.history],
         evals=[{**r, "step": r["step"] + offset} for r in result.evals],
-        wall_time_s=time.perf_counter() - started, machine=result.machine,
+        wall_time_s=floor_time + result.wall_time_s, machine=result.machine,
     )
 
 

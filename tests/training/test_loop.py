@@ -74,6 +74,18 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, controller)
     assert steps == list(range(1, 9))
 
 
+def test_a_resumed_run_reports_the_training_time_of_every_segment(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, 8, interrupt_at=5)
+    saved = json.load(open(tmp_path / "checkpoint" / "trainer.json"))
+    assert saved["step"] == 3 and saved["wall_time_s"] > 0
+    saved["wall_time_s"] = 1000.0  # as if the first segment had trained for 1000 s before its checkpoint
+    (tmp_path / "checkpoint" / "trainer.json").write_text(json.dumps(saved))
+    resumed, _ = _run(tmp_path, 8)
+    assert resumed.resumed_from == 3 and 1000.0 < resumed.wall_time_s < 1000.0 + 600
+    assert json.load(open(tmp_path / "checkpoint" / "trainer.json"))["wall_time_s"] > 1000.0
+
+
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path):
     model = tiny_gpt2()
     calls = {"n": 0}
