@@ -53,11 +53,11 @@ def _is_stderr(output) -> bool:
 
 
 def publish_chapter(executed: Path, chapters_dir: Path) -> Path:
-    """Copy a finished executed notebook into the book, hiding papermill's parameter cells, dropping live widget
+    """Copy a finished executed notebook into the book, hiding papermill's parameter cells, dropping widget
     outputs (progress bars: a page holding widget state loads the widget manager from a CDN, which an offline
-    book cannot reach), dropping stderr streams (library warnings and progress-bar text are debris to a reader;
-    the executed notebook in ``book/executed/`` keeps them) and keeping only repository-relative paths in
-    papermill's metadata."""
+    book cannot reach, and their text fallback is the bar frozen where it started), dropping stderr streams
+    (library warnings and progress-bar text are debris to a reader; the executed notebook in ``book/executed/``
+    keeps them) and keeping only repository-relative paths in papermill's metadata."""
     import nbformat
 
     nb = nbformat.read(str(executed), as_version=4)
@@ -66,12 +66,9 @@ def publish_chapter(executed: Path, chapters_dir: Path) -> Path:
         tags = cell.get("metadata", {}).get("tags", [])
         if any(tag in tags for tag in _HIDDEN_TAGS) and "remove-cell" not in tags:
             cell.metadata["tags"] = [*tags, "remove-cell"]
-        for output in cell.get("outputs", []):
-            data = output.get("data", {})
-            data.pop(_WIDGET_VIEW, None)
         if "outputs" in cell:
-            cell.outputs = [o for o in cell.outputs
-                            if ("data" not in o or o["data"]) and not _is_stderr(o)]
+            cell.outputs = [o for o in cell.outputs if not _is_stderr(o)
+                            and ("data" not in o or o["data"] and _WIDGET_VIEW not in o["data"])]
     add_provenance_cell(nb, Path(executed).stem)
     papermill_meta = nb.metadata.get("papermill", {})
     for key in ("input_path", "output_path"):
@@ -88,14 +85,15 @@ PROVENANCE_TAG = "provenance-box"
 
 def add_provenance_cell(nb, chapter: str) -> None:
     """End the chapter with its provenance and downloads box (once): a markdown cell that includes the box
-    :func:`provenance_markdown` writes at each build, so it always shows the results the page was built from."""
+    :func:`provenance_markdown` writes at each build, so it always shows the results the page was built from; its
+    fixed cell id keeps a chapter published again from the same run byte for byte the same."""
     import nbformat
 
     if any(PROVENANCE_TAG in cell.get("metadata", {}).get("tags", []) for cell in nb.cells):
         return
     source = (f"````{{admonition}} Provenance and downloads\n:class: note\n"
               f"```{{include}} ../_generated/provenance/{chapter}.md\n```\n````")
-    nb.cells.append(nbformat.v4.new_markdown_cell(source, metadata={"tags": [PROVENANCE_TAG]}))
+    nb.cells.append(nbformat.v4.new_markdown_cell(source, id=PROVENANCE_TAG, metadata={"tags": [PROVENANCE_TAG]}))
 
 
 def chapter_profile(chapter_path: Path) -> str | None:
