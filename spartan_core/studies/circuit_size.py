@@ -452,10 +452,10 @@ class SizeComparison:
 
     @property
     def tasks_sentence(self) -> str:
-        """Each measured task's ratios, then the tasks not measured here."""
+        """A markdown list: each measured task's ratios, then the tasks not measured here."""
         pending = self._pending()
         sentences = [t.sentence for t in self.measured] + ([f"Not measured: {'; '.join(pending)}."] if pending else [])
-        return " ".join(sentences)
+        return "\n".join(f"- {sentence}" for sentence in sentences)
 
     @property
     def variation_sentence(self) -> str:

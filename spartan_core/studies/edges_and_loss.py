@@ -318,10 +318,12 @@ class EdgesStudy:
         return " ".join(parts)
 
     def card_table(self) -> pd.DataFrame:
-        """The model cards as displayed, one row per model and training seed."""
+        """The model cards as displayed, one row per model and training seed (first-use times to 0.1 s)."""
         frame = pd.DataFrame([card.to_record() for card in self.cards]).set_index("model")
         if "seed" in frame:
             frame["seed"] = frame["seed"].astype("Int64")
+        if "first_use_s" in frame:
+            frame["first_use_s"] = frame["first_use_s"].round(1)
         return frame.drop(columns=["text"], errors="ignore").rename(columns={
             "n_params": "parameters", "first_use_s": "first use (s)", "heldout": "held-out data",
             "heldout_ce": "held-out CE", "bigram_ce": "bigram CE (same data)", "kjv_ce": "KJV CE",

@@ -133,7 +133,8 @@ def test_comparison_tables_sentences_and_metrics(two_seeds):
     assert comparison.claim_line("edges").endswith("; ioi on gpt2: pending (offline)")
     assert "over 2 training seeds x 2 prompt sets) fewer edges; per-training-seed means" in \
         comparison.claim_line("edges")
-    assert comparison.tasks_sentence.endswith("Not measured: ioi on gpt2: pending (offline).")
+    assert comparison.tasks_sentence.startswith("- addition on ")
+    assert comparison.tasks_sentence.endswith("\n- Not measured: ioi on gpt2: pending (offline).")
     assert "Per training seed (mean over its prompt sets)" in two_seeds.sentence
     assert "inside the paper's 5.4–97×" in comparison.sentence
     metrics = json.loads(json.dumps(comparison.to_metrics()))
