@@ -52,6 +52,13 @@ class Resumed:
     records: list[dict]
     wall_time_s: float = 0.0  # training time up to the checkpoint, over every earlier segment of the run
 
+    @classmethod
+    def from_checkpoint(cls, info: dict, records: list[dict]) -> Resumed:
+        """What a checkpoint's ``trainer.json`` (as :meth:`Checkpointer.load` returns it) says, with the log's
+        ``records`` up to its step."""
+        return cls(info["step"], info.get("best_step"), info.get("best_score", math.inf), records,
+                   float(info.get("wall_time_s", 0.0)))
+
 
 def open_run_dir(out: Path, manifest: dict, fresh: bool, model, optimizer, scheduler, objective):
     """Resume the run in ``out`` if it is the same run (else refuse), or start one there; returns the
@@ -67,8 +74,7 @@ def open_run_dir(out: Path, manifest: dict, fresh: bool, model, optimizer, sched
         info = checkpointer.load(latest, model, optimizer, scheduler, objective)
         records = read_log(log_path, info["step"])
         write_jsonl(log_path, records)
-        resumed = Resumed(info["step"], info.get("best_step"), info.get("best_score", math.inf), records,
-                          float(info.get("wall_time_s", 0.0)))
+        resumed = Resumed.from_checkpoint(info, records)
     elif log_path.exists():
         log_path.unlink()
     write_json(out / "run.json", manifest)

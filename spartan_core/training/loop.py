@@ -85,7 +85,7 @@ def train(
     torch.manual_seed(config.seed)  # sampled gates and dropout; a resumed run restores the checkpoint's RNG states
     out = Path(out_dir) if out_dir is not None else None
     checkpointer = log_path = None
-    start_step = 0
+    start_step, earlier = 0, 0.0  # earlier: training time of a resumed run's earlier segments
     with contextlib.ExitStack() as held:
         held.enter_context(torch_threads(config.threads))
         result.machine = describe_machine(device)
@@ -102,12 +102,12 @@ def train(
                 ranks.scatter_from(model, trained)
                 saved_optimizer.apply()
             start_step = result.resumed_from = resumed.step
+            earlier = resumed.wall_time_s
             best.update(score=resumed.best_score, step=resumed.best_step)
             result.history = [r for r in resumed.records if "ce" in r]
             result.evals = [r for r in resumed.records if "eval_ce" in r]
         log_file = held.enter_context(open(log_path, "a")) if log_path is not None else None
         bar = held.enter_context(_progress(config, start_step, desc)) if ranks.main else None
-        earlier = resumed.wall_time_s if out is not None and resumed is not None else 0.0
         started = last_saved = time.perf_counter()
         for step in range(start_step + 1, config.steps + 1):
             record = _step(trained, wrapped, train_data, n_rows, step, grad_accum, config, objective, optimizer,
@@ -212,7 +212,7 @@ def _resume_from(out: Path, model, optimizer, scheduler, objective) -> Resumed |
     if latest is None:
         return None
     info = checkpointer.load(latest, model, optimizer, scheduler, objective)
-    return Resumed(info["step"], info.get("best_step"), info.get("best_score", math.inf), [])
+    return Resumed.from_checkpoint(info, [])
 
 
 def _evaluate_into(record: dict, model, eval_data: dict, config: TrainConfig) -> None:
