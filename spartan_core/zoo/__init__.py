@@ -111,7 +111,9 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
     model = from_cache(final, AutoModelForCausalLM.from_pretrained)
     policy = info["metrics"].get("policy")
     sparsify(model, gate_bias=info["recipe"]["gate_bias"], policy=None if policy is None else MaskPolicy(**policy))
-    info.update(cache_dir=str(final), trained_now=trained_now)
+    info.update(cache_dir=str(final), trained_now=trained_now,
+                call={"fn": "load_sparse", "name": name, "recipe": asdict(resolved),
+                      "dense_overrides": dict(dense_overrides or {})})
     return used(LoadedModel(name=name, model=to_device(model, device).eval(), tokenizer=dense_loaded.tokenizer,
                             data=dense_loaded.data, info=info, history=read_jsonl(final / "history.jsonl"),
                             evals=read_jsonl(final / "evals.jsonl")))

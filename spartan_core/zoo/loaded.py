@@ -30,7 +30,9 @@ class LoadedModel:
     def provenance(self) -> dict:
         """What identifies these weights: their SHA-256 (the cache's checksum; None for hub models, which are
         not hashed), the training seed, the threads, device and torch version they were trained with (None for
-        models not trained here), and the hash of the corpus they learnt from where the data has one (python-lm)."""
+        models not trained here), the hash of the corpus they learnt from where the data has one (python-lm), and
+        the zoo call that makes them again (``call``: what ``make retrain`` replays; None for models not trained
+        here)."""
         info = self.info
         trained = info.get("trained_on") or {}
         return {
@@ -46,6 +48,7 @@ class LoadedModel:
             "source": info.get("source", "post-trained here" if "tau" in info else None),
             "cache_key": info.get("key"),
             "corpus_sha256": ((info.get("dataset") or {}).get("corpus") or {}).get("sha256"),
+            "call": info.get("call"),
         }
 
 
@@ -65,9 +68,16 @@ _USED: list[dict] = []
 def used(loaded: LoadedModel) -> LoadedModel:
     """Note ``loaded`` as used by this process (once per set of weights) and return it."""
     record = loaded.provenance
-    if record not in _USED:
+    if not any(_same_weights(record, seen) for seen in _USED):
         _USED.append(record)
     return loaded
+
+
+def _same_weights(record: dict, seen: dict) -> bool:
+    """Two loads of one cache entry (e.g. ``seed=0`` given or left at its default) are one model."""
+    if record["weights_sha256"] is None:
+        return record == seen
+    return (record["weights_sha256"], record["cache_key"]) == (seen["weights_sha256"], seen["cache_key"])
 
 
 def used_models(since: int = 0) -> list[dict]:

@@ -99,6 +99,7 @@ def load_toy(entry: ModelEntry, *, cache_dir, progress: bool, overrides: dict) -
             trained_now = True
     info = verified_info(final)
     model = from_cache(final, GPT2LMHeadModel.from_pretrained)
-    info.update(cache_dir=str(final), trained_now=trained_now)
+    info.update(cache_dir=str(final), trained_now=trained_now,
+                call={"fn": "load", "name": entry.name, "overrides": overrides})
     return used(LoadedModel(name=entry.name, model=to_device(model, device).eval(), tokenizer=tokenizer, data=splits,
                        info=info, history=read_jsonl(final / "history.jsonl"), evals=read_jsonl(final / "evals.jsonl")))
