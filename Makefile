@@ -32,22 +32,38 @@ test: setup chromium
 	$(PY) -m pytest -q
 
 # ---- The companion book (profiles -> papermill -> notebooks -> results -> book) ----
-# make reproduce [PROFILE=auto|smoke|tiny|paper]   every notebook of the profile, then the book
+# make reproduce [PROFILE=auto|smoke|tiny|gpu|paper]   the published models (models/<profile>/) into the cache, every
+#                                                  notebook of the profile, the book, and a check of every number
 #                [ALLOW_CPU=1]                     run PROFILE=paper without a CUDA GPU (labelled in the book)
+# make retrain [PROFILE=tiny] [JOBS=n] [ONLY=05_addition]
+#                                                  train the published models again from scratch, n at a time,
+#                                                  and compare their hashes and numbers with the published ones
+# make publish [PROFILE=tiny]                      copy the models the committed results used into models/
 # make notebook NB=05_addition ARGS="-p seed 3"     one notebook with overrides, then the book
 # make book                                        build book/_build/html from the chapters (warnings are errors)
 # make book-check                                  open every page in headless chromium (needs `make chromium`)
 PROFILE ?= auto
 NB ?=
 ARGS ?=
+JOBS ?=
+ONLY ?=
 
-.PHONY: reproduce notebook book book-check chromium
+.PHONY: reproduce notebook book book-check chromium retrain publish
 reproduce: setup
+	$(PY) -m companion.published import --profile $(PROFILE)
 	$(PY) -m companion.runner --profile $(PROFILE) $(if $(ALLOW_CPU),--allow-cpu)
 	$(PY) -m companion.book build
+	$(PY) -m companion.published check --profile $(PROFILE)
+
+retrain: setup
+	$(PY) -m companion.published retrain --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS)) $(if $(ONLY),--only $(ONLY))
+
+publish: setup
+	$(PY) -m companion.published publish --profile $(PROFILE)
 
 notebook: setup
 	@test -n "$(NB)" || { echo "error: NB: name a notebook, e.g. make notebook NB=01_gated_attention" >&2; exit 2; }
+	$(PY) -m companion.published import --profile $(PROFILE)
 	$(PY) -m companion.runner --profile $(PROFILE) $(if $(ALLOW_CPU),--allow-cpu) --only $(NB) $(ARGS)
 	$(PY) -m companion.book build
 

@@ -30,6 +30,7 @@ from .results import REPO_ROOT, read_metrics, results_root
 __all__ = [
     "BOOK_DIR",
     "BOOK_PROFILES",
+    "book_profiles",
     "publish_chapter",
     "toc_files",
     "claims_markdown",
@@ -40,12 +41,20 @@ __all__ = [
 
 BOOK_DIR = REPO_ROOT / "book"
 BOOK_PROFILES = {"tiny": "tiny profile (CPU, this repository)", "paper": "paper profile (GPU)"}
+# Shown beside them once it has results: the hour-long default of `make reproduce` on a CUDA machine.
+GPU_PROFILE = {"gpu": "gpu profile (one GPU, about an hour)"}
 _HIDDEN_TAGS = ("parameters", "injected-parameters")
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 _PENDING = {
     "tiny": "pending: not run yet (`make reproduce PROFILE=tiny`)",
     "paper": "pending: needs a GPU run (`make reproduce PROFILE=paper`)",
+    "gpu": "pending: needs a GPU run (`make reproduce PROFILE=gpu`)",
 }
+
+
+def book_profiles(root: Path) -> dict[str, str]:
+    """The profiles the book reports: tiny and paper always, gpu once a run of it has written results."""
+    return {**BOOK_PROFILES, **({} if not _profile_results(root, "gpu") else GPU_PROFILE)}
 
 
 def _is_stderr(output) -> bool:
@@ -159,7 +168,7 @@ def _profile_results(root: Path, profile: str) -> list[tuple[str, dict[str, Any]
 def _forced_device(profile: str, data: dict[str, Any]) -> str:
     """`` (ran on cpu, forced)`` for a paper-profile result that did not run on CUDA, so it never passes as a GPU
     result; empty otherwise."""
-    if profile != "paper":
+    if profile not in ("paper", "gpu"):
         return ""
     kind = data.get("provenance", {}).get("device", {}).get("type")
     return "" if kind == "cuda" else f" (ran on {kind or 'an unknown device'}, forced)"
@@ -172,12 +181,13 @@ def _chapter_link(notebook: str, chapters: set[str]) -> str:
 def claims_markdown(claims_path: Path, root: Path, chapters: set[str]) -> str:
     """The claims table: one row per claim of ``book/claims.yaml``, one measured column per book profile."""
     claims = yaml.safe_load(Path(claims_path).read_text())
-    measured = {profile: _profile_results(root, profile) for profile in BOOK_PROFILES}
-    header = ["Claim", "The paper reports", *(f"Measured: {label}" for label in BOOK_PROFILES.values())]
+    profiles = book_profiles(root)
+    measured = {profile: _profile_results(root, profile) for profile in profiles}
+    header = ["Claim", "The paper reports", *(f"Measured: {label}" for label in profiles.values())]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for claim in claims:
         row = [_cell(claim["claim"]), _cell(f"{claim['paper']} ({claim['source']})")]
-        for profile in BOOK_PROFILES:
+        for profile in profiles:
             found = []
             for notebook, data in measured[profile]:
                 entry = data.get("claims", {}).get(claim["id"])
@@ -201,7 +211,7 @@ def runs_markdown(root: Path) -> str:
     header = ["Profile", "Notebook", "Status", "Git commit", "Device", "Wall time (s)", "Finished (UTC)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = 0
-    for profile in BOOK_PROFILES:
+    for profile in book_profiles(root):
         for notebook, data in _profile_results(root, profile):
             prov = data.get("provenance", {})
             commit = (prov.get("git_commit") or "unknown")[:10] + (" (modified)" if prov.get("git_dirty") else "")
@@ -226,7 +236,7 @@ def models_markdown(root: Path) -> str:
               "Train time (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = 0
-    for profile in BOOK_PROFILES:
+    for profile in book_profiles(root):
         for notebook, data in _profile_results(root, profile):
             for model in data.get("provenance", {}).get("models", []):
                 trained = (f"{model['device']}: {model['device_name']}" if model.get("device")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .book import BOOK_PROFILES, _cell, _chapter_link, _profile_results
+from .book import _cell, _chapter_link, _profile_results, book_profiles
 
 __all__ = ["RULES", "STATUSES", "claim_status", "ledger_markdown"]
 
@@ -142,19 +142,20 @@ def ledger_markdown(claims_path: Path, root: Path, chapters: set[str]) -> str:
     one-look answer, then one paragraph per claim with the paper's statement and source, our summary and the
     rule behind the badge."""
     claims = yaml.safe_load(Path(claims_path).read_text())
-    header = ["Claim", *(f"{profile}" for profile in BOOK_PROFILES), "Chapters"]
+    profiles = book_profiles(root)
+    header = ["Claim", *(f"{profile}" for profile in profiles), "Chapters"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     details = []
-    measured = {profile: _profile_results(root, profile) for profile in BOOK_PROFILES}
+    measured = {profile: _profile_results(root, profile) for profile in profiles}
     for number, claim in enumerate(claims, start=1):
         statuses, ours, notebooks = [], "not run yet", []
-        for profile in BOOK_PROFILES:
+        for profile in profiles:
             found = [(notebook, data["claims"][claim["id"]]) for notebook, data in measured[profile]
                      if claim["id"] in data.get("claims", {}) and data.get("provenance", {}).get("status") == "complete"]
             if found:
                 statuses.append(_badge(claim_status(claim["id"], [entry for _, entry in found])))
             else:
-                statuses.append(_badge("pending GPU" if profile == "paper" else "pending"))
+                statuses.append(_badge("pending GPU" if profile in ("paper", "gpu") else "pending"))
             notebooks += [notebook for notebook, _ in found if notebook not in notebooks]
             if profile == "tiny" and found:
                 ours = "; ".join(f"{entry['summary']} (chapter {notebook[:2]})" for notebook, entry in found)

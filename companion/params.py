@@ -44,7 +44,8 @@ __all__ = [
     "start",
 ]
 
-PROFILES = ("smoke", "tiny", "paper")
+PROFILES = ("smoke", "tiny", "gpu", "paper")
+GPU_PROFILES = ("gpu", "paper")  # results filed as GPU results: refused without CUDA unless forced
 PROFILES_DIR = REPO_ROOT / "profiles"
 _SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
 _NOT_PARAMETERS = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -52,11 +53,12 @@ ALLOW_CPU_ENV = "SPARTAN_ALLOW_CPU"
 
 
 def resolve_profile(profile: str) -> str:
-    """``auto`` -> ``paper`` when CUDA is available, else ``tiny``; any other name must be a known profile."""
+    """``auto`` -> ``gpu`` (about an hour on one GPU) when CUDA is available, else ``tiny``; any other name must be
+    a known profile (``paper`` is the full plan: days on one GPU)."""
     if profile == "auto":
         import torch
 
-        return "paper" if torch.cuda.is_available() else "tiny"
+        return "gpu" if torch.cuda.is_available() else "tiny"
     if profile not in PROFILES:
         raise ValueError(f"profile: must be one of auto, {', '.join(PROFILES)}; got {profile!r}")
     return profile
@@ -69,13 +71,13 @@ def cpu_allowed(env: Mapping[str, str] | None = None) -> bool:
 
 
 def check_device(profile: str, allow_cpu: bool = False) -> None:
-    """Refuse the ``paper`` profile without CUDA unless forced: the book files its results as GPU results."""
-    if profile != "paper" or allow_cpu or cpu_allowed():
+    """Refuse the GPU profiles without CUDA unless forced: the book files their results as GPU results."""
+    if profile not in GPU_PROFILES or allow_cpu or cpu_allowed():
         return
     import torch
 
     if not torch.cuda.is_available():
-        raise ValueError("profile: paper needs a CUDA GPU (none found); pass --allow-cpu (or set "
+        raise ValueError(f"profile: {profile} needs a CUDA GPU (none found); pass --allow-cpu (or set "
                          f"{ALLOW_CPU_ENV}=1) to run it on this CPU anyway")
 
 

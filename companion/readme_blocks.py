@@ -4,6 +4,7 @@ measured claims of the tiny profile from results/tiny/*/, each between its start
 
 from __future__ import annotations
 
+import json
 import re
 
 from .results import REPO_ROOT, read_metrics, results_root
@@ -45,10 +46,11 @@ def results_block(profile: str = "tiny") -> str:
 
 
 def timing_block(profile: str = "tiny") -> str:
-    """Where the time of ``make reproduce`` goes: each notebook's wall time in the run that wrote it (a warm model
-    cache makes it short), and the first-use training time of every model it used, each model counted once
-    (what a fresh clone pays on top)."""
-    rows, trained, seen = [], 0.0, set()
+    """Where the time goes in each tier: ``make reproduce`` from the published models (each notebook's wall time
+    in the run that wrote it, the models imported, not trained), and ``make retrain`` from scratch (the recorded
+    training time of every model a notebook used, each counted once, and the measured retrains of
+    ``results/retrain/``)."""
+    rows, trained, seen, notebooks = [], 0.0, set(), 0.0
     for folder in sorted(f for f in (results_root() / profile).glob("*/") if not f.name.startswith(".")):
         provenance = read_metrics(folder)["provenance"]
         if provenance.get("status") != "complete":
@@ -60,16 +62,26 @@ def timing_block(profile: str = "tiny") -> str:
                 seen.add(key)
                 own += model["train_wall_time_s"]
         trained += own
-        rows.append(f"    {folder.name:<26} notebook {provenance.get('wall_time_s', 0) / 60:5.1f} min   "
-                    f"first-use training of its new models {own / 60:5.1f} min")
+        notebooks += provenance.get("wall_time_s", 0)
+        rows.append(f"    {folder.name:<26} reproduce: notebook {provenance.get('wall_time_s', 0) / 60:5.1f} min   "
+                    f"retrain: its new models {own / 60:5.1f} min")
     if not rows:
         return f"The {profile} profile has not been run yet: `make reproduce PROFILE={profile}`."
-    notebooks = sum(read_metrics(f)["provenance"].get("wall_time_s", 0)
-                    for f in (results_root() / profile).glob("*/") if not f.name.startswith("."))
-    return (f"Where the time of `make reproduce PROFILE={profile}` goes (from `results/{profile}/*/metrics.json`: "
-            "notebook wall times of the run that wrote them, and the recorded training time of each model they "
-            "used, counted once):\n\n" + "\n".join(rows) +
-            f"\n\n    total: notebooks {notebooks / 60:.1f} min + first-use training {trained / 60:.1f} min")
+    retrains = []
+    for path in sorted((results_root() / "retrain").glob(f"{profile}*.json")):
+        report = json.loads(path.read_text())
+        same = sum(m["identical"] for m in report["models"])
+        scope = f"ONLY={report['only']} " if report.get("only") else ""
+        retrains.append(f"    make retrain {scope}JOBS={report['jobs']}: {len(report['models'])} models in "
+                        f"{report['wall_time_s'] / 60:.1f} min on {report['machine'].get('device_name', '?')}, "
+                        f"{same} of {len(report['models'])} with weights identical to the published ones")
+    return (f"Where the time of each tier goes for PROFILE={profile} on the machine that wrote "
+            f"`results/{profile}/*/metrics.json` (notebook wall times of the run that wrote them, with every model "
+            "imported from `models/`; the recorded training time of each model the notebook used, counted once, "
+            "which is what a retrain from scratch trains):\n\n" + "\n".join(rows) +
+            f"\n\n    total: make reproduce {notebooks / 60:.1f} min of notebooks (plus set-up and the book); "
+            f"make retrain {trained / 60:.1f} min of training one model at a time" +
+            ("\n\nMeasured retrains (`results/retrain/`):\n\n" + "\n".join(retrains) if retrains else ""))
 
 
 BLOCKS = {"benchmarks": benchmarks_block, "results": results_block, "timing": timing_block}

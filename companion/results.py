@@ -55,7 +55,7 @@ _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 # What runs themselves rewrite: "modified" in a provenance record means the code or parameters differ from the
 # commit, not that earlier results or chapters were refreshed.
-_RUN_OUTPUTS = ("results", "book/chapters", "README.md")
+_RUN_OUTPUTS = ("results", "book/chapters", "README.md", "models")
 
 
 def results_root() -> Path:

@@ -79,7 +79,7 @@ def policy_points(name: str, policy: str, budgets, recipe: dict, seed: int = 0,
     points = []
     for budget in policy_budgets(policy, budgets):
         loaded = zoo.load_sparse(name, {**recipe, "policy": policy, "keys_per_query": budget, "seed": seed},
-                                 dense_overrides=overrides, progress=False)
+                                 dense_overrides=overrides, progress=False, weights=False)
         metrics, steps = loaded.info["metrics"], len(loaded.history)
         points.append(_point(name, policy, "as is", budget, metrics["policy_before_training"], 0, 0.0))
         points.append(_point(name, policy, "fine-tuned", budget, metrics["sparse"], steps,
@@ -91,7 +91,8 @@ def learned_point(name: str, recipe: dict | None = None, seed: int = 0,
                   dense_steps: int = 0) -> tuple[ParetoPoint, dict]:
     """The learned gate's point (the model's default recipe, or ``recipe`` over it) and the dense metrics."""
     loaded = zoo.load_sparse(name, {**(recipe or {}), "seed": seed},
-                             dense_overrides=pretrain_overrides(name, dense_steps, seed), progress=False)
+                             dense_overrides=pretrain_overrides(name, dense_steps, seed), progress=False,
+                             weights=False)
     metrics = loaded.info["metrics"]
     point = _point(name, LEARNED, "learned", None, metrics["sparse"], len(loaded.history),
                    loaded.info["train_wall_time_s"])

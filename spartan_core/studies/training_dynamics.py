@@ -192,7 +192,8 @@ def geco_run(name: str, recipe: dict, dense_steps: int = 0, seed: int = 0, dense
     ``seed`` (a toy's pretraining and the post-training both use it, unless ``dense_seed`` names the dense
     model's own), read as a run."""
     overrides = pretrain_overrides(name, dense_steps, seed if dense_seed is None else dense_seed)
-    loaded = zoo.load_sparse(name, {**recipe, "seed": seed}, dense_overrides=overrides, progress=False)
+    loaded = zoo.load_sparse(name, {**recipe, "seed": seed}, dense_overrides=overrides, progress=False,
+                             weights=False)
     info, metrics = loaded.info, loaded.info["metrics"]
     dense_metrics, sparse = metrics["dense"], metrics["sparse"]
     exact = {f"{kind}_exact_match": metrics[kind]["exact_match"]["all"]
@@ -219,7 +220,7 @@ def compare_fixed_penalties(name: str, recipe: dict, betas, geco: GecoRun, dense
     fixed = []
     for beta in betas:
         loaded = zoo.load_sparse(name, {**recipe, "seed": geco.seed, "eta": 0.0, "beta_init": float(beta)},
-                                 dense_overrides=overrides, progress=False)
+                                 dense_overrides=overrides, progress=False, weights=False)
         fixed.append(_outcome(float(beta), loaded.info["metrics"]["sparse"]))
     return Tradeoff(geco=geco.outcome, fixed=fixed, seed=geco.seed)
 

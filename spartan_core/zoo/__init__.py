@@ -20,8 +20,8 @@ from ..mechanism.policies import MaskPolicy
 from ..mechanism.sparsify import dense as to_dense
 from ..mechanism.sparsify import sparsify
 from ..training.posttrain import SparseRecipe, post_train
-from .cache import (FORMAT_VERSION, CacheCorrupt, config_hash, from_cache, locked, model_cache_dir, publish,
-                    verified_info)
+from .cache import (FORMAT_VERSION, CacheCorrupt, config_hash, from_cache, is_built, locked, model_cache_dir,
+                    publish, verified_info)
 from .hub import HubUnavailableError, load_hub
 from .released import RELEASED, check_released_name, load_released
 from .loaded import LoadedModel, to_device, used, used_models
@@ -71,14 +71,15 @@ def _resolve_recipe(name: str, recipe) -> SparseRecipe:
 
 
 def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True, device: str = "auto",
-                dense_overrides: dict | None = None) -> LoadedModel:
+                dense_overrides: dict | None = None, weights: bool = True) -> LoadedModel:
     """The sparse-attention post-trained copy of ``load(name, **dense_overrides)`` under ``recipe`` (a dict of
     :class:`SparseRecipe` fields layered over :func:`default_sparse_recipe`, or a full ``SparseRecipe``),
     trained on first use and cached. The returned model is sparsified with the recipe's gate bias (or its fixed mask
     policy, for a baseline recipe); ``history``
     holds every training step (floor phase first, ``phase`` says which) and ``info["metrics"]`` the held-out
     metrics (``heldout_ce``, edges, task metrics such as ``exact_match``) of the dense, the gated-untrained and
-    the sparse model."""
+    the sparse model. ``weights=False`` returns the run without its weights (``model`` is None): what a study
+    that reads only numbers needs, and all that a run published as a record holds."""
     from transformers import AutoModelForCausalLM
 
     resolved = _resolve_recipe(name, recipe)
@@ -90,7 +91,7 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
     final = dense_dir / "sparse" / key
     trained_now = False
     with locked(final):
-        if not (final / "info.json").is_file():
+        if not is_built(final, weights):
             train_data, heldout = entry.sparse_data(dense_loaded, resolved, cache_dir)
             run_dir = final.with_name(final.name + ".run")
             result = post_train(dense_loaded.model, train_data, heldout, resolved,
@@ -107,13 +108,16 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
             to_dense(result.model)
             publish(final, run_dir, result.model, info, result.history, result.evals)
             trained_now = True
-    info = verified_info(final)
-    model = from_cache(final, AutoModelForCausalLM.from_pretrained)
-    policy = info["metrics"].get("policy")
-    sparsify(model, gate_bias=info["recipe"]["gate_bias"], policy=None if policy is None else MaskPolicy(**policy))
+    info = verified_info(final, weights)
+    model = from_cache(final, AutoModelForCausalLM.from_pretrained) if weights else None
+    if model is not None:
+        policy = info["metrics"].get("policy")
+        sparsify(model, gate_bias=info["recipe"]["gate_bias"],
+                 policy=None if policy is None else MaskPolicy(**policy))
+        model = to_device(model, device).eval()
     info.update(cache_dir=str(final), trained_now=trained_now,
                 call={"fn": "load_sparse", "name": name, "recipe": asdict(resolved),
                       "dense_overrides": dict(dense_overrides or {})})
-    return used(LoadedModel(name=name, model=to_device(model, device).eval(), tokenizer=dense_loaded.tokenizer,
+    return used(LoadedModel(name=name, model=model, tokenizer=dense_loaded.tokenizer,
                             data=dense_loaded.data, info=info, history=read_jsonl(final / "history.jsonl"),
                             evals=read_jsonl(final / "evals.jsonl")))

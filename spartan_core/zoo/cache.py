@@ -16,7 +16,7 @@ from .._util import file_sha256, write_json, write_jsonl
 from ..data import resolve_cache_dir
 
 __all__ = ["FORMAT_VERSION", "CacheCorrupt", "model_cache_dir", "config_hash", "locked", "quiet_transformers",
-           "publish", "verified_info", "from_cache"]
+           "publish", "verified_info", "from_cache", "is_built"]
 
 FORMAT_VERSION = 5  # bump when what training produces or records changes: older cache entries are then rebuilt
 
@@ -85,14 +85,31 @@ def publish(final: Path, run_dir: Path | None, model, info: dict, history: list[
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def verified_info(final: Path) -> dict:
+def is_built(final: Path, weights: bool = True) -> bool:
+    """Whether the entry holds its run record and, when ``weights``, every weight file its record names (an entry
+    imported as a run record only, without weights, is built for readers of numbers and trained again for readers
+    of weights)."""
+    if not (final / "info.json").is_file():
+        return False
+    if not weights:
+        return True
+    try:
+        recorded = json.loads((final / "info.json").read_text()).get("weights_sha256")
+    except (OSError, json.JSONDecodeError):
+        return True  # verified_info names the unreadable file
+    return recorded is None or all((final / name).is_file() for name in recorded)
+
+
+def verified_info(final: Path, weights: bool = True) -> dict:
     """The entry's info.json, after checking its weights against the recorded checksums (entries written before
-    checksums existed get them now)."""
+    checksums existed get them now); ``weights=False`` reads the record without touching the weights."""
     advice = f"delete {final} and it is rebuilt on next use"
     try:
         info = json.loads((final / "info.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise CacheCorrupt(f"cache: {final}/info.json is unreadable ({type(err).__name__}); {advice}") from None
+    if not weights:
+        return info
     found = _weights_checksums(final)
     recorded = info.get("weights_sha256")
     if recorded is None:

@@ -32,7 +32,7 @@ class LoadedModel:
         not hashed), the training seed, the threads, device and torch version they were trained with (None for
         models not trained here), the hash of the corpus they learnt from where the data has one (python-lm), and
         the zoo call that makes them again (``call``: what ``make retrain`` replays; None for models not trained
-        here)."""
+        here), and whether the weights were read or only the run's record (``weights_read``)."""
         info = self.info
         trained = info.get("trained_on") or {}
         return {
@@ -49,6 +49,7 @@ class LoadedModel:
             "cache_key": info.get("key"),
             "corpus_sha256": ((info.get("dataset") or {}).get("corpus") or {}).get("sha256"),
             "call": info.get("call"),
+            "weights_read": self.model is not None,
         }
 
 
@@ -68,8 +69,11 @@ _USED: list[dict] = []
 def used(loaded: LoadedModel) -> LoadedModel:
     """Note ``loaded`` as used by this process (once per set of weights) and return it."""
     record = loaded.provenance
-    if not any(_same_weights(record, seen) for seen in _USED):
+    seen = next((seen for seen in _USED if _same_weights(record, seen)), None)
+    if seen is None:
         _USED.append(record)
+    else:
+        seen["weights_read"] = seen["weights_read"] or record["weights_read"]
     return loaded
 
 

@@ -12,7 +12,7 @@ import torch
 from .._util import read_jsonl
 from ..training.config import TrainConfig
 from ..training.posttrain import CHECKPOINT_EVERY, CHECKPOINT_SECONDS
-from .cache import FORMAT_VERSION, config_hash, from_cache, locked, model_cache_dir, publish, verified_info
+from .cache import FORMAT_VERSION, config_hash, from_cache, is_built, locked, model_cache_dir, publish, verified_info
 from .loaded import LoadedModel, to_device, used
 from .registry import ModelEntry
 
@@ -77,7 +77,7 @@ def load_toy(entry: ModelEntry, *, cache_dir, progress: bool, overrides: dict) -
     tokenizer, splits = entry.build_data(data, cache_dir)
     trained_now = False
     with locked(final):
-        if not (final / "info.json").is_file():
+        if not is_built(final):
             config = TrainConfig.from_dict({"checkpoint_every": CHECKPOINT_EVERY,
                                             "checkpoint_seconds": CHECKPOINT_SECONDS, **pretrain,
                                             "progress": progress, "device": device})

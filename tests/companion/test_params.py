@@ -131,8 +131,8 @@ def test_auto_profile_follows_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_profile("auto") == "tiny"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_profile("auto") == "paper"
-    with pytest.raises(ValueError, match=r"^profile: must be one of auto, smoke, tiny, paper; got 'big'$"):
+    assert resolve_profile("auto") == "gpu"
+    with pytest.raises(ValueError, match=r"^profile: must be one of auto, smoke, tiny, gpu, paper; got 'big'$"):
         resolve_profile("big")
 
 
