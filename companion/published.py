@@ -199,6 +199,8 @@ def publish(profile: str, *, cache_dir=None, root: Path | None = None, models_di
     if not records:
         raise PublishedCorrupt(f"results/{profile}: no complete results name a model trained here; run the "
                                "notebooks first")
+    for stale in sorted(target.rglob("*.tmp"), key=lambda p: -len(p.parts)):  # left by a killed publish
+        shutil.rmtree(stale, ignore_errors=True)
     manifest = Manifest(profile=profile)
     for record in sorted(records, key=lambda r: (r["model"], r["kind"], r["seed"] or 0, r["cache_key"])):
         entry = _entry_path(models, record)
@@ -466,7 +468,8 @@ def _job_command(model: PublishedModel) -> list[str]:
 
 
 def _train_one(call: dict) -> dict:
-    """Run one zoo call (in this process) and return the provenance of what it made."""
+    """Run one zoo call (in this process) and return the provenance of what it made, with its cache folder (which
+    differs from the published one when what the key hashes, e.g. the code model's corpus, differs here)."""
     from spartan_core import zoo
 
     args = dict(call)
@@ -476,7 +479,7 @@ def _train_one(call: dict) -> dict:
     else:
         loaded = zoo.load_sparse(name, args["recipe"], dense_overrides=args["dense_overrides"], progress=False,
                                  device="cpu", weights=False)
-    return loaded.provenance
+    return {**loaded.provenance, "cache_dir": loaded.info["cache_dir"]}
 
 
 def default_jobs(models: Iterable[PublishedModel]) -> int:
@@ -522,8 +525,7 @@ def retrain(profile: str, *, jobs: int | None = None, only: str | None = None, c
         futures = {pool.submit(run, m): m for m in chosen}
         for future in concurrent.futures.as_completed(futures):
             model, made = futures[future], future.result()
-            entry = cache / "models" / model.path
-            info = json.loads((entry / "info.json").read_text())
+            info = json.loads((Path(made["cache_dir"]) / "info.json").read_text())
             numbers = {}
             if made["weights_sha256"] != model.weights_sha256:
                 spread = spreads.get(_seedless(model.call), {})

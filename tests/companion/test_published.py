@@ -145,6 +145,11 @@ def test_retrain_gives_the_published_hash_and_compares_numbers_when_it_does_not(
     out = capsys.readouterr().err
     assert "[2/2]" in out and "1 of 2 models identical" in out
     assert json.loads(report.read_text())["models"][0]["identical"] in (True, False)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "c").rglob("model.safetensors")}
+    again = pub.retrain("tiny", jobs=1, only="05_addition", cache_dir=tmp_path / "c", models_dir=models)
+    assert [r.retrained_sha256 for r in again] == [r.retrained_sha256 for r in sorted(results, key=lambda r: r.path)]
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "c").rglob("model.safetensors")}, \
+        "a second retrain keeps the models the first one finished"
 
 
 def test_every_committed_result_names_a_published_or_quickly_trained_model():
