@@ -214,6 +214,7 @@ def publish(profile: str, *, cache_dir=None, root: Path | None = None, models_di
             tmp.mkdir(parents=True)
             for name, path in wanted.items():
                 shutil.copy2(path, tmp / name)
+            _move_children(published, tmp)
             shutil.rmtree(published, ignore_errors=True)
             tmp.replace(published)
         for name in sorted(wanted):
@@ -226,6 +227,14 @@ def publish(profile: str, *, cache_dir=None, root: Path | None = None, models_di
     _drop_unlisted(target, manifest)
     manifest.write(target)
     return manifest
+
+
+def _move_children(old: Path, new: Path) -> None:
+    """Keep the post-trained copies that live inside a dense entry's folder when that folder is replaced."""
+    if old.is_dir():
+        for child in old.iterdir():
+            if child.is_dir() and not child.name.endswith(_SKIPPED):
+                child.replace(new / child.name)
 
 
 def _drop_unlisted(target: Path, manifest: Manifest) -> None:
@@ -298,11 +307,8 @@ def import_published(profile: str, *, cache_dir=None, models_dir: Path | None = 
         tmp = entry.with_name(entry.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(folder / model.path, tmp, ignore=shutil.ignore_patterns("sparse"))
-        if entry.is_dir():  # keep the post-trained copies that live inside a dense entry's folder
-            for child in entry.iterdir():
-                if child.is_dir():
-                    child.replace(tmp / child.name)
-            shutil.rmtree(entry)
+        _move_children(entry, tmp)
+        shutil.rmtree(entry, ignore_errors=True)
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp.replace(entry)
     return report

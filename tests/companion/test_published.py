@@ -65,6 +65,15 @@ def test_publishing_again_leaves_unchanged_models_untouched(published, trained):
     assert stamps == {p: p.stat().st_mtime_ns for p in (models / "tiny").rglob("*.safetensors")}
 
 
+def test_republishing_a_changed_dense_entry_keeps_the_post_trained_copies_inside_it(published, trained):
+    manifest, models, _ = published
+    base, cache, root, _ = trained
+    dense = next(m for m in manifest.models if m.kind == "dense")
+    (models / "tiny" / dense.path / "evals.jsonl").write_text("{}\n")  # as if the cache entry had changed
+    again = pub.publish("tiny", cache_dir=cache, root=root, models_dir=models)
+    assert again.files == manifest.files and pub.verify("tiny", models).files == manifest.files
+
+
 def test_import_fills_another_cache_that_then_trains_nothing(published, tmp_path, monkeypatch):
     manifest, models, (dense, read, record) = published
     other = tmp_path / "other-cache"
