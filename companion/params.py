@@ -162,8 +162,8 @@ class ParamSpec:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{label}: {wanted}, got {value!r}")
             value = float(value)
-            if math.isnan(value):
-                raise ValueError(f"{label}: {wanted}, got nan")
+            if not math.isfinite(value):
+                raise ValueError(f"{label}: {wanted}, got {value}")
         elif not isinstance(value, str):
             raise ValueError(f"{label}: {wanted}, got {value!r}")
         if self.choices is not None and value not in self.choices:
@@ -178,7 +178,7 @@ class ParamSpec:
 
 def _read_yaml(path: Path, what: str) -> dict:
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing")
+        raise ValueError(f"{what}: {path} is missing")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:

@@ -36,7 +36,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
-from spartan_core._util import atomic_write_bytes, atomic_write_text
+from spartan_core._util import atomic_write_bytes, atomic_write_text, open_lock
 
 __all__ = [
     "REPO_ROOT",
@@ -192,7 +192,7 @@ class ResultsLock:
         if self._fd is not None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fd = open_lock(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

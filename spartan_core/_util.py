@@ -4,6 +4,7 @@ model's device, and the eager-attention switch that ``output_attentions`` needs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -11,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["file_sha256", "atomic_write_bytes", "atomic_write_text", "write_json", "write_jsonl", "read_jsonl", "eval_mode",
+__all__ = ["open_lock", "file_sha256", "atomic_write_bytes", "atomic_write_text", "write_json", "write_jsonl", "read_jsonl", "eval_mode",
            "model_device", "eager_attention"]
 
 _UMASK = os.umask(0o022)
@@ -34,6 +35,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def open_lock(path: Path) -> int:
+    """A lock file's descriptor (read-write, created if missing, closed on exec), opened without following a
+    symbolic link: a link planted at a fixed lock name must not make a run truncate or write its target."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666 & ~_UMASK)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ValueError(f"{path}: is a symbolic link; a lock file must be a plain file (remove the link)") \
+                from None
+        raise
 
 
 def file_sha256(path: Path) -> str:

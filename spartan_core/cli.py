@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from . import zoo  # noqa: E402  (after the offline defaults)
-from ._util import file_sha256, write_json  # noqa: E402
+from ._util import atomic_write_text, file_sha256, write_json  # noqa: E402
 from .data.files import context_length, read_text_file, text_file_blocks  # noqa: E402
 from .mechanism.policies import POLICIES  # noqa: E402
 from .objective.geco import CONTROLLERS  # noqa: E402
@@ -436,10 +436,7 @@ def count_edges_command(args) -> dict:
            "weights": weights, "kept_fraction": counts.kept_fraction, "kept_per_query": counts.kept_per_query,
            "per_layer": counts.per_layer, "per_head": counts.per_head}
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(counts.to_json(indent=1))
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, counts.to_json(indent=1))  # a unique temporary name: no planted link followed
     return out
 
 

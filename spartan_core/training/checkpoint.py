@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
-from .._util import model_device, write_json, write_jsonl
+from .._util import model_device, open_lock, write_json, write_jsonl
 from ..mechanism.token_edges import check_finite, first_non_finite
 from .config import TrainConfig, TrainingDiverged
 
@@ -257,7 +257,7 @@ def manifest_difference(stored: dict, wanted: dict, prefix: str = "") -> str | N
 @contextlib.contextmanager
 def exclusive(out: Path):
     """One training process per run directory; a second one is refused at once."""
-    with open(out / ".lock", "a+") as handle:
+    with os.fdopen(open_lock(out / ".lock"), "r+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

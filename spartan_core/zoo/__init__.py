@@ -90,8 +90,8 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
     key = config_hash({"format": FORMAT_VERSION, "dense": str(dense_dir.name), "recipe": resolved.identity()})
     final = dense_dir / "sparse" / key
     trained_now = False
-    with locked(final):
-        if not is_built(final, weights):
+    with locked(final, lambda: is_built(final, weights)) as build:
+        if build:
             train_data, heldout = entry.sparse_data(dense_loaded, resolved, cache_dir)
             run_dir = final.with_name(final.name + ".run")
             result = post_train(dense_loaded.model, train_data, heldout, resolved,

@@ -9,10 +9,11 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
-from .._util import file_sha256, write_json, write_jsonl
+from .._util import file_sha256, open_lock, write_json, write_jsonl
 from ..data import resolve_cache_dir
 
 __all__ = ["FORMAT_VERSION", "CacheCorrupt", "model_cache_dir", "config_hash", "locked", "quiet_transformers",
@@ -36,15 +37,20 @@ def config_hash(payload: dict) -> str:
 
 
 @contextlib.contextmanager
-def locked(path: Path):
-    """One process at a time builds a cache entry; the others wait, then find it built."""
+def locked(path: Path, built=None):
+    """One process at a time builds a cache entry; the others wait, then find it built. With ``built`` (a check of
+    the finished entry) it yields whether this process must build it, and an entry already built is read without
+    touching the lock file, so a complete cache works read-only."""
+    if built is not None and built():
+        yield False
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    fd = open_lock(path.with_name(path.name + ".lock"))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield None if built is None else not built()
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock
 
 
 @contextlib.contextmanager

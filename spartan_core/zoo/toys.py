@@ -76,8 +76,8 @@ def load_toy(entry: ModelEntry, *, cache_dir, progress: bool, overrides: dict) -
     final = model_cache_dir(cache_dir) / entry.name / key
     tokenizer, splits = entry.build_data(data, cache_dir)
     trained_now = False
-    with locked(final):
-        if not is_built(final):
+    with locked(final, lambda: is_built(final)) as build:
+        if build:
             config = TrainConfig.from_dict({"checkpoint_every": CHECKPOINT_EVERY,
                                             "checkpoint_seconds": CHECKPOINT_SECONDS, **pretrain,
                                             "progress": progress, "device": device})

@@ -64,6 +64,8 @@ def _valid(name="01_gated_attention"):
     ("seq_len", 1000, r"^seq_len: must be int >= 2 <= 64, got 1000$"),
     ("gate_bias", "open", r"^gate_bias: must be float"),
     ("gate_bias", float("nan"), r"^gate_bias: must be float"),
+    ("gate_bias", float("inf"), r"^gate_bias: must be float.*, got inf$"),
+    ("gate_bias", float("-inf"), r"^gate_bias: must be float.*, got -inf$"),
     ("profile", "huge", r"^profile: must be str one of"),
 ])
 def test_bad_values_are_refused_with_one_line_naming_the_parameter(key, value, message):
@@ -215,3 +217,9 @@ def test_paper_profile_with_cuda_needs_no_permission(monkeypatch):
     monkeypatch.delenv("SPARTAN_ALLOW_CPU", raising=False)
     params.check_device("paper")
     assert params.cpu_allowed({"SPARTAN_ALLOW_CPU": "1"}) and not params.cpu_allowed({"SPARTAN_ALLOW_CPU": "0"})
+
+
+def test_a_missing_profile_file_is_one_line(tmp_path):
+    (tmp_path / "schema.yaml").write_text((params.PROFILES_DIR / "schema.yaml").read_text())
+    with pytest.raises(ValueError, match=r"^profile: .*tiny\.yaml is missing$"):
+        load_profile("tiny", tmp_path)

@@ -205,3 +205,13 @@ def test_a_rerun_in_the_same_process_takes_over_from_an_abandoned_run(tmp_path):
     with pytest.raises(RuntimeError, match=r"^results: this run of .*06_example was taken over by a newer run"):
         abandoned.record(loss=8.0)
     assert rerun.finish()["metrics"] == {"loss": 0.5}
+
+
+def test_a_symbolic_link_planted_at_the_results_lock_is_refused(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / ".05_addition.lock").symlink_to(victim)
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        results_mod.ResultsLock("tiny", "05_addition", tmp_path).acquire()
+    assert victim.read_text() == "precious"

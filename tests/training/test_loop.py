@@ -304,3 +304,14 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, mon
     with pytest.raises(OSError, match="^checkpoint: could not write .*disk full\\?.*previous checkpoint .* is intact"):
         _sparse_run(tmp_path, steps=4)
     assert json.load(open(tmp_path / "checkpoint" / "trainer.json"))["step"] == 2
+
+
+def test_a_symbolic_link_planted_at_the_run_lock_is_refused(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").symlink_to(victim)
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        _sparse_run(out)
+    assert victim.read_text() == "precious"

@@ -211,3 +211,34 @@ def test_the_code_model_keys_its_cache_and_provenance_by_the_corpus_and_holds_ou
     with pytest.raises(AssertionError, match="cached"):
         zoo.load("python-lm", cache_dir=cache, progress=False, steps=2, batch_size=4, eval_batch_size=64,
                  n_embd=32, vocab_size=300)
+
+
+def test_a_built_entry_is_read_without_touching_its_lock_file(cache, monkeypatch):
+    """A complete cache works read-only: loading a built entry opens no lock file for writing."""
+    first = zoo.load_sparse("addition-4l", TINY_SPARSE, cache_dir=cache, progress=False, dense_overrides=TINY)
+    locks = sorted(cache.rglob("*.lock"))
+    assert locks
+    for lock in locks:
+        lock.unlink()
+
+    def refuse(path):
+        raise PermissionError(f"read-only: {path}")
+
+    monkeypatch.setattr(zoo.cache, "open_lock", refuse)
+    again = zoo.load_sparse("addition-4l", TINY_SPARSE, cache_dir=cache, progress=False, dense_overrides=TINY)
+    assert again.provenance["weights_sha256"] == first.provenance["weights_sha256"] and not again.info["trained_now"]
+    assert not list(cache.rglob("*.lock"))
+
+
+def test_a_symbolic_link_planted_at_a_lock_name_is_refused_and_its_target_untouched(cache, tmp_path):
+    from spartan_core.zoo.cache import config_hash, locked
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    final = cache / "models" / "x" / config_hash({"a": 1})
+    final.parent.mkdir(parents=True)
+    final.with_name(final.name + ".lock").symlink_to(victim)
+    with pytest.raises(ValueError, match=r"\.lock: is a symbolic link; a lock file must be a plain file"):
+        with locked(final):
+            pass
+    assert victim.read_text() == "precious"
