@@ -107,6 +107,11 @@ class SparseRecipe:
             raise ValueError(f"controller: must be one of {', '.join(CONTROLLERS)}, got {self.controller!r}")
         if self.kp is not None and self.controller != "pi":
             raise ValueError(f"kp: only the pi controller has a proportional gain (controller={self.controller!r})")
+        if not 0.0 <= self.alpha < 1.0:
+            raise ValueError(f"alpha: must be in [0, 1), got {self.alpha!r}")
+        if self.policy != "gate" and (self.controller != "geco" or self.kp is not None):
+            raise ValueError(f"controller: a fixed mask policy ({self.policy}) is fine-tuned on plain CE, so no "
+                             f"controller or kp applies (got controller={self.controller!r}, kp={self.kp!r})")
         self.multiplier(1.0)  # refuses bad controller settings by name before any work
         if self.policy != "gate":
             if self.policy not in POLICIES:

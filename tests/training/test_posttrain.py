@@ -69,7 +69,10 @@ def test_recipes_refuse_bad_controllers_and_policies_by_name():
 
     for bad, name in [(dict(controller="lagrange"), "controller"), (dict(kp=1.0), "kp"),
                       (dict(policy="best"), "policy"), (dict(policy="window"), "keys_per_query"),
-                      (dict(keys_per_query=2), "keys_per_query"), (dict(heldout_max_batches=0), "heldout_max_batches")]:
+                      (dict(keys_per_query=2), "keys_per_query"), (dict(heldout_max_batches=0), "heldout_max_batches"),
+                      (dict(controller="pi", alpha=1.0), "alpha"), (dict(alpha=-0.1), "alpha"),
+                      (dict(policy="topk", keys_per_query=2, controller="pi"), "controller"),
+                      (dict(policy="topk", keys_per_query=2, controller="fixed"), "controller")]:
         with pytest.raises(ValueError, match=f"^{name}"):
             SparseRecipe(**bad)
     assert SparseRecipe(controller="pi", eta=0.5, alpha=0.9).multiplier(1.0).kp == pytest.approx(5.0)
