@@ -260,7 +260,9 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
     sparsify(model, gate_bias=recipe.gate_bias)
     gated_metrics = measure(model)
     if recipe.lora_rank is not None:
-        model = with_lora(model, recipe.lora_rank, recipe.lora_mlp)
+        with torch.random.fork_rng(devices=[]):  # adapters drawn from the recipe's seed, not the caller's RNG
+            torch.manual_seed(recipe.seed)
+            model = with_lora(model, recipe.lora_rank, recipe.lora_mlp)
     if progress and processes().main:
         print(planned_memory(model, train_data, recipe, execution).sentence, file=sys.stderr, flush=True)
     history: list[dict] = []
