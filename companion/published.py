@@ -46,7 +46,7 @@ MODELS_DIR = REPO_ROOT / "models"
 MANIFEST = "manifest.json"
 _SKIPPED = (".lock", ".run", ".tmp")  # a cache entry's neighbours that are work in progress, never published
 # Numbers that measure this run's speed, not its result: the checker does not compare them.
-TIMING = re.compile(r"(time_s|first_use_s|tokens_per_s|_utc)$")
+TIMING = re.compile(r"(time_s|first_use_s|tokens_per_s|_utc|\(s\))$")
 
 
 class PublishedCorrupt(ValueError):

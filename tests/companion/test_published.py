@@ -119,16 +119,16 @@ def test_the_checker_names_a_changed_number_and_ignores_timings(tmp_path):
         "results/tiny/05_addition/metrics.json": json.dumps({
             "provenance": {"wall_time_s": 3.0}, "metrics": {"exact_match": 0.997, "train_wall_time_s": 10.0},
             "claims": {"c": {"summary": "keeps 1.24 % of edges"}}}),
-        "results/tiny/05_addition/per_seed.csv": "seed,kept,wall_time_s\n0,0.0124,5.0\n1,0.0139,6.0\n",
+        "results/tiny/05_addition/per_seed.csv": "seed,kept,wall_time_s,first use (s)\n0,0.0124,5.0,1\n1,0.0139,6.0,2\n",
     }
     folder = tmp_path / "tiny" / "05_addition"
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({
         "provenance": {"wall_time_s": 9.0}, "metrics": {"exact_match": 0.997, "train_wall_time_s": 99.0},
         "claims": {"c": {"summary": "keeps 1.24 % of edges"}}}))
-    (folder / "per_seed.csv").write_text("seed,kept,wall_time_s\n0,0.0124,7.0\n1,0.0139,8.0\n")
+    (folder / "per_seed.csv").write_text("seed,kept,wall_time_s,first use (s)\n0,0.0124,7.0,3\n1,0.0139,8.0,4\n")
     assert pub.compare_results(committed, tmp_path) == []
-    (folder / "per_seed.csv").write_text("seed,kept,wall_time_s\n0,0.0124,7.0\n1,0.0141,8.0\n")
+    (folder / "per_seed.csv").write_text("seed,kept,wall_time_s,first use (s)\n0,0.0124,7.0,3\n1,0.0141,8.0,4\n")
     (folder / "metrics.json").write_text(json.dumps({
         "metrics": {"exact_match": 0.995}, "claims": {"c": {"summary": "keeps 1.25 % of edges"}}}))
     lines = [d.line() for d in pub.compare_results(committed, tmp_path)]
