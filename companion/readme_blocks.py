@@ -80,7 +80,8 @@ def timing_block(profile: str = "tiny") -> str:
             "imported from `models/`; the recorded training time of each model the notebook used, counted once, "
             "which is what a retrain from scratch trains):\n\n" + "\n".join(rows) +
             f"\n\n    total: make reproduce {notebooks / 60:.1f} min of notebooks (plus set-up and the book); "
-            f"make retrain {trained / 60:.1f} min of training one model at a time" +
+            f"make retrain {trained / 60:.1f} min of training, the sum of the models' recorded times (a model "
+            "trained while other jobs shared the cores records more than it takes alone)" +
             ("\n\nMeasured retrains (`results/retrain/`):\n\n" + "\n".join(retrains) if retrains else ""))
 
 
