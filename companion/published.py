@@ -515,8 +515,8 @@ def retrain(profile: str, *, jobs: int | None = None, only: str | None = None, c
     spreads = _spreads(manifest, folder)
     total_estimate = sum(m.train_wall_time_s or 0 for m in chosen)
     started, done_estimate, results = time.perf_counter(), 0.0, []
-    print(f"retrain {profile}: {len(chosen)} models, {jobs} at a time, in {cache}; the published runs took "
-          f"{total_estimate / 60:.1f} min of training one at a time", file=stream, flush=True)
+    print(f"retrain {profile}: {len(chosen)} models, {jobs} at a time, in {cache}; the published runs recorded "
+          f"{total_estimate / 60:.1f} min of training", file=stream, flush=True)
 
     def run(model: PublishedModel) -> dict:
         env = {**os.environ, "SPARTAN_CACHE": str(cache), "OMP_NUM_THREADS": str(model.threads or 1),
