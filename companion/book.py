@@ -25,6 +25,7 @@ import yaml
 
 from spartan_core._util import atomic_write_text
 
+from .params import GPU_PROFILES
 from .results import REPO_ROOT, read_metrics, results_root
 
 __all__ = [
@@ -168,7 +169,7 @@ def _profile_results(root: Path, profile: str) -> list[tuple[str, dict[str, Any]
 def _forced_device(profile: str, data: dict[str, Any]) -> str:
     """`` (ran on cpu, forced)`` for a paper-profile result that did not run on CUDA, so it never passes as a GPU
     result; empty otherwise."""
-    if profile not in ("paper", "gpu"):
+    if profile not in GPU_PROFILES:
         return ""
     kind = data.get("provenance", {}).get("device", {}).get("type")
     return "" if kind == "cuda" else f" (ran on {kind or 'an unknown device'}, forced)"

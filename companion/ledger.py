@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from .book import _cell, _chapter_link, _profile_results, book_profiles
+from .params import GPU_PROFILES
 
 __all__ = ["RULES", "STATUSES", "claim_status", "ledger_markdown"]
 
@@ -155,7 +156,7 @@ def ledger_markdown(claims_path: Path, root: Path, chapters: set[str]) -> str:
             if found:
                 statuses.append(_badge(claim_status(claim["id"], [entry for _, entry in found])))
             else:
-                statuses.append(_badge("pending GPU" if profile in ("paper", "gpu") else "pending"))
+                statuses.append(_badge("pending GPU" if profile in GPU_PROFILES else "pending"))
             notebooks += [notebook for notebook, _ in found if notebook not in notebooks]
             if profile == "tiny" and found:
                 ours = "; ".join(f"{entry['summary']} (chapter {notebook[:2]})" for notebook, entry in found)

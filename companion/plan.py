@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -76,38 +76,39 @@ def _batch(name: str) -> int:
     return zoo.default_sparse_recipe(name).batch_size
 
 
-def _post(notebook: str, name: str, what: str, runs: int, steps: int, batch: int | None = None) -> PlannedRun:
-    return PlannedRun(notebook, name, what, runs, _steps(name, steps), batch or _batch(name))
+def _post(name: str, what: str, runs: int, steps: int, batch: int | None = None) -> PlannedRun:
+    """A post-training line; :func:`plan_notebook` names its notebook."""
+    return PlannedRun("", name, what, runs, _steps(name, steps), batch or _batch(name))
 
 
 def _ch02(p):
     n = len(p["train_seeds"])
-    return [_post("02", p["model"], "GECO post-training", n, p["steps"], p["batch_size"]),
-            _post("02", p["model"], "fixed-penalty post-training", n * len(p["fixed_betas"]), p["steps"],
+    return [_post(p["model"], "GECO post-training", n, p["steps"], p["batch_size"]),
+            _post(p["model"], "fixed-penalty post-training", n * len(p["fixed_betas"]), p["steps"],
                   p["batch_size"])]
 
 
 def _ch03(p):
-    runs = [_post("03", m, "post-training", len(p["train_seeds"]), p["sparse_steps"]) for m in p["post_train"]]
+    runs = [_post(m, "post-training", len(p["train_seeds"]), p["sparse_steps"]) for m in p["post_train"]]
     if p.get("thread_check"):
-        runs.append(_post("03", "addition-4l", "1-thread retrain check", 1, p["sparse_steps"]))
+        runs.append(_post("addition-4l", "1-thread retrain check", 1, p["sparse_steps"]))
     return runs
 
 
 def _ch04(p):
-    return [_post("04", p["model"], "post-training", len(p["train_seeds"]), p["sparse_steps"])]
+    return [_post(p["model"], "post-training", len(p["train_seeds"]), p["sparse_steps"])]
 
 
 def _ch05(p):
-    return [_post("05", "addition-4l", "post-training", len(p["train_seeds"]), p["sparse_steps"])]
+    return [_post("addition-4l", "post-training", len(p["train_seeds"]), p["sparse_steps"])]
 
 
 def _ch06(p):
     runs = []
     if "addition" in p["tasks"]:
-        runs.append(_post("06", "addition-4l", "post-training", len(p["train_seeds"]), p["sparse_steps"]))
+        runs.append(_post("addition-4l", "post-training", len(p["train_seeds"]), p["sparse_steps"]))
     if any(task != "addition" for task in p["tasks"]):
-        runs.append(_post("06", p["lm"], "post-training", len(p["train_seeds"]), p["lm_sparse_steps"]))
+        runs.append(_post(p["lm"], "post-training", len(p["train_seeds"]), p["lm_sparse_steps"]))
     return runs
 
 
@@ -116,17 +117,17 @@ def _ch07(p):
     for model in p["models"]:
         toy = model == "addition-4l"
         budgets = p["addition_budgets"] if toy else p["lm_budgets"]
-        runs.append(_post("07", model, "learned gate", 1, p["learned_steps"]))
-        runs.append(_post("07", model, "fixed-policy fine-tunes", len(p["policies"]) * len(budgets),
+        runs.append(_post(model, "learned gate", 1, p["learned_steps"]))
+        runs.append(_post(model, "fixed-policy fine-tunes", len(p["policies"]) * len(budgets),
                           p["addition_steps"] if toy else p["lm_steps"]))
     settings = len(p["controllers"]) + len(p["fixed_betas"])
-    runs.append(_post("07", p["controller_model"], "controller runs", settings * len(p["controller_seeds"]),
+    runs.append(_post(p["controller_model"], "controller runs", settings * len(p["controller_seeds"]),
                       p["controller_steps"], p["controller_batch_size"]))
     return runs
 
 
 def _ch08(p):
-    return [_post("08", "addition-4l", "post-training", 1, p["sparse_steps"])]
+    return [_post("addition-4l", "post-training", 1, p["sparse_steps"])]
 
 
 PLANNERS: dict[str, Callable[[Mapping[str, Any]], list[PlannedRun]]] = {
@@ -141,7 +142,7 @@ def plan_notebook(notebook: str, parameters: Mapping[str, Any]) -> list[PlannedR
     from spartan_core import zoo
 
     planner = PLANNERS.get(notebook)
-    runs = [] if planner is None else [r for r in planner(parameters) if r.runs > 0]
+    runs = [] if planner is None else [replace(r, notebook=notebook) for r in planner(parameters) if r.runs > 0]
     seeds = len(parameters.get("train_seeds") or [parameters.get("seed", 0)])
     pretraining = []
     for model in dict.fromkeys(r.model for r in runs):
@@ -217,12 +218,12 @@ def plan_profile(profile: str, parameters: Mapping[str, Mapping[str, Any]], *, c
         for run in plan_notebook(notebook, params):
             memory = _memory_gib(run)
             length = zoo.default_sparse_recipe(run.model).block_size
-            per_step = _gpu_step_time(run, measured, length) if cuda else cpu_times.get((run.model, run.gate_key
-                                                                                           is not None and run.gate_key[1]))
+            per_step = (_gpu_step_time(run, measured, length) if cuda
+                        else cpu_times.get((run.model, run.what == "pretraining")))
             earlier = first.get(run.gate_key)
             reused = earlier is not None and earlier.runs >= run.runs
-            out.append(PlannedRun(notebook, run.model, run.what, run.runs, run.steps, run.batch_size,
-                                  per_step, memory, earlier.notebook if reused else None))
+            out.append(replace(run, seconds_per_step=per_step, memory_gib=memory,
+                               reused_from=earlier.notebook if reused else None))
             if run.gate_key is not None and not reused:
                 first[run.gate_key] = out[-1]
     return out

@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from spartan_core._util import atomic_write_text, file_sha256, write_json
+from spartan_core._util import file_sha256, write_json
 
-from .results import REPO_ROOT, read_metrics, results_root
+from .results import REPO_ROOT, _git, _shown, read_metrics, results_root
 
 __all__ = ["MODELS_DIR", "PublishedModel", "Manifest", "PublishedCorrupt", "Difference", "RetrainedModel",
            "used_by_results", "unpublished", "publish", "import_published", "verify", "check_results",
@@ -105,11 +105,6 @@ class Manifest:
 
     def for_notebook(self, notebook: str | None) -> list[PublishedModel]:
         return [m for m in self.models if notebook is None or notebook in m.notebooks]
-
-
-def _shown(path: Path) -> str:
-    path = Path(path)
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def published_dir(profile: str, models_dir: Path | None = None) -> Path:
@@ -206,19 +201,13 @@ def publish(profile: str, *, cache_dir=None, root: Path | None = None, models_di
         entry = _entry_path(models, record)
         relative = entry.relative_to(models).as_posix()
         published = target / relative
-        wanted = {p.name: p for p in _entry_files(entry, record["weights_read"])}
-        if {p.name for p in published.glob("*")} != set(wanted) or any(
-                file_sha256(published / name) != file_sha256(path) for name, path in wanted.items()):
-            tmp = published.with_name(published.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            for name, path in wanted.items():
-                shutil.copy2(path, tmp / name)
-            _move_children(published, tmp)
-            shutil.rmtree(published, ignore_errors=True)
-            tmp.replace(published)
-        for name in sorted(wanted):
-            manifest.files[f"{relative}/{name}"] = file_sha256(published / name)
+        wanted = _entry_files(entry, record["weights_read"])
+        digests = {path.name: file_sha256(path) for path in wanted}
+        present = {p.name for p in published.iterdir() if p.is_file()} if published.is_dir() else set()
+        if present != set(digests) or any(file_sha256(published / name) != digest
+                                          for name, digest in digests.items()):
+            _replace_entry(published, wanted)
+        manifest.files.update({f"{relative}/{name}": digest for name, digest in sorted(digests.items())})
         manifest.models.append(PublishedModel(
             path=relative, model=record["model"], kind=record["kind"], seed=record["seed"],
             threads=record["threads"], cache_key=record["cache_key"], weights_sha256=record["weights_sha256"],
@@ -229,12 +218,20 @@ def publish(profile: str, *, cache_dir=None, root: Path | None = None, models_di
     return manifest
 
 
-def _move_children(old: Path, new: Path) -> None:
-    """Keep the post-trained copies that live inside a dense entry's folder when that folder is replaced."""
-    if old.is_dir():
-        for child in old.iterdir():
+def _replace_entry(target: Path, files: Iterable[Path]) -> None:
+    """Copy ``files`` into a staging folder beside ``target`` and swap it in, so a killed copy never leaves half an
+    entry; the post-trained copies that live inside a dense entry's folder move over unchanged."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for path in files:
+        shutil.copy2(path, tmp / path.name)
+    if target.is_dir():
+        for child in target.iterdir():
             if child.is_dir() and not child.name.endswith(_SKIPPED):
-                child.replace(new / child.name)
+                child.replace(tmp / child.name)
+        shutil.rmtree(target)
+    tmp.replace(target)
 
 
 def _drop_unlisted(target: Path, manifest: Manifest) -> None:
@@ -304,13 +301,7 @@ def import_published(profile: str, *, cache_dir=None, models_dir: Path | None = 
             (report.imported if same else report.replaced).append(model.path)
         else:
             report.imported.append(model.path)
-        tmp = entry.with_name(entry.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(folder / model.path, tmp, ignore=shutil.ignore_patterns("sparse"))
-        _move_children(entry, tmp)
-        shutil.rmtree(entry, ignore_errors=True)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp.replace(entry)
+        _replace_entry(entry, sorted(p for p in (folder / model.path).iterdir() if p.is_file()))
     return report
 
 
@@ -377,12 +368,8 @@ def _compare_csv(file: str, committed: str, now: str) -> list[Difference]:
     return out
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
-
-
 def committed_results(profile: str, ref: str = "HEAD") -> list[str]:
-    return _git("ls-tree", "-r", "--name-only", ref, "--", f"results/{profile}").split()
+    return (_git("ls-tree", "-r", "--name-only", ref, "--", f"results/{profile}") or "").split()
 
 
 def check_results(profile: str, ref: str = "HEAD", root: Path | None = None) -> list[Difference]:

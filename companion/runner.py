@@ -35,8 +35,6 @@ from .params import (
     resolve_profile,
     validate,
 )
-from spartan_core.zoo.hub import HubUnavailableError
-
 from .results import LOCK_HELD_ENV, REPO_ROOT, ResultsBusy, ResultsLock
 from .results import results_root as default_results_root
 
@@ -159,14 +157,19 @@ def _parse_overrides(name: str | None, pairs: Sequence[Sequence[str]]) -> dict[s
 
 def print_plan(profile: str, names: Sequence[str], overrides: Mapping[str, Any]) -> None:
     """Print every planned training run with its time and memory estimates before any kernel starts; a hub model
-    of the plan missing while offline raises HubUnavailableError (one line) here, before any work."""
+    of the plan missing while offline is a ValueError (one line) here, before any work."""
     import torch
+
+    from spartan_core.zoo import HubUnavailableError
 
     from .plan import plan_lines, plan_profile
     from .published import MANIFEST, Manifest, published_dir
 
     parameters = {name: resolve_parameters(name, profile, overrides) for name in names}
-    runs = plan_profile(profile, parameters, cuda=torch.cuda.is_available())
+    try:
+        runs = plan_profile(profile, parameters, cuda=torch.cuda.is_available())
+    except HubUnavailableError as error:
+        raise ValueError(str(error)) from None
     folder = published_dir(profile)
     published = len(Manifest.read(folder).models) if (folder / MANIFEST).is_file() else 0
     print("\n".join(plan_lines(profile, runs, published)), flush=True)
@@ -201,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[{profile}] {name} ...", flush=True)
             run_profile(profile, [name], overrides, timeout_s=args.timeout, allow_cpu=args.allow_cpu)
             print(f"[{profile}] {name} done in {time.perf_counter() - started:.0f} s", flush=True)
-    except (ValueError, NotebookFailed, ResultsBusy, HubUnavailableError) as error:
+    except (ValueError, NotebookFailed, ResultsBusy) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1 if isinstance(error, NotebookFailed) else 2
     return 0
