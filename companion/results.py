@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from spartan_core._util import atomic_write_bytes, atomic_write_text, open_lock
+from spartan_core.claims import Claim
 
 __all__ = [
     "REPO_ROOT",
@@ -290,8 +291,8 @@ class ResultsDir:
     """Results of one notebook run under one profile.
 
     ``record(**metrics)`` merges keys into ``metrics.json``; ``table(name, df)`` writes ``name.csv``;
-    ``figure(fig, name)`` writes ``name.png``; ``claim(claim_id, summary, **values)`` records a measurement the
-    book's table of claims shows; ``finish()`` marks the run complete and puts its folder in place of the
+    ``figure(fig, name)`` writes ``name.png``; ``claim(Claim)`` records a study's answer to a claim, which the
+    book's ledger shows; ``finish()`` marks the run complete and puts its folder in place of the
     previous run's, so a folder never mixes two runs. ``path`` is that final folder; writes go to
     ``staging_path`` until then.
     """
@@ -364,12 +365,12 @@ class ResultsDir:
         """Merge ``metrics`` into metrics.json (numbers, strings, lists, nested dicts)."""
         self._update("metrics", metrics)
 
-    def claim(self, claim_id: str, summary: str, **values: Any) -> None:
-        """Record this run's measurement for a claim of the paper (see ``book/claims.yaml``).
-
-        ``summary`` is the sentence shown in the book's table; build it from measured values, never by hand.
-        """
-        self._update("claims", {claim_id: {"summary": summary, **values}})
+    def claim(self, claim: Claim) -> None:
+        """Record this run's answer to a claim of the paper (an id of ``book/claims.yaml``): the study's sentence,
+        verdict, rule and the values they rest on, as the study built them."""
+        if not isinstance(claim, Claim):
+            raise ValueError(f"claim: expected a spartan_core.claims.Claim, got {type(claim).__name__}")
+        self._update("claims", {claim.id: claim.to_record()})
 
     def _file(self, name: str, suffix: str) -> Path:
         if not name or "/" in name or name.startswith("."):

@@ -393,16 +393,15 @@ def post_train(args) -> dict:
             return {"process": ranks.index, "of": ranks.count, "written_by": "process 0"}
         save_model(result.model, str(args.out / "model.safetensors.tmp"))
         os.replace(args.out / "model.safetensors.tmp", args.out / "model.safetensors")
-        dense, sparse = result.metrics["dense"], result.metrics["sparse"]
         weights_step = result.best_step if result.best_step is not None else recipe.floor_steps + recipe.steps
         summary = {
             "model": args.model, "data": str(args.data) if args.data else "registry", "tau": result.tau,
             "tau_reference": result.tau_reference, "dense_train_ce": result.dense_train_ce,
-            "floor_ce": result.floor_ce, "dense_heldout_ce": dense["heldout_ce"],
-            "sparse_heldout_ce": sparse["heldout_ce"], "kept_fraction": sparse["kept_fraction"],
-            "kept_per_query": sparse["kept_per_query"], "best_step": result.best_step,
+            "floor_ce": result.floor_ce, "dense_heldout_ce": result.dense.ce,
+            "sparse_heldout_ce": result.after.ce, "kept_fraction": result.after.kept_fraction,
+            "kept_per_query": result.after.kept_per_query, "best_step": result.best_step,
             "wall_time_s": result.wall_time_s, "steps": recipe.steps, "gate_bias": recipe.gate_bias,
-            "controller": recipe.controller, "policy": result.metrics.get("policy", recipe.policy),
+            "controller": recipe.controller, "policy": result.policy or recipe.policy,
             "weights": "model.safetensors", "weights_step": weights_step,
             "weights_sha256": file_sha256(args.out / "model.safetensors"), "seed": recipe.seed,
             "trained_on": result.machine,

@@ -60,7 +60,7 @@ def tiny_zoo(monkeypatch, one_torch_thread):
                 "dense_train_ce": result.dense_train_ce, "heldout_split": "validation", "best_step": result.best_step,
                 "train_wall_time_s": result.wall_time_s, "metrics": result.metrics}
         return LoadedModel(name=name, model=result.model, tokenizer=None, data={}, info=info,
-                           history=result.history, evals=result.evals)
+                           history=result.history, evals=result.evals, run=result)
 
     monkeypatch.setattr(zoo, "load_sparse", load_sparse)
     return calls

@@ -31,8 +31,9 @@ class Objective:
         """The step is applied; ``ce`` is its mean CE. Returns fields for the step's log record."""
         return {}
 
-    def selection_score(self, metrics: dict) -> float | None:
-        """Lower is better; None: this evaluation may not become the kept checkpoint."""
+    def selection_score(self, metrics) -> float | None:
+        """Lower is better, from an :class:`~spartan_core.training.evaluate.Evaluation`; None: this evaluation
+        may not become the kept checkpoint."""
         return None
 
     def progress(self, record: dict) -> dict:

@@ -42,11 +42,10 @@ class SparsityUnderCE(Objective):
         return {"expected_fraction": self._fraction_sum / micro_batches, "beta_used": self._beta,
                 **self.geco.log_fields()}
 
-    def selection_score(self, metrics: dict) -> float | None:
-        edges = metrics.get("edges")
-        if edges is None or not metrics["ce"] <= self.geco.tau:
+    def selection_score(self, metrics) -> float | None:
+        if metrics.edges is None or not metrics.ce <= self.geco.tau:
             return None
-        return edges.kept_fraction
+        return metrics.edges.kept_fraction
 
     def progress(self, record: dict) -> dict:
         return {"beta": f"{self.geco.beta:.2e}", "frac": f"{record['expected_fraction']:.4f}"}

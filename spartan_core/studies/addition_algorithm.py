@@ -11,7 +11,8 @@ import torch
 
 from ..data import addition
 from .common import ModelPair, attention_maps, head_name
-from .seeds import Spread, percent, spread, spread_table
+from ..formatting import PERCENT
+from .seeds import Spread, spread, spread_table
 
 __all__ = [
     "POSITION_NAMES", "ANSWER_QUERIES", "OPERAND_KEYS", "CARRY_FLAGS", "CARRY_RELEVANT_KEYS",
@@ -82,12 +83,10 @@ class ToyAccuracy:
 
 
 def toy_accuracy(pair: ModelPair) -> ToyAccuracy:
-    dense, sparse = pair.metrics["dense"], pair.metrics["sparse"]
-    edges = sparse["edges"]
-    return ToyAccuracy(dense["exact_match"], sparse["exact_match"], dense["heldout_ce"], sparse["heldout_ce"],
-                       edges["kept_fraction"], edges["kept_per_query"], edges["per_layer"],
-                       edges["kept_per_query_per_layer"], pair.sparse.info["tau"],
-                       pair.sparse.info["recipe"]["steps"])
+    run, edges = pair.sparse.run, pair.after.edges
+    return ToyAccuracy(pair.before.exact_match, pair.after.exact_match, pair.before.ce, pair.after.ce,
+                       edges.kept_fraction, edges.kept_per_query, edges.per_layer, edges.kept_per_query_per_layer,
+                       run.tau, run.recipe.steps)
 
 
 # ------------------------------------------------------------------------------------------ Figure 1
@@ -595,7 +594,7 @@ class AdditionSeeds:
         layers = len(self.first.accuracy.kept_per_query_per_layer)
         by_layer = "; ".join(f"layer {i}: {sp[f'kept_per_query_layer{i}'].text(_two)}" for i in range(layers))
         return (f"Over {n} training seed{'s' if n > 1 else ''}, the sparse toy keeps "
-                f"{sp['kept_fraction'].text(percent)} of causal attention edges, or {sp['kept_per_query'].text(_two)} "
+                f"{sp['kept_fraction'].text(PERCENT)} of causal attention edges, or {sp['kept_per_query'].text(_two)} "
                 f"keys per query, at exact match {sp['sparse_exact_match'].text(_fraction)} on "
                 f"{self.first.accuracy.sparse_exact_match['n_all']} held-out problems; the dense toy's exact match "
                 f"is {sp['dense_exact_match'].text(_fraction)}. Kept keys per query by layer, {by_layer}.")

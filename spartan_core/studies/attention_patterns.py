@@ -12,7 +12,8 @@ import torch
 from .. import zoo
 from ..data.induction import induction_data, induction_scores, random_token_range
 from .common import ModelPair, Unavailable, attention_maps, head_name, heads_at_or_above, heldout_blocks, token_labels
-from .seeds import Spread, percent, spread
+from ..formatting import PERCENT
+from .seeds import Spread, spread
 
 __all__ = ["TextAttention", "text_attention", "InductionHeads", "induction_heads", "control_heads",
            "InductionComparison", "compare_induction", "probe_maps", "control_sentence", "contrast_sentence",
@@ -237,9 +238,8 @@ class SeedRun:
 def seed_run(pair: ModelPair, seed: int, text_block: int, text_tokens: int, n_sequences: int, half: int,
              threshold: float, probe_seed: int) -> SeedRun:
     """One training seed's measurements; the probe (``probe_seed``) is the same for every training seed."""
-    dense, sparse = pair.metrics["dense"], pair.metrics["sparse"]
-    metrics = {"dense_heldout_ce": float(dense["heldout_ce"]), "sparse_heldout_ce": float(sparse["heldout_ce"]),
-               "kept_fraction": float(sparse["kept_fraction"]), "kept_per_query": float(sparse["kept_per_query"])}
+    metrics = {"dense_heldout_ce": pair.before.ce, "sparse_heldout_ce": pair.after.ce,
+               "kept_fraction": pair.after.kept_fraction, "kept_per_query": pair.after.kept_per_query}
     return SeedRun(seed, metrics, text_attention(pair, text_block, text_tokens),
                    compare_induction(pair, n_sequences, half, threshold, probe_seed))
 
@@ -330,7 +330,7 @@ class AttentionSeeds:
         sp, n = self.spreads(), len(self.runs)
         return (f"Over {n} training seed{'s' if n > 1 else ''} of {self.model}, the held-out CE is "
                 f"{sp['dense_heldout_ce'].text(_three)} dense and {sp['sparse_heldout_ce'].text(_three)} sparse. The "
-                f"sparse copies keep {sp['kept_fraction'].text(percent)} of causal attention edges, or "
+                f"sparse copies keep {sp['kept_fraction'].text(PERCENT)} of causal attention edges, or "
                 f"{sp['kept_per_query'].text(_two)} keys per query.")
 
     @property

@@ -16,7 +16,8 @@ import pandas as pd
 
 from .. import zoo
 from .common import Unavailable, load_pair
-from .seeds import Spread, percent, plain, spread, spread_table, times
+from ..formatting import PERCENT, SIGNIFICANT, TIMES
+from .seeds import Spread, spread, spread_table
 
 __all__ = ["CIRCUIT_TASKS", "CODE_MODEL", "heldout_names", "THRESHOLD", "PaperRange", "PAPER_RATIOS", "paper_table", "task_model", "CircuitSetup",
            "circuit_setup", "CHANCE", "PASS_FACTOR", "task_performance", "performance_sentence", "SizeRatio", "TaskSizes", "measure_sizes", "combine_sizes", "measure_task",
@@ -59,7 +60,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def draws_text(values: Spread, train_seeds: int, prompt_sets: int, fmt: Callable[[float], str] = times) -> str:
+def draws_text(values: Spread, train_seeds: int, prompt_sets: int, fmt: Callable[[float], str] = TIMES) -> str:
     """``"4.0x (2.9x–5.8x over 3 training seeds x 3 prompt sets)"``: the mean and min-max of ``values``, one per
     (training seed, prompt set) draw; fewer values than draws (a threshold never reached) are counted as such."""
     grid = f"{_count(train_seeds, 'training seed')} x {_count(prompt_sets, 'prompt set')}"
@@ -119,7 +120,7 @@ def circuit_setup(task: str, model: str, *, n_prompts: int, seed: int = 0, dense
         def make_task(prompt_seed):
             return make(n_prompts, seed=prompt_seed)
     return CircuitSetup(task, model, {"dense": dense, "sparse": pair.sparse.model.eval()}, make_task,
-                        pair.metrics["sparse"]["kept_fraction"], seed)
+                        pair.after.kept_fraction, seed)
 
 
 def heldout_names(loaded) -> dict[str, list[str]]:
@@ -155,7 +156,7 @@ class SizeRatio:
 
     @property
     def seeds_text(self) -> str:
-        return self.over_seeds.text(times)
+        return self.over_seeds.text(TIMES)
 
     @property
     def variation(self) -> str:
@@ -165,7 +166,7 @@ class SizeRatio:
             return ""
         between = self.over_seeds.high - self.over_seeds.low
         larger = "the training seed moves" if between > self.within else "the prompt set moves"
-        return (f"the per-training-seed means run {times(self.over_seeds.low)}–{times(self.over_seeds.high)} (a "
+        return (f"the per-training-seed means run {TIMES(self.over_seeds.low)}–{TIMES(self.over_seeds.high)} (a "
                 f"width of {between:.1f}) against a mean width of {self.within:.1f} over the prompt sets of one "
                 f"training seed, so {larger} it more")
 
@@ -329,8 +330,8 @@ def performance_sentence(sizes: "TaskSizes") -> str:
     """Whether the dense model does the task well enough to count (accuracy at least PASS_FACTOR x chance)."""
     chance = CHANCE[sizes.task]
     bar = PASS_FACTOR * chance
-    text = "; ".join(f"{label} {values['accuracy'].text(percent)} right, logit difference "
-                     f"{values['metric'].text(plain)}" for label, values in sizes.performance_spreads().items())
+    text = "; ".join(f"{label} {values['accuracy'].text(PERCENT)} right, logit difference "
+                     f"{values['metric'].text(SIGNIFICANT)}" for label, values in sizes.performance_spreads().items())
     verdict = "clears" if sizes.counts else "does not clear"
     counts = "so its circuit sizes below count" if sizes.counts else (
         "so the task does not count: its circuit sizes below describe a model that cannot do it")

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 
 from .. import zoo
+from ..formatting import DECIMAL2, DECIMAL3, PERCENT
+from ..training.evaluate import HeldOut
 from ..zoo.released import RELEASED, RELEASED_DENSE
 from .._util import eager_attention, eval_mode, model_device
 
@@ -18,23 +20,20 @@ __all__ = ["ModelPair", "Unavailable", "load_pair", "attention_maps", "heldout_b
 
 @dataclass(frozen=True)
 class ModelPair:
-    """A dense model of the zoo and its sparse post-trained copy (both ``zoo.LoadedModel``)."""
+    """A dense model of the zoo and its sparse post-trained copy (both ``zoo.LoadedModel``), with the held-out
+    numbers of each on the split the sparse copy was measured on (``before``: dense, ``after``: sparse)."""
 
     name: str
     dense: Any
     sparse: Any
-
-    @property
-    def metrics(self) -> dict:
-        """Held-out metrics of post-training: ``dense``, ``gated_before_training`` and ``sparse``."""
-        return self.sparse.info["metrics"]
+    before: HeldOut
+    after: HeldOut
 
     @property
     def sentence(self) -> str:
-        dense, sparse = self.metrics["dense"], self.metrics["sparse"]
-        return (f"{self.name}: held-out CE {dense['heldout_ce']:.3f} dense, {sparse['heldout_ce']:.3f} sparse; the "
-                f"sparse copy keeps {sparse['kept_fraction']:.2%} of causal attention edges "
-                f"({sparse['kept_per_query']:.2f} keys per query).")
+        return (f"{self.name}: held-out CE {DECIMAL3(self.before.ce)} dense, {DECIMAL3(self.after.ce)} sparse; the "
+                f"sparse copy keeps {PERCENT(self.after.kept_fraction)} of causal attention edges "
+                f"({DECIMAL2(self.after.kept_per_query)} keys per query).")
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ def load_pair(name: str, *, seed: int = 0, threads: int | None = None, dense_ste
         dense = zoo.load(name, progress=False, **dense_overrides)
     except (zoo.HubUnavailableError, FileNotFoundError) as error:
         return Unavailable(name, str(error).splitlines()[0])
-    return ModelPair(name, dense, sparse)
+    return ModelPair(name, dense, sparse, sparse.run.dense, sparse.run.after)
 
 
 RELEASED_HELDOUT_BLOCKS = 64  # held-out blocks (128 tokens or the context) a released pair is measured on
@@ -86,7 +85,7 @@ def _released_pair(name: str, seed: int) -> ModelPair | Unavailable:
     :func:`heldout_blocks`. The authors released one checkpoint, so only training seed 0 exists."""
     from ..data.files import context_length
     from ..mechanism.sparsify import sparsify
-    from ..training.posttrain import heldout_ce
+    from ..training.evaluate import measure_heldout
 
     if seed != 0:
         return Unavailable(name, f"the authors released one checkpoint, so training seed {seed} does not exist "
@@ -99,9 +98,9 @@ def _released_pair(name: str, seed: int) -> ModelPair | Unavailable:
     sparsify(sparse.model, gate_bias=sparse.info["gate_bias"])
     heldout_name, heldout = heldout_blocks(dense, RELEASED_HELDOUT_BLOCKS, min(128, context_length(dense.model)))
     batch = 8
-    sparse.info.update(heldout_split=heldout_name, dense_model=dense.name, metrics={
-        "dense": heldout_ce(dense.model, heldout, batch), "sparse": heldout_ce(sparse.model, heldout, batch)})
-    return ModelPair(name, dense, sparse)
+    sparse.info.update(heldout_split=heldout_name, dense_model=dense.name)
+    return ModelPair(name, dense, sparse, measure_heldout(dense.model, heldout, batch),
+                     measure_heldout(sparse.model, heldout, batch))
 
 
 @torch.no_grad()
@@ -148,8 +147,9 @@ def heads_at_or_above(scores: torch.Tensor, threshold: float) -> list[tuple[int,
 
 
 def head_name(layer: int, head: int) -> str:
-    """How the book writes a head: ``L1H2``; made only where a head is displayed."""
-    return f"L{layer}H{head}"
+    """How the book writes a head, as the circuits' component graph names it: ``a1.h2``; made only where a head
+    is displayed."""
+    return f"a{layer}.h{head}"
 
 
 def token_labels(tokenizer, ids) -> list[str]:

@@ -567,12 +567,12 @@ def _card(name: str, loaded, *, eval_blocks: int, kjv_blocks: int, block_size: i
         card.heldout, card.heldout_ce = f"the whole {entry.heldout_split} split", metrics["heldout_ce"]
     else:
         card.heldout, data = heldout_blocks(loaded, eval_blocks, block_size, cache_dir)
-        card.heldout_ce = evaluate(loaded.model, data, batch_size)["ce"]
+        card.heldout_ce = evaluate(loaded.model, data, batch_size).ce
     if "bigram" in metrics:
         card.bigram_ce = metrics["bigram"]["ce"]
     if kjv_blocks and entry.text:
         kjv = kjv_data(loaded.tokenizer, block_size=block_size, max_blocks=kjv_blocks, cache_dir=cache_dir)
-        card.kjv_ce, card.kjv_blocks = evaluate(loaded.model, kjv, batch_size)["ce"], int(len(kjv["input_ids"]))
+        card.kjv_ce, card.kjv_blocks = evaluate(loaded.model, kjv, batch_size).ce, int(len(kjv["input_ids"]))
     return card
 
 
@@ -603,13 +603,13 @@ def _provenance(loaded, key: str):
 def _gated_row(name: str, loaded, *, eval_blocks: int, block_size: int, gate_bias: float, batch_size: int,
                cache_dir, seed: int | None) -> EdgesAndLoss:
     heldout, data = heldout_blocks(loaded, eval_blocks, _fitting(loaded, block_size), cache_dir)
-    dense_ce = evaluate(loaded.model, data, batch_size)["ce"]
+    dense_ce = evaluate(loaded.model, data, batch_size).ce
     sha, threads = _provenance(loaded, "weights_sha256"), _provenance(loaded, "threads")
     sparsify(loaded.model, gate_bias=gate_bias)
     gated = evaluate(loaded.model, data, batch_size)
     return EdgesAndLoss(model=name, status="measured", post_trained=False, seed=seed, heldout=heldout,
                         context_length=int(data["input_ids"].shape[1]), gate_bias=float(gate_bias),
-                        dense_ce=dense_ce, gated_ce=gated["ce"], gated=KeptEdges.from_counts(gated["edges"].to_dict()),
+                        dense_ce=dense_ce, gated_ce=gated.ce, gated=KeptEdges.from_counts(gated.edges.to_dict()),
                         dense_sha256=sha, threads=threads)
 
 

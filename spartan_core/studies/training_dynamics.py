@@ -19,7 +19,8 @@ import pandas as pd
 
 from .. import zoo
 from .common import pretrain_overrides
-from .seeds import Spread, percent, spread, table_cell
+from ..formatting import PERCENT
+from .seeds import Spread, spread, table_cell
 
 __all__ = ["GecoRun", "PenaltyOutcome", "Tradeoff", "SeedRuns", "SeedTradeoffs", "geco_run",
            "compare_fixed_penalties", "geco_over_seeds", "penalties_over_seeds", "HEADLINE"]
@@ -346,7 +347,7 @@ class SeedRuns:
                 (table_cell(s["dense_heldout_ce"], _g4), table_cell(s["sparse_heldout_ce"], _g4)),
                 "kept edge fraction": ("1", table_cell(s["kept_fraction"], _g4))}
         if "sparse_exact_match" in s:
-            rows["exact match"] = (table_cell(s["dense_exact_match"], percent), table_cell(s["sparse_exact_match"], percent))
+            rows["exact match"] = (table_cell(s["dense_exact_match"], PERCENT), table_cell(s["sparse_exact_match"], PERCENT))
         return pd.DataFrame(list(rows.values()), columns=["dense", "sparse (GECO)"],
                             index=pd.Index(list(rows), name=f"mean (min–max over {self.n} seeds)"))
 
@@ -400,7 +401,7 @@ class SeedRuns:
     def kept_sentence(self) -> str:
         """The edges-kept row of the claims table."""
         s = self.spreads()
-        text = (f"{self.model}: {Spread.summary(s['kept_fraction'], percent)} of attention edges kept "
+        text = (f"{self.model}: {Spread.summary(s['kept_fraction'], PERCENT)} of attention edges kept "
                 f"({Spread.summary(s['kept_per_query'], lambda v: f'{v:.2f}')} keys per query), held-out CE "
                 f"{Spread.summary(s['sparse_heldout_ce'], _fixed4)} vs dense {Spread.summary(s['dense_heldout_ce'], _fixed4)}")
         if "sparse_exact_match" in s:
@@ -505,14 +506,14 @@ class SeedTradeoffs:
                         "a higher held-out CE than GECO's")
         both = ("it does not beat GECO on both counts" if self.n == 1 and not row["beats_geco"] else
                 _clause(row["beats_geco"], self.n, "it beats GECO on both counts"))
-        kept = Spread.summary(s["kept_fraction"], percent)
+        kept = Spread.summary(s["kept_fraction"], PERCENT)
         return f"β = {beta:g} {sparser} ({kept} kept) and {lower} ({ratio} GECO's): {both}"
 
     @property
     def sentence(self) -> str:
         geco = self.spreads()["GECO"]
         verdicts = [self._verdict(row["beta"], row) for _, row in self.wins().iterrows()]
-        return (f"GECO kept {Spread.summary(geco['kept_fraction'], percent)} of the edges at held-out CE "
+        return (f"GECO kept {Spread.summary(geco['kept_fraction'], PERCENT)} of the edges at held-out CE "
                 f"{Spread.summary(geco['heldout_ce'], lambda v: f'{v:.3g}')}. " + "; ".join(verdicts) + ".")
 
 

@@ -217,11 +217,10 @@ def _resume_from(out: Path, model, optimizer, scheduler, objective) -> Resumed |
 
 def _evaluate_into(record: dict, model, eval_data: dict, config: TrainConfig) -> None:
     metrics = evaluate(model, eval_data, config.eval_batch_size, config.eval_max_batches, config.bf16)
-    record.update(eval_ce=metrics["ce"], eval_token_accuracy=metrics["token_accuracy"],
-                  eval_sequence_accuracy=metrics["sequence_accuracy"])
-    if metrics["edges"] is not None:
-        record.update(eval_kept_fraction=metrics["edges"].kept_fraction,
-                      eval_kept_per_query=metrics["edges"].kept_per_query)
+    record.update(eval_ce=metrics.ce, eval_token_accuracy=metrics.token_accuracy,
+                  eval_sequence_accuracy=metrics.sequence_accuracy)
+    if metrics.edges is not None:
+        record.update(eval_kept_fraction=metrics.edges.kept_fraction, eval_kept_per_query=metrics.edges.kept_per_query)
     record["_metrics"] = metrics
 
 

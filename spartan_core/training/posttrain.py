@@ -22,7 +22,7 @@ from .._util import model_device
 from .batches import iter_batches, validate_blocks
 from .config import TrainConfig
 from .distributed import fsdp_requested, processes
-from .evaluate import evaluate
+from .evaluate import HeldOut, evaluate, measure_heldout
 from .loop import train
 from .lora import merge_lora, with_lora
 from .memory import MemoryEstimate, estimate_memory
@@ -180,22 +180,45 @@ class SparseRecipe:
 
 @dataclass
 class PostTrainResult:
-    """What :func:`post_train` measured. ``metrics`` has ``dense``, ``gated_before_training`` and ``sparse``
-    (held-out metrics of the dense model, of the gated model before any training, and of the result);
-    ``history`` every training step (floor phase first, ``phase`` says which), ``evals`` the selection runs."""
+    """One post-training run, as :func:`post_train` returns it and the zoo keeps it beside the loaded model.
+    ``dense``, ``before`` and ``after`` are held-out numbers of the dense model, of the sparsified model before
+    any training (the untrained gate, or the fixed policy as applied) and of the result; ``policy`` the fixed mask
+    policy's settings (None: the learned gate); ``history`` every training step (floor phase first, ``phase``
+    says which), ``evals`` the selection runs. ``model`` is None when the run was read back from its record."""
 
-    model: torch.nn.Module
     recipe: SparseRecipe
     tau: float | None  # None for a fixed policy, which has no constraint
     tau_reference: str
     dense_train_ce: float
     floor_ce: float | None
     best_step: int | None
-    metrics: dict
+    dense: HeldOut
+    before: HeldOut
+    after: HeldOut
+    policy: dict | None = None
     history: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
     wall_time_s: float = 0.0  # training time of its phases, each summed over a resumed run's segments
     machine: dict = field(default_factory=dict)
+    model: torch.nn.Module | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def metrics(self) -> dict:
+        """The run record's ``metrics``: the three held-out records under the names the cache has always used."""
+        before = "gated_before_training" if self.policy is None else "policy_before_training"
+        record = {"dense": self.dense.to_record(), before: self.before.to_record(), "sparse": self.after.to_record()}
+        return record if self.policy is None else {**record, "policy": self.policy}
+
+    @classmethod
+    def from_record(cls, info: dict, history: list[dict], evals: list[dict]) -> "PostTrainResult":
+        """The run a cache entry's record describes (its ``info.json``, history and evals), without weights."""
+        metrics = info["metrics"]
+        before = metrics.get("gated_before_training", metrics.get("policy_before_training"))
+        return cls(recipe=SparseRecipe.from_any(info["recipe"]), tau=info["tau"], tau_reference=info["tau_reference"],
+                   dense_train_ce=info["dense_train_ce"], floor_ce=info["floor_ce"], best_step=info["best_step"],
+                   dense=HeldOut.from_record(metrics["dense"]), before=HeldOut.from_record(before),
+                   after=HeldOut.from_record(metrics["sparse"]), policy=metrics.get("policy"), history=history,
+                   evals=evals, wall_time_s=info["train_wall_time_s"], machine=info.get("trained_on") or {})
 
 
 def spread_rows(data: dict, rows: int) -> dict:
@@ -206,16 +229,6 @@ def spread_rows(data: dict, rows: int) -> dict:
         return data
     index = torch.linspace(0, n - 1, rows).round().long()
     return {k: v[index] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == n else v for k, v in data.items()}
-
-
-def heldout_ce(model, heldout: dict, batch_size: int) -> dict:
-    """Default held-out metrics: CE and, for a sparsified model, its kept edges."""
-    result = evaluate(model, heldout, batch_size)
-    metrics = {"heldout_ce": result["ce"]}
-    if result["edges"] is not None:
-        metrics.update(edges=result["edges"].to_dict(), kept_fraction=result["edges"].kept_fraction,
-                       kept_per_query=result["edges"].kept_per_query)
-    return metrics
 
 
 def planned_memory(model: torch.nn.Module, train_data: dict, recipe: SparseRecipe, execution: dict) -> MemoryEstimate:
@@ -238,9 +251,9 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
     """Sparsify ``model`` in place and post-train it under ``recipe``.
 
     The deterministic-mask CE on ``train_data`` is both tau's ``"dense"`` reference and where the kept checkpoint
-    is chosen (never on ``heldout``, which only the reported metrics see). ``extra_metrics(model, heldout)`` adds
-    task metrics (the addition toy's exact match). ``out_dir`` holds the phases' run directories (``floor``,
-    ``geco``) so a killed run resumes; ``execution`` passes TrainConfig settings that do not change what is
+    is chosen (never on ``heldout``, which only the reported metrics see). ``extra_metrics(model, heldout)``
+    returns the task's fields of :class:`HeldOut` (the addition toy's exact match). ``out_dir`` holds the phases'
+    run directories (``floor``, ``geco``) so a killed run resumes; ``execution`` passes TrainConfig settings that do not change what is
     learnt (grad_accum, bf16, activation_checkpointing, checkpoint_every, checkpoint_seconds).
     """
     recipe = SparseRecipe.from_any(recipe)
@@ -249,10 +262,10 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
     if recipe.heldout_max_batches is not None:
         heldout = spread_rows(heldout, recipe.heldout_max_batches * batch)
 
-    def measure(current) -> dict:
-        return {**heldout_ce(current, heldout, batch), **(extra_metrics(current, heldout) if extra_metrics else {})}
+    def measure(current) -> HeldOut:
+        return measure_heldout(current, heldout, batch, extra_metrics)
 
-    dense_train_ce = evaluate(model, train_data, batch, recipe.eval_max_batches)["ce"]
+    dense_train_ce = evaluate(model, train_data, batch, recipe.eval_max_batches).ce
     dense_metrics = measure(model)
     if recipe.policy != "gate":
         return _fixed_policy(model, train_data, recipe, measure, dense_train_ce, dense_metrics, out, progress, device,
@@ -286,14 +299,13 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
     offset = recipe.floor_steps
     model = merge_lora(model)
     return PostTrainResult(
-        model=model, recipe=recipe, tau=tau,
-        tau_reference="absolute" if recipe.tau is not None else recipe.tau_reference,
+        recipe=recipe, tau=tau, tau_reference="absolute" if recipe.tau is not None else recipe.tau_reference,
         dense_train_ce=dense_train_ce, floor_ce=floor_ce,
         best_step=None if result.best_step is None else result.best_step + offset,
-        metrics={"dense": dense_metrics, "gated_before_training": gated_metrics, "sparse": measure(model)},
+        dense=dense_metrics, before=gated_metrics, after=measure(model),
         history=history + [{**r, "step": r["step"] + offset, "phase": "geco"} for r in result.history],
         evals=[{**r, "step": r["step"] + offset} for r in result.evals],
-        wall_time_s=floor_time + result.wall_time_s, machine=result.machine,
+        wall_time_s=floor_time + result.wall_time_s, machine=result.machine, model=model,
     )
 
 
@@ -312,9 +324,7 @@ def _fixed_policy(model, train_data, recipe, measure, dense_train_ce, dense_metr
         eval_data=train_data, objective=Objective(), out_dir=out / "policy" if out else None,
         desc=f"{policy.name} {desc}", identity=identity, fresh=fresh)
     return PostTrainResult(
-        model=model, recipe=recipe, tau=None, tau_reference="none", dense_train_ce=dense_train_ce,
-        floor_ce=None, best_step=None,
-        metrics={"dense": dense_metrics, "policy_before_training": applied, "sparse": measure(model),
-                 "policy": policy.to_dict()},
+        recipe=recipe, tau=None, tau_reference="none", dense_train_ce=dense_train_ce, floor_ce=None,
+        best_step=None, dense=dense_metrics, before=applied, after=measure(model), policy=policy.to_dict(),
         history=[{**r, "phase": "policy"} for r in result.history], evals=result.evals,
-        wall_time_s=result.wall_time_s, machine=result.machine)
+        wall_time_s=result.wall_time_s, machine=result.machine, model=model)

@@ -19,7 +19,7 @@ from .._util import read_jsonl
 from ..mechanism.policies import MaskPolicy
 from ..mechanism.sparsify import dense as to_dense
 from ..mechanism.sparsify import sparsify
-from ..training.posttrain import SparseRecipe, post_train
+from ..training.posttrain import PostTrainResult, SparseRecipe, post_train
 from .cache import (FORMAT_VERSION, CacheCorrupt, config_hash, from_cache, is_built, locked, model_cache_dir,
                     publish, verified_info)
 from .hub import HubUnavailableError, load_hub
@@ -76,8 +76,8 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
     :class:`SparseRecipe` fields layered over :func:`default_sparse_recipe`, or a full ``SparseRecipe``),
     trained on first use and cached. The returned model is sparsified with the recipe's gate bias (or its fixed mask
     policy, for a baseline recipe); ``history``
-    holds every training step (floor phase first, ``phase`` says which) and ``info["metrics"]`` the held-out
-    metrics (``heldout_ce``, edges, task metrics such as ``exact_match``) of the dense, the gated-untrained and
+    holds every training step (floor phase first, ``phase`` says which) and ``run`` the post-training run: its τ
+    and the held-out numbers (CE, edges, task metrics such as exact match) of the dense, the gated-untrained and
     the sparse model. ``weights=False`` returns the run without its weights (``model`` is None): what a study
     that reads only numbers needs, and all that a run published as a record holds."""
     from transformers import AutoModelForCausalLM
@@ -118,6 +118,7 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
     info.update(cache_dir=str(final), trained_now=trained_now,
                 call={"fn": "load_sparse", "name": name, "recipe": asdict(resolved),
                       "dense_overrides": dict(dense_overrides or {})})
-    return used(LoadedModel(name=name, model=model, tokenizer=dense_loaded.tokenizer,
-                            data=dense_loaded.data, info=info, history=read_jsonl(final / "history.jsonl"),
-                            evals=read_jsonl(final / "evals.jsonl")))
+    history, evals = read_jsonl(final / "history.jsonl"), read_jsonl(final / "evals.jsonl")
+    return used(LoadedModel(name=name, model=model, tokenizer=dense_loaded.tokenizer, data=dense_loaded.data,
+                            info=info, history=history, evals=evals,
+                            run=PostTrainResult.from_record(info, history, evals)))

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from ..training.posttrain import PostTrainResult
+
 __all__ = ["LoadedModel", "to_device", "used", "used_models"]
 
 
@@ -16,7 +18,9 @@ class LoadedModel:
     """A model with what belongs to it. ``data`` maps split names to token-block dicts (addition: ``train``,
     ``test``; Shakespeare: ``train``, ``validation``; hub models and SmolLM2: empty). ``history``/``evals`` are
     the per-step training records and evaluations of the run that made the model (post-training for sparse
-    models, pretraining for toys; empty for downloaded models)."""
+    models, pretraining for toys; empty for downloaded models). ``run`` is the post-training run of a sparse
+    copy (its recipe, τ and held-out numbers before and after; None for every other model); ``info`` says how
+    the weights were made and where they live (what :attr:`provenance` reports)."""
 
     name: str
     model: Any
@@ -25,6 +29,7 @@ class LoadedModel:
     info: dict
     history: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
+    run: PostTrainResult | None = None
 
     @property
     def provenance(self) -> dict:

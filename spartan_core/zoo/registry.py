@@ -84,7 +84,7 @@ def _addition_exact_match(model, heldout: dict) -> dict:
 
 
 def _addition_card(model, splits: dict, batch_size: int) -> dict:
-    return {"heldout_ce": evaluate(model, splits["test"], batch_size)["ce"],
+    return {"heldout_ce": evaluate(model, splits["test"], batch_size).ce,
             "exact_match": addition.exact_match(model, splits["test"])}
 
 
@@ -108,8 +108,8 @@ def _lm_card(train_split: str) -> Callable[[Any, dict, int], dict]:
 
     def card(model, splits: dict, batch_size: int) -> dict:
         train = splits[train_split]
-        return {"heldout_ce": evaluate(model, splits["validation"], batch_size)["ce"],
-                "train_ce_sample": evaluate(model, train, batch_size, max_batches=16)["ce"],
+        return {"heldout_ce": evaluate(model, splits["validation"], batch_size).ce,
+                "train_ce_sample": evaluate(model, train, batch_size, max_batches=16).ce,
                 "bigram": bigram_ce(train, splits["validation"])}
 
     return card

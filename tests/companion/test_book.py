@@ -15,6 +15,7 @@ import nbformat
 import pytest
 
 from companion import book, bookcheck
+from spartan_core.claims import Claim
 from companion.results import REPO_ROOT, ResultsDir, read_metrics
 
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
@@ -65,10 +66,10 @@ def test_publish_chapter_drops_stderr_but_the_executed_notebook_keeps_it(tmp_pat
 
 def test_claims_table_reads_results_and_says_pending_otherwise(tmp_path):
     done = ResultsDir("tiny", "02_fake", {}, root=tmp_path)
-    done.claim("edges_kept", "kept 1.23 % of edges at CE 0.004", kept_fraction=0.0123)
+    done.claim(Claim("edges_kept", "kept 1.23 % of edges at CE 0.004", {"kept_fraction": 0.0123}))
     done.finish()
     unfinished = ResultsDir("tiny", "03_fake", {}, root=tmp_path)
-    unfinished.claim("mechanism", "rows sum to 0.25")  # still in results/tiny/.staging/: not shown
+    unfinished.claim(Claim("mechanism", "rows sum to 0.25"))  # still in results/tiny/.staging/: not shown
     legacy = tmp_path / "tiny" / "04_fake"  # a folder an older writer left mid-run
     legacy.mkdir()
     (legacy / "metrics.json").write_text(json.dumps({"provenance": {"status": "running"},
@@ -94,7 +95,7 @@ def test_a_paper_result_that_did_not_run_on_cuda_is_labelled_with_its_device(tmp
                                       ("tiny", "04_fake", "cpu")]:
         monkeypatch.setattr(results_mod, "_device", lambda device=device: {"type": device, "name": "chip"})
         run = ResultsDir(profile, notebook, {}, root=tmp_path)
-        run.claim("edges_kept" if notebook != "03_fake" else "mechanism", f"measured in {notebook}")
+        run.claim(Claim("edges_kept" if notebook != "03_fake" else "mechanism", f"measured in {notebook}"))
         run.finish()
     table = book.claims_markdown(REPO_ROOT / "book" / "claims.yaml", tmp_path, chapters=set())
     claims = {c["id"]: c["claim"] for c in book.yaml.safe_load((REPO_ROOT / "book" / "claims.yaml").read_text())}

@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from companion import results as results_mod  # noqa: E402
+from spartan_core.claims import Claim
 from companion.results import ResultsDir, read_metrics  # noqa: E402
 from spartan_core._util import atomic_write_text  # noqa: E402
 
@@ -70,7 +71,7 @@ def test_tables_figures_claims_and_stale_files(tmp_path):
     ax.plot([0, 1], [1, 0])
     run.figure(fig, "curve")
     plt.close(fig)
-    run.claim("edges_kept", "kept 1.0 % of edges", kept_fraction=0.01)
+    run.claim(Claim("edges_kept", "kept 1.0 % of edges", {"kept_fraction": 0.01}))
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "old_figure.png"], "untouched until finish"
     run.finish()
     names = sorted(p.name for p in folder.iterdir())
@@ -133,7 +134,7 @@ def _complete_run(root, notebook="06_example", **metrics):
     run = ResultsDir("tiny", notebook, {"seed": 0}, root=root)
     run.record(**metrics)
     run.table("curve", pd.DataFrame({"step": [0, 1], "ce": [2.0, 1.5]}))
-    run.claim("edges_kept", "kept 1 % of edges", kept_fraction=0.01)
+    run.claim(Claim("edges_kept", "kept 1 % of edges", {"kept_fraction": 0.01}))
     run.finish()
     return run
 

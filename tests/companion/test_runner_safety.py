@@ -14,6 +14,7 @@ import nbformat
 import pytest
 
 from companion import runner
+from spartan_core.claims import Claim
 from companion.results import LOCK_HELD_ENV, ResultsBusy, ResultsDir, ResultsLock, read_metrics
 
 # The children need only companion.results (which imports no torch: spartan_core's exports load lazily).
@@ -49,7 +50,7 @@ def _snapshot(folder):
 def _first_run(root, notebook):
     run = ResultsDir("tiny", notebook, {"seed": 0}, root=root)
     run.record(loss=0.5)
-    run.claim("edges_kept", "kept 1 % of edges", kept_fraction=0.01)
+    run.claim(Claim("edges_kept", "kept 1 % of edges", {"kept_fraction": 0.01}))
     run.finish()
     return _snapshot(root / "tiny" / notebook)
 

@@ -31,14 +31,14 @@ def _pair(problems=40, kept_fraction=0.1):
     test = {k: v[:problems] for k, v in addition.addition_data("test").items()}
     exact = {"all": 0.5, "n_all": problems, **{c: 0.5 for c in addition.CARRY_CLASSES},
              **{f"n_{c}": 10 for c in addition.CARRY_CLASSES}}
-    edges = {"kept_fraction": kept_fraction, "kept_per_query": 1.5, "per_layer": [0.1, 0.1],
-             "kept_per_query_per_layer": [1.0, 2.0]}
-    metrics = {"dense": {"heldout_ce": 1.0, "exact_match": exact},
-               "sparse": {"heldout_ce": 1.1, "exact_match": exact, "edges": edges, **edges}}
-    info = {"heldout_split": "test", "tau": 0.2, "recipe": {"steps": 5}, "metrics": metrics}
-    dense = SimpleNamespace(name="addition-4l", model=model, data={"test": test}, info=info)
-    sparse = SimpleNamespace(**{**vars(dense), "model": sparsify(copy.deepcopy(model), gate_bias=0.0).eval()})
-    return ModelPair("addition-4l", dense, sparse)
+    edges = SimpleNamespace(kept_fraction=kept_fraction, kept_per_query=1.5, per_layer=[0.1, 0.1],
+                            kept_per_query_per_layer=[1.0, 2.0])
+    run = SimpleNamespace(tau=0.2, recipe=SimpleNamespace(steps=5))
+    dense = SimpleNamespace(name="addition-4l", model=model, data={"test": test}, info={"heldout_split": "test"})
+    sparse = SimpleNamespace(**{**vars(dense), "model": sparsify(copy.deepcopy(model), gate_bias=0.0).eval(),
+                                "run": run})
+    return ModelPair("addition-4l", dense, sparse, SimpleNamespace(ce=1.0, exact_match=exact),
+                     SimpleNamespace(ce=1.1, exact_match=exact, edges=edges))
 
 
 def test_attention_by_class_matches_manual_means():
@@ -76,14 +76,14 @@ def test_carry_selectivity_finds_the_planted_edge():
 def test_carry_study_names_the_carry_selective_head():
     carry = study.carry_study({"dense": _planted_means(), "sparse": _planted_means()})
     assert (carry.best.layer, carry.best.head, carry.best.query, carry.best.key) == (1, 0, 8, 1)
-    assert carry.best.reads == "L1H0 s2→a0" and carry.selective
-    assert "most carry-selective head is L1H0" in carry.sentence and "L1H0 s2→a0 (units carry)" in carry.sentence
+    assert carry.best.reads == "a1.h0 s2→a0" and carry.selective
+    assert "most carry-selective head is a1.h0" in carry.sentence and "a1.h0 s2→a0 (units carry)" in carry.sentence
     assert list(carry.per_class.index) == list(addition.CARRY_CLASSES)
     assert carry.per_class["sparse_kept"].tolist() == pytest.approx([0.1, 1.0, 0.0, 1.0])
     metrics = json.loads(json.dumps(carry.to_metrics()))
     assert metrics["most_selective_sparse"]["layer"] == 1 and set(metrics["most_selective_sparse_by_carry"]) == {
         "units", "tens"}
-    assert "most carry-selective kept edge L1H0 s2→a0" in carry.claim_part()
+    assert "most carry-selective kept edge a1.h0 s2→a0" in carry.claim_part()
     units = carry.selectivity_map("sparse_kept", "units")
     assert list(units.columns) == ["a1", "a0", "b1", "b0"] and len(units) == len(study.ANSWER_QUERIES)
     assert units.loc["s2 → s1", "a0"] == pytest.approx(0.95) and units.drop(index="s2 → s1").abs().max().max() < 1e-9
@@ -161,7 +161,7 @@ def test_addition_seeds_report_every_seed_and_spreads_over_them():
     assert spreads["kept_per_query_layer1"].values == (2.0, 2.0)
     carry = runs.carry_table()
     assert carry["seed"].tolist() == [0, 1] and carry["selective"].tolist() == [True, False]
-    assert carry["head"].tolist()[0] == "L1H0" and carry["edge"].tolist()[0] == "L1H0 s2→a0"
+    assert carry["head"].tolist()[0] == "a1.h0" and carry["edge"].tolist()[0] == "a1.h0 s2→a0"
     assert runs.selective_seeds == [0]
     matches = runs.exact_match_table()
     assert list(matches.columns[:2]) == ["seed", "carry_class"] and len(matches) == 2 * 5
@@ -174,12 +174,12 @@ def test_addition_seeds_report_every_seed_and_spreads_over_them():
     assert runs.circuit_table() is None and "No circuit" in runs.circuit_sentence
     assert "20.00% (10.00%–30.00% over 2 seeds)" in runs.accuracy_sentence
     sentence = runs.carry_sentence
-    assert "exists in 1 of 2 seeds" in sentence and "seed 0: L1H0 s2→a0, units carry, 100% vs 5%" in sentence
+    assert "exists in 1 of 2 seeds" in sentence and "seed 0: a1.h0 s2→a0, units carry, 100% vs 5%" in sentence
     assert "seed 1: none" in sentence
     claim = study.seeds_claim(runs)
     assert claim.startswith("over 2 seeds: sparse toy keeps 20.0% (10.0%–30.0% over 2 seeds) of attention edges "
                             "(keys per query 1.50, 1.50–1.50 over 2 seeds; layer 0: 1.00, 1.00–1.00 over 2 seeds)")
-    assert "a carry-selective kept edge in 1 of 2 seeds (by seed 0: L1H0 s2→a0)" in claim
+    assert "a carry-selective kept edge in 1 of 2 seeds (by seed 0: a1.h0 s2→a0)" in claim
     assert "selectivity 0.47 (0.00–0.95 over 2 seeds)" in claim
     assert "Kept keys per query by layer, layer 0: 1.00 (1.00–1.00 over 2 seeds); layer 1" in runs.accuracy_sentence
     assert "the 2 problems draw" in runs.graphs_sentence

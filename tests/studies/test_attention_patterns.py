@@ -30,7 +30,8 @@ def _pair():
     info = {"heldout_split": "validation", "metrics": {"dense": {"heldout_ce": 1.5}, "sparse": edges}}
     loaded = SimpleNamespace(name="toy", model=model, tokenizer=_Tokenizer(), data=data, info=info)
     sparse = SimpleNamespace(**{**vars(loaded), "model": sparsify(copy.deepcopy(model), gate_bias=0.0).eval()})
-    return ModelPair("toy", loaded, sparse)
+    return ModelPair("toy", loaded, sparse, SimpleNamespace(ce=1.5),
+                     SimpleNamespace(ce=2.0, kept_fraction=0.25, kept_per_query=3.0))
 
 
 def test_text_attention_counts_kept_keys_of_the_sparse_maps():
@@ -59,7 +60,7 @@ def test_heads_above_the_threshold_are_named_only_in_sentences():
     heads = study.InductionHeads("m", scores, 0.4)
     assert heads.heads == [(1, 0), (0, 1)] and heads.to_metrics()["heads"] == [[1, 0], [0, 1]]
     comparison = study.InductionComparison("m", heads, study.InductionHeads("m", scores * 0.5, 0.4), torch.zeros(1, 4))
-    assert comparison.testable and "(L1H0, L0H1)" in comparison.sentence
+    assert comparison.testable and "(a1.h0, a0.h1)" in comparison.sentence
     assert comparison.shown_heads() == [(1, 0), (0, 1)]
 
 
@@ -144,7 +145,7 @@ def test_seeds_with_and_without_induction_heads_are_told_apart():
     sentence = runs.induction_sentence
     assert "fewer in 1 of the 2 seed(s)" in sentence and "Seed 1 cannot test the claim" in sentence
     assert "the dense m has 1 (0–2 over 3 seeds) heads of 2" in sentence
-    assert "seed 0: L0H0, L0H1 dense, L0H0 sparse" in sentence and "in any of" not in sentence
+    assert "seed 0: a0.h0, a0.h1 dense, a0.h0 sparse" in sentence and "in any of" not in sentence
     assert runs.spreads()["dense_induction_heads"].values == (2.0, 0.0, 1.0)
     claim = study.induction_claim(runs, None)
     assert "dense: 1 (0–2 over 3 seeds) heads (highest 0.433, 0.200–0.600 over 3 seeds)" in claim

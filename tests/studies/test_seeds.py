@@ -3,16 +3,17 @@
 import pandas as pd
 import pytest
 
-from spartan_core.studies.seeds import percent, spread, spread_table, times
+from spartan_core.formatting import PERCENT, TIMES
+from spartan_core.studies.seeds import spread, spread_table
 
 
 def test_a_spread_is_mean_with_min_max_and_names_what_it_is_over():
     values = spread([0.0147, 0.0140, 0.0141])
     assert (values.n, values.low, values.high) == (3, 0.0140, 0.0147)
     assert values.mean == pytest.approx(0.01427, abs=1e-5)
-    assert values.text(percent) == "1.43% (1.40%–1.47% over 3 seeds)"
-    assert spread([4.0, 2.9, 5.8], over="seeds x prompt sets").text(times) == "4.2x (2.9x–5.8x over 3 seeds x prompt sets)"
-    assert spread([0.5]).text(percent) == "50.00% (1 seed)"
+    assert values.text(PERCENT) == "1.43% (1.40%–1.47% over 3 seeds)"
+    assert spread([4.0, 2.9, 5.8], over="seeds x prompt sets").text(TIMES) == "4.2× (2.9×–5.8× over 3 seeds x prompt sets)"
+    assert spread([0.5]).text(PERCENT) == "50.00% (1 seed)"
     assert values.to_dict() == {"mean": values.mean, "min": 0.0140, "max": 0.0147, "n": 3,
                                 "values": [0.0147, 0.0140, 0.0141]}
 
@@ -39,5 +40,5 @@ def test_spread_table_summarises_each_group_over_its_rows():
 
 def test_summary_says_all_seeds_when_they_agree_at_the_shown_precision():
     assert spread([0.0861, 0.0859, 0.0860]).summary(lambda v: f"{v:.2f}") == "0.09 (all 3 seeds)"
-    assert spread([0.2, 0.2]).summary(percent) == "20.00% (both seeds)"
-    assert spread([0.1, 0.3]).summary(percent) == spread([0.1, 0.3]).text(percent)
+    assert spread([0.2, 0.2]).summary(PERCENT) == "20.00% (both seeds)"
+    assert spread([0.1, 0.3]).summary(PERCENT) == spread([0.1, 0.3]).text(PERCENT)

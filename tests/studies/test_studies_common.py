@@ -47,7 +47,7 @@ def test_heads_at_or_above_are_layer_head_pairs_strongest_first():
     scores = torch.tensor([[0.1, 0.5], [0.7, 0.3]])
     assert common.heads_at_or_above(scores, 0.3) == [(1, 0), (0, 1), (1, 1)]
     assert common.heads_at_or_above(scores, 0.9) == []
-    assert common.head_name(1, 0) == "L1H0"
+    assert common.head_name(1, 0) == "a1.h0"
 
 
 def test_token_labels_one_per_token():

@@ -19,7 +19,7 @@ def blocks(n=64, t=12, vocab=50, seed=0):
 def test_dense_training_reduces_loss_and_logs():
     data = blocks()
     model = tiny_gpt2()
-    before = evaluate(model, data)["ce"]
+    before = evaluate(model, data).ce
     result = train(model, data, config=TrainConfig(steps=40, batch_size=16, lr=3e-3, progress=False), eval_data=data)
     assert result.evals[-1]["eval_ce"] < before - 0.3
     assert len(result.history) == 40 and {"step", "ce", "lr", "tokens_per_s"} <= set(result.history[0])

@@ -1,0 +1,59 @@
+"""How the book writes a number: every study, figure and sentence formats through here, so one kind of number
+reads the same on every page. A :class:`Number` is a callable (value -> text), which is what a spread needs to
+write its mean, min and max alike; the module's constants are the only number formats the library uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["Number", "CE", "COUNT", "DECIMAL1", "DECIMAL2", "DECIMAL3", "DECIMAL4", "PERCENT", "PERCENT1",
+           "PERCENT_WHOLE", "SCIENTIFIC", "SIGNED_PERCENT", "SIGNIFICANT", "TIMES", "ratio", "counted", "listing",
+           "seed_list", "occurrences"]
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number format: Python format ``spec`` of the value times ``scale``, then ``suffix``."""
+
+    spec: str
+    suffix: str = ""
+    scale: float = 1.0
+
+    def __call__(self, value: float) -> str:
+        return f"{value * self.scale:{self.spec}}{self.suffix}"
+
+
+DECIMAL1, DECIMAL2, DECIMAL3, DECIMAL4 = Number(".1f"), Number(".2f"), Number(".3f"), Number(".4f")
+SIGNIFICANT = Number(".3g")  # a plain measurement with no natural unit
+COUNT = Number(".3g")  # a mean count (heads, edges) over draws: 2, 2.33
+CE = Number(".4g")  # a cross-entropy in nats
+PERCENT, PERCENT1, PERCENT_WHOLE = Number(".2%"), Number(".1%"), Number(".0%")
+SIGNED_PERCENT = Number("+.1f", " %")  # a change in percent of a reference: "+0.3 %"
+TIMES = Number(".1f", "×")  # a ratio: "2.3×"
+SCIENTIFIC = Number(".1e")
+
+
+def ratio(value: float) -> str:
+    """A ratio to two decimals below 10 and whole above: "1.37×", "38×"."""
+    return f"{value:.2f}×" if value < 10 else f"{value:.0f}×"
+
+
+def counted(n: int, noun: str) -> str:
+    """``"1 head"``, ``"3 heads"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def listing(items: Sequence[str]) -> str:
+    """``"a"``, ``"a and b"``, ``"a, b and c"``."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def seed_list(seeds: Iterable[int]) -> str:
+    return ", ".join(str(s) for s in seeds)
+
+
+def occurrences(count: int) -> str:
+    """``"never"``, ``"once"``, ``"3 times"``."""
+    return {0: "never", 1: "once"}.get(count, f"{count} times")
