@@ -135,6 +135,11 @@ def test_the_checker_names_a_changed_number_and_ignores_timings(tmp_path):
     assert len(lines) == 3
     assert any("per_seed.csv: row 2 column kept: committed '0.0139', now '0.0141'" in line for line in lines)
     assert any("metrics.exact_match" in line for line in lines) and any("claims.c.summary" in line for line in lines)
+    (folder / "metrics.json").write_text(json.dumps({
+        "metrics": {"exact_match": 0.995, "added": 1}, "claims": {"c": {"summary": "reworded", "verdict": "partly"}}}))
+    numbers = [d.line() for d in pub.compare_results(committed, tmp_path, numbers_only=True)]
+    assert len(numbers) == 2 and not any("claims" in line or "added" in line for line in numbers), \
+        "numbers only: a reworded sentence and an added key pass, a changed number does not"
 
 
 def test_retrain_gives_the_published_hash_and_compares_numbers_when_it_does_not(published, tmp_path, capsys):
