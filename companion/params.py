@@ -86,7 +86,8 @@ class ParamSpec:
     """What one parameter accepts: ``type`` int|float|str|bool or list[int|float|str]; optional inclusive
     ``min``/``max``, exclusive ``gt``, allowed ``choices`` (for lists these apply to every item) and
     ``min_items``/``max_items`` and ``distinct`` (no repeated item: a seed listed twice would count twice) for
-    lists."""
+    lists. ``nullable``: ``null`` (None) is accepted too and means the recipe's or the registry's default (or, for
+    an optional model, none), so a default lives in one place and no number stands in for it."""
 
     name: str
     type: str
@@ -98,10 +99,12 @@ class ParamSpec:
     min_items: int | None = None
     max_items: int | None = None
     distinct: bool = False
+    nullable: bool = False
 
     @classmethod
     def from_mapping(cls, name: str, spec: Mapping[str, Any]) -> "ParamSpec":
-        unknown = set(spec) - {"type", "help", "min", "max", "gt", "choices", "min_items", "max_items", "distinct"}
+        unknown = set(spec) - {"type", "help", "min", "max", "gt", "choices", "min_items", "max_items", "distinct",
+                               "nullable"}
         if unknown:
             raise ValueError(f"{name}: unknown schema keys {sorted(unknown)}")
         kind = spec.get("type")
@@ -113,7 +116,7 @@ class ParamSpec:
         return cls(name=name, type=kind, help=spec.get("help", ""), min=spec.get("min"), max=spec.get("max"),
                    gt=spec.get("gt"), choices=tuple(choices) if choices is not None else None,
                    min_items=spec.get("min_items"), max_items=spec.get("max_items"),
-                   distinct=bool(spec.get("distinct", False)))
+                   distinct=bool(spec.get("distinct", False)), nullable=bool(spec.get("nullable", False)))
 
     @property
     def item_type(self) -> str:
@@ -129,10 +132,14 @@ class ParamSpec:
             parts.append(f">= {self.min}")
         if self.max is not None:
             parts.append(f"<= {self.max}")
+        if self.nullable and not item:
+            parts.append("or null")
         return " ".join(parts)
 
     def check(self, value: Any) -> Any:
         """Return the value (ints accepted for floats, as floats) or raise ``ValueError('<name>: ...')``."""
+        if value is None and self.nullable:
+            return None
         if self.type.startswith("list["):
             if isinstance(value, tuple):
                 value = list(value)
@@ -241,12 +248,15 @@ def validate(notebook: str, params: Mapping[str, Any], *,
 def parse_cli_value(notebook: str, name: str, text: str, *,
                     schema: Mapping[str, Mapping[str, ParamSpec]] | None = None) -> Any:
     """Turn the text of ``-p name text`` into the parameter's declared type (``1e-3`` is a float, ``3`` an int,
-    ``[1, 2]`` a list, ``true`` a bool); the value itself is checked later by :func:`validate`."""
+    ``[1, 2]`` a list, ``true`` a bool, ``null`` None where the parameter takes it); the value itself is checked
+    later by :func:`validate`."""
     schema = schema if schema is not None else load_schema()
     spec = schema.get(notebook, {}).get(name)
     if spec is None:
         known = ", ".join(sorted(schema.get(notebook, {})))
         raise ValueError(f"{name}: not a parameter of {notebook} (known: {known})")
+    if spec.nullable and text == "null":
+        return None
     if spec.type == "str":
         return text
     try:

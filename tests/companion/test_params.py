@@ -119,6 +119,23 @@ def test_list_parameters():
         params.ParamSpec.from_mapping("kind", {"type": "complex"})
 
 
+def test_null_means_the_default_and_a_stand_in_number_is_refused():
+    values = _valid("04_attention_patterns")
+    values.update(dense_steps=None, floor_steps=None, control_model=None)
+    checked = validate("04_attention_patterns", values)
+    assert checked["dense_steps"] is None and checked["floor_steps"] is None and checked["control_model"] is None
+    for key, value, message in [("dense_steps", 0, r"^dense_steps: must be int >= 1 or null, got 0$"),
+                                ("floor_steps", -1, r"^floor_steps: must be int >= 0 or null, got -1$"),
+                                ("control_model", "", r"^control_model: must be str one of 'smollm2-135m' or null, "
+                                                       r"got ''$"),
+                                ("seed", None, r"^seed: must be int >= 0, got None$")]:
+        with pytest.raises(ValueError, match=message):
+            validate("04_attention_patterns", {**values, key: value})
+    assert parse_cli_value("04_attention_patterns", "sparse_steps", "null") is None
+    assert parse_cli_value("04_attention_patterns", "control_model", "null") is None
+    assert parse_cli_value("07_baselines", "kp", "null") is None
+
+
 def test_cli_values_are_parsed_by_declared_type():
     assert parse_cli_value("01_gated_attention", "gate_bias", "1e-3") == 1e-3
     assert parse_cli_value("01_gated_attention", "seed", "3") == 3
