@@ -1,6 +1,7 @@
 """Profiles and parameter validation: every profile is complete and valid, bad input is refused in one line."""
 
 import ast
+import json
 import types
 
 import nbformat
@@ -188,6 +189,36 @@ def test_runner_refuses_bad_parameters_before_anything_runs(tmp_path, monkeypatc
         assert err.startswith(message) and err.count("\n") == 1, err
     assert not (tmp_path / "results").exists()
     assert (executed.stat().st_mtime_ns if executed.exists() else None) == before
+
+
+def test_a_runner_run_validates_its_parameters_once(tmp_path, monkeypatch):
+    import papermill
+
+    validated = []
+    real = params.validate
+    monkeypatch.setattr(params, "validate", lambda notebook, values, **kw: validated.append(notebook)
+                        or real(notebook, values, **kw))
+
+    def kernel(source, output, parameters, **kwargs):  # what the notebook's first code cell does in its kernel
+        chosen, _ = params.start("01_gated_attention", dict(parameters))
+        assert chosen == parameters
+        nbformat.write(nbformat.read(source, as_version=4), output)
+
+    monkeypatch.setattr(papermill, "execute_notebook", kernel)
+    monkeypatch.setenv("SPARTAN_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setattr(runner, "BOOK_DIR", tmp_path / "book")
+    assert runner.main(["--profile", "smoke", "--only", "01_gated_attention", "-p", "seed", "3"]) == 0
+    assert validated.count("01_gated_attention") == 1
+
+
+def test_a_kernel_checks_it_got_the_set_its_runner_validated(monkeypatch):
+    handed = validate("01_gated_attention", _valid())
+    monkeypatch.setenv(params.VALIDATED_ENV, json.dumps({"notebook": "01_gated_attention", "parameters": handed}))
+    assert notebook_parameters("01_gated_attention", dict(handed)) == handed
+    with pytest.raises(ValueError, match=r"^seeed: not a parameter of 01_gated_attention"):
+        notebook_parameters("01_gated_attention", {**handed, "seeed": 3})
+    with pytest.raises(ValueError, match=r"^seed: must be int >= 0, got -1$"):
+        notebook_parameters("01_gated_attention", {**handed, "seed": -1})
 
 
 @pytest.mark.parametrize("file, label", [("tiny.yaml", "profile"), ("schema.yaml", "schema")])
