@@ -7,11 +7,10 @@
 Each ``notebooks/NN_name.ipynb`` is executed (kernel ``python3``, working directory the repository root, env
 ``HF_HUB_OFFLINE=1``) into ``book/executed/NN_name.ipynb``; only when it finishes is it published as the book
 chapter ``book/chapters/NN_name.ipynb``, so a killed or failed run never replaces a good chapter (and a ``smoke``
-run, whose numbers are meaningless, never does). Parameters
-are validated once, before any kernel starts (the kernel is handed the validated set): a wrong name or value exits
-with status 2 and one line. So does a
-``paper`` run on a machine without CUDA unless ``--allow-cpu`` (env ``SPARTAN_ALLOW_CPU=1``) forces it, and a
-run whose results folder another live run is writing (the lock is taken before the kernel starts and held until
+run, whose numbers are meaningless, never does). Parameters are validated once, before any kernel starts (the
+kernel is handed the validated set): a wrong name or value exits with status 2 and one line. So does a ``paper``
+run on a machine without CUDA unless ``--allow-cpu`` (env ``SPARTAN_ALLOW_CPU=1``) forces it, and a run whose
+results folder another live run is writing (the lock is taken before the kernel starts and held until
 the chapter is published).
 """
 
