@@ -3,10 +3,11 @@
 ``profiles/<profile>.yaml`` maps notebook name -> parameter values (``smoke``: seconds on a CPU, for tests;
 ``tiny``: real CPU results; ``paper``: GPU, paper scale). ``profiles/schema.yaml`` declares, per notebook, each
 parameter's type and allowed values. A wrong name or value is refused with one line, a ``ValueError`` whose
-message starts with the parameter's name, before anything is written to ``results/``: by the runner before it
-starts a kernel, and again by the notebook's first code cell (for runs that bypass the runner). Both also refuse
-the ``paper`` profile on a machine without CUDA unless env ``SPARTAN_ALLOW_CPU=1`` (the runner's ``--allow-cpu``)
-forces it, so a CPU result is never mistaken for a GPU one.
+message starts with the parameter's name, before anything is written to ``results/``. Each run validates once:
+the runner, before it starts a kernel, hands the validated set to the kernel (env ``SPARTAN_PARAMETERS``), whose
+first code cell only checks that it got exactly that set; a run that bypasses the runner is validated by that
+cell. The runner and the notebook also refuse the ``paper`` profile on a machine without CUDA unless env
+``SPARTAN_ALLOW_CPU=1`` (the runner's ``--allow-cpu``) forces it, so a CPU result is never mistaken for a GPU one.
 
 In a notebook, right after the cell tagged ``parameters``::
 
@@ -16,6 +17,7 @@ In a notebook, right after the cell tagged ``parameters``::
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import textwrap
@@ -32,6 +34,7 @@ __all__ = [
     "PROFILES",
     "PROFILES_DIR",
     "ALLOW_CPU_ENV",
+    "VALIDATED_ENV",
     "ParamSpec",
     "resolve_profile",
     "cpu_allowed",
@@ -50,6 +53,7 @@ PROFILES_DIR = REPO_ROOT / "profiles"
 _SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
 _NOT_PARAMETERS = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 ALLOW_CPU_ENV = "SPARTAN_ALLOW_CPU"
+VALIDATED_ENV = "SPARTAN_PARAMETERS"  # JSON {"notebook", "parameters"} the runner validated for its kernel
 
 
 def resolve_profile(profile: str) -> str:
@@ -86,7 +90,8 @@ class ParamSpec:
     """What one parameter accepts: ``type`` int|float|str|bool or list[int|float|str]; optional inclusive
     ``min``/``max``, exclusive ``gt``, allowed ``choices`` (for lists these apply to every item) and
     ``min_items``/``max_items`` and ``distinct`` (no repeated item: a seed listed twice would count twice) for
-    lists."""
+    lists. ``nullable``: ``null`` (None) is accepted too and means the recipe's or the registry's default (or, for
+    an optional model, none), so a default lives in one place and no number stands in for it."""
 
     name: str
     type: str
@@ -98,10 +103,12 @@ class ParamSpec:
     min_items: int | None = None
     max_items: int | None = None
     distinct: bool = False
+    nullable: bool = False
 
     @classmethod
     def from_mapping(cls, name: str, spec: Mapping[str, Any]) -> "ParamSpec":
-        unknown = set(spec) - {"type", "help", "min", "max", "gt", "choices", "min_items", "max_items", "distinct"}
+        unknown = set(spec) - {"type", "help", "min", "max", "gt", "choices", "min_items", "max_items", "distinct",
+                               "nullable"}
         if unknown:
             raise ValueError(f"{name}: unknown schema keys {sorted(unknown)}")
         kind = spec.get("type")
@@ -113,7 +120,7 @@ class ParamSpec:
         return cls(name=name, type=kind, help=spec.get("help", ""), min=spec.get("min"), max=spec.get("max"),
                    gt=spec.get("gt"), choices=tuple(choices) if choices is not None else None,
                    min_items=spec.get("min_items"), max_items=spec.get("max_items"),
-                   distinct=bool(spec.get("distinct", False)))
+                   distinct=bool(spec.get("distinct", False)), nullable=bool(spec.get("nullable", False)))
 
     @property
     def item_type(self) -> str:
@@ -129,10 +136,14 @@ class ParamSpec:
             parts.append(f">= {self.min}")
         if self.max is not None:
             parts.append(f"<= {self.max}")
+        if self.nullable and not item:
+            parts.append("or null")
         return " ".join(parts)
 
     def check(self, value: Any) -> Any:
         """Return the value (ints accepted for floats, as floats) or raise ``ValueError('<name>: ...')``."""
+        if value is None and self.nullable:
+            return None
         if self.type.startswith("list["):
             if isinstance(value, tuple):
                 value = list(value)
@@ -209,16 +220,25 @@ def load_schema(profiles_dir: Path | None = None) -> dict[str, dict[str, ParamSp
     return schema
 
 
-def load_profile(profile: str, profiles_dir: Path | None = None) -> dict[str, dict[str, Any]]:
-    """{notebook: parameters} of a profile (``auto`` resolved), each entry validated against the schema."""
+def load_profile(profile: str, profiles_dir: Path | None = None,
+                 overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """{notebook: parameters} of a profile (``auto`` resolved) with ``overrides`` ({notebook: {name: value}}) on
+    top, each entry validated once against the schema; every notebook ``overrides`` names must have an entry."""
     profile = resolve_profile(profile)
     raw = _read_yaml(Path(profiles_dir or PROFILES_DIR) / f"{profile}.yaml", "profile")
     schema = load_schema(profiles_dir)
+    overrides = overrides or {}
+    for notebook in overrides:
+        if notebook not in schema:
+            raise ValueError(f"notebook: {notebook!r} is not declared in profiles/schema.yaml")
+        if notebook not in raw:
+            raise ValueError(f"notebook: profile {profile} has no entry for {notebook}")
     out = {}
     for notebook, params in raw.items():
         if notebook not in schema:
             raise ValueError(f"{notebook}: profile {profile} names a notebook that profiles/schema.yaml lacks")
-        out[notebook] = validate(notebook, {**(params or {}), "profile": profile}, schema=schema)
+        out[notebook] = validate(notebook, {**(params or {}), **overrides.get(notebook, {}), "profile": profile},
+                                 schema=schema)
     return out
 
 
@@ -241,12 +261,15 @@ def validate(notebook: str, params: Mapping[str, Any], *,
 def parse_cli_value(notebook: str, name: str, text: str, *,
                     schema: Mapping[str, Mapping[str, ParamSpec]] | None = None) -> Any:
     """Turn the text of ``-p name text`` into the parameter's declared type (``1e-3`` is a float, ``3`` an int,
-    ``[1, 2]`` a list, ``true`` a bool); the value itself is checked later by :func:`validate`."""
+    ``[1, 2]`` a list, ``true`` a bool, ``null`` None where the parameter takes it); the value itself is checked
+    later by :func:`validate`."""
     schema = schema if schema is not None else load_schema()
     spec = schema.get(notebook, {}).get(name)
     if spec is None:
         known = ", ".join(sorted(schema.get(notebook, {})))
         raise ValueError(f"{name}: not a parameter of {notebook} (known: {known})")
+    if spec.nullable and text == "null":
+        return None
     if spec.type == "str":
         return text
     try:
@@ -276,14 +299,22 @@ def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str
 
     Call it in the first code cell after the parameters cell: at that point the user names in the namespace
     are exactly the parameters cell's defaults plus whatever papermill injected, so a misspelt injected name
-    shows up as an unknown parameter instead of being silently ignored.
+    shows up as an unknown parameter instead of being silently ignored. When they are exactly the set the runner
+    validated for this kernel they are not validated again.
     """
     params = {
         name: value for name, value in namespace.items()
         if not name.startswith("_") and name not in _NOT_PARAMETERS
         and not isinstance(value, types.ModuleType) and not callable(value)
     }
-    return validate(notebook, params)
+    handed = _validated_by_runner(notebook)
+    return handed if params == handed else validate(notebook, params)
+
+
+def _validated_by_runner(notebook: str) -> dict[str, Any] | None:
+    """The parameters the runner validated for this notebook's kernel (env ``SPARTAN_PARAMETERS``), if any."""
+    handed = json.loads(os.environ.get(VALIDATED_ENV) or "null")
+    return handed["parameters"] if handed and handed["notebook"] == notebook else None
 
 
 def start(notebook: str, namespace: Mapping[str, Any]) -> tuple[dict[str, Any], ResultsDir]:

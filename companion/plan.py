@@ -60,11 +60,11 @@ class PlannedRun:
                 f"time {time:>14}  memory/process {memory}")
 
 
-def _steps(name: str, steps: int) -> int:
-    """A notebook's ``*_steps: 0`` means the model's default recipe (floor phase included)."""
+def _steps(name: str, steps: int | None) -> int:
+    """A notebook's ``*_steps: null`` means the model's default recipe (floor phase included)."""
     from spartan_core import zoo
 
-    if steps:
+    if steps is not None:
         return steps
     recipe = zoo.default_sparse_recipe(name)
     return recipe.steps + max(recipe.floor_steps, 0)
@@ -76,7 +76,7 @@ def _batch(name: str) -> int:
     return zoo.default_sparse_recipe(name).batch_size
 
 
-def _post(name: str, what: str, runs: int, steps: int, batch: int | None = None) -> PlannedRun:
+def _post(name: str, what: str, runs: int, steps: int | None, batch: int | None = None) -> PlannedRun:
     """A post-training line; :func:`plan_notebook` names its notebook."""
     return PlannedRun("", name, what, runs, _steps(name, steps), batch or _batch(name))
 

@@ -7,10 +7,10 @@
 Each ``notebooks/NN_name.ipynb`` is executed (kernel ``python3``, working directory the repository root, env
 ``HF_HUB_OFFLINE=1``) into ``book/executed/NN_name.ipynb``; only when it finishes is it published as the book
 chapter ``book/chapters/NN_name.ipynb``, so a killed or failed run never replaces a good chapter (and a ``smoke``
-run, whose numbers are meaningless, never does). Parameters
-are validated before any kernel starts: a wrong name or value exits with status 2 and one line. So does a
-``paper`` run on a machine without CUDA unless ``--allow-cpu`` (env ``SPARTAN_ALLOW_CPU=1``) forces it, and a
-run whose results folder another live run is writing (the lock is taken before the kernel starts and held until
+run, whose numbers are meaningless, never does). Parameters are validated once, before any kernel starts (the
+kernel is handed the validated set): a wrong name or value exits with status 2 and one line. So does a ``paper``
+run on a machine without CUDA unless ``--allow-cpu`` (env ``SPARTAN_ALLOW_CPU=1``) forces it, and a run whose
+results folder another live run is writing (the lock is taken before the kernel starts and held until
 the chapter is published).
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import time
@@ -27,13 +28,13 @@ from typing import Any, Iterator, Mapping, Sequence
 from .book import BOOK_DIR, publish_chapter
 from .params import (
     ALLOW_CPU_ENV,
+    VALIDATED_ENV,
     check_device,
     cpu_allowed,
     load_profile,
     load_schema,
     parse_cli_value,
     resolve_profile,
-    validate,
 )
 from .results import LOCK_HELD_ENV, REPO_ROOT, ResultsBusy, ResultsLock
 from .results import results_root as default_results_root
@@ -79,14 +80,15 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
 def resolve_parameters(name: str, profile: str, overrides: Mapping[str, Any] | None = None,
                        profiles_dir: Path | None = None) -> dict[str, Any]:
     """The profile's parameters for ``name`` with ``overrides`` on top, validated (``ValueError`` on a bad one)."""
-    profile = resolve_profile(profile)
-    schema = load_schema(profiles_dir)
-    if name not in schema:
-        raise ValueError(f"notebook: {name!r} is not declared in profiles/schema.yaml")
-    entries = load_profile(profile, profiles_dir)
-    if name not in entries:
-        raise ValueError(f"notebook: profile {profile} has no entry for {name}")
-    return validate(name, {**entries[name], **dict(overrides or {}), "profile": profile}, schema=schema)
+    return _resolve(profile, [name], overrides, profiles_dir)[name]
+
+
+def _resolve(profile: str, names: Sequence[str], overrides: Mapping[str, Any] | None = None,
+             profiles_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Each of ``names``' parameters, ``overrides`` on top of each: the one validation of a run, before anything
+    runs; the kernel gets the result and does not validate it again."""
+    entries = load_profile(profile, profiles_dir, {name: dict(overrides or {}) for name in names})
+    return {name: entries[name] for name in names}
 
 
 def run_notebook(name: str, profile: str, overrides: Mapping[str, Any] | None = None, *,
@@ -102,7 +104,16 @@ def run_notebook(name: str, profile: str, overrides: Mapping[str, Any] | None = 
     ``allow_cpu`` runs the ``paper`` profile without CUDA (the book labels such a result with its device).
     Raises :class:`ResultsBusy` before any kernel starts when another run is writing the same results folder.
     """
-    params = resolve_parameters(name, profile, overrides, profiles_dir)
+    return _execute(name, resolve_parameters(name, profile, overrides, profiles_dir), notebooks_dir=notebooks_dir,
+                    executed_dir=executed_dir, chapters_dir=chapters_dir, results_root=results_root, env=env,
+                    timeout_s=timeout_s, publish=publish, allow_cpu=allow_cpu)
+
+
+def _execute(name: str, params: Mapping[str, Any], *, notebooks_dir: Path | None = None,
+             executed_dir: Path | None = None, chapters_dir: Path | None = None, results_root: Path | None = None,
+             env: Mapping[str, str] | None = None, timeout_s: int | None = None, publish: bool | None = None,
+             allow_cpu: bool = False) -> Path:
+    """:func:`run_notebook` with ``params`` already validated."""
     run_env = {**OFFLINE_ENV, **dict(env or {})}
     allow_cpu = allow_cpu or cpu_allowed({**os.environ, **run_env})
     check_device(params["profile"], allow_cpu)
@@ -114,6 +125,7 @@ def run_notebook(name: str, profile: str, overrides: Mapping[str, Any] | None = 
     if allow_cpu:
         run_env[ALLOW_CPU_ENV] = "1"
     run_env[LOCK_HELD_ENV] = f"{params['profile']}/{name}"
+    run_env[VALIDATED_ENV] = json.dumps({"notebook": name, "parameters": params})
     with ResultsLock(params["profile"], name, root):
         import papermill
         from papermill.exceptions import PapermillExecutionError
@@ -139,11 +151,10 @@ def run_profile(profile: str, names: Sequence[str] | None = None,
                 overrides: Mapping[str, Any] | None = None, **kwargs) -> list[Path]:
     """Run ``names`` (default: every notebook) in order under ``profile``; stops at the first failure."""
     names = list(names or notebook_names(kwargs.get("notebooks_dir")))
-    for name in names:
-        resolve_parameters(name, profile, overrides, kwargs.get("profiles_dir"))
+    parameters = _resolve(profile, names, overrides, kwargs.pop("profiles_dir", None))
     allow_cpu = kwargs.get("allow_cpu", False) or cpu_allowed({**os.environ, **dict(kwargs.get("env") or {})})
     check_device(resolve_profile(profile), allow_cpu)
-    return [run_notebook(name, profile, overrides, **kwargs) for name in names]
+    return [_execute(name, parameters[name], **kwargs) for name in names]
 
 
 def _parse_overrides(name: str | None, pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
@@ -155,9 +166,10 @@ def _parse_overrides(name: str | None, pairs: Sequence[Sequence[str]]) -> dict[s
     return {key: parse_cli_value(name, key, text, schema=schema) for key, text in pairs}
 
 
-def print_plan(profile: str, names: Sequence[str], overrides: Mapping[str, Any]) -> None:
-    """Print every planned training run with its time and memory estimates before any kernel starts; a hub model
-    of the plan missing while offline is a ValueError (one line) here, before any work."""
+def print_plan(profile: str, parameters: Mapping[str, Mapping[str, Any]]) -> None:
+    """Print every planned training run of ``parameters`` ({notebook: validated parameters}) with its time and
+    memory estimates before any kernel starts; a hub model of the plan missing while offline is a ValueError (one
+    line) here, before any work."""
     import torch
 
     from spartan_core.zoo import HubUnavailableError
@@ -165,7 +177,6 @@ def print_plan(profile: str, names: Sequence[str], overrides: Mapping[str, Any])
     from .plan import plan_lines, plan_profile
     from .published import MANIFEST, Manifest, published_dir
 
-    parameters = {name: resolve_parameters(name, profile, overrides) for name in names}
     try:
         runs = plan_profile(profile, parameters, cuda=torch.cuda.is_available())
     except HubUnavailableError as error:
@@ -195,14 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if name not in known:
                 raise ValueError(f"--only: no notebook {name!r} (have: {', '.join(sorted(known))})")
         overrides = _parse_overrides(args.only[0] if args.only and len(args.only) == 1 else None, args.parameter)
-        for name in names:
-            resolve_parameters(name, profile, overrides)
+        parameters = _resolve(profile, names, overrides)
         check_device(profile, args.allow_cpu or cpu_allowed())
-        print_plan(profile, names, overrides)
+        print_plan(profile, parameters)
         for name in names:
             started = time.perf_counter()
             print(f"[{profile}] {name} ...", flush=True)
-            run_profile(profile, [name], overrides, timeout_s=args.timeout, allow_cpu=args.allow_cpu)
+            _execute(name, parameters[name], timeout_s=args.timeout, allow_cpu=args.allow_cpu)
             print(f"[{profile}] {name} done in {time.perf_counter() - started:.0f} s", flush=True)
     except (ValueError, NotebookFailed, ResultsBusy) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -48,25 +48,30 @@ class Unavailable:
         return f"{self.model} is pending, not measured here: {self.reason}."
 
 
-def pretrain_overrides(name: str, dense_steps: int = 0, seed: int = 0, threads: int | None = None) -> dict:
-    """Pretraining settings of a toy trained here: ``seed`` (its training seed), ``threads`` (None: the toy's
-    default) and steps (0: the registry's default). Models not trained here take none of them."""
+def pretrain_overrides(name: str, dense_steps: int | None = None, seed: int = 0, threads: int | None = None) -> dict:
+    """Pretraining settings of a toy trained here: ``seed`` (its training seed), ``threads`` and ``dense_steps``
+    (None: the registry's default). Models not trained here take none of them."""
+    if dense_steps is not None and dense_steps < 1:
+        raise ValueError(f"dense_steps: must be >= 1 or None (the registry's default), got {dense_steps!r}")
     if zoo.entry_for(name).source != "toy":
         return {}
-    return {"seed": seed, **({"steps": dense_steps} if dense_steps else {}),
+    return {"seed": seed, **({"steps": dense_steps} if dense_steps is not None else {}),
             **({"threads": threads} if threads is not None else {})}
 
 
-def load_pair(name: str, *, seed: int = 0, threads: int | None = None, dense_steps: int = 0, sparse_steps: int = 0,
-              floor_steps: int = -1, recipe: dict | None = None) -> ModelPair | Unavailable:
+def load_pair(name: str, *, seed: int = 0, threads: int | None = None, dense_steps: int | None = None,
+              sparse_steps: int | None = None, floor_steps: int | None = None,
+              recipe: dict | None = None) -> ModelPair | Unavailable:
     """Dense and sparse copies of ``name`` for training seed ``seed`` (a toy's pretraining and the
-    post-training both use it); 0 steps (and floor steps -1) keep the registry's recipe, ``recipe`` sets other
+    post-training both use it); steps and floor steps None keep the registry's recipe, ``recipe`` sets other
     post-training fields. ``threads`` retrains both at another CPU thread count (None: the recipe's)."""
+    if sparse_steps is not None and sparse_steps < 1:
+        raise ValueError(f"sparse_steps: must be >= 1 or None (the recipe's default), got {sparse_steps!r}")
     if name in RELEASED:
         return _released_pair(name, seed)
     dense_overrides = pretrain_overrides(name, dense_steps, seed, threads)
-    recipe = {**(recipe or {}), "seed": seed, **({"steps": sparse_steps} if sparse_steps else {}),
-              **({"floor_steps": floor_steps} if floor_steps >= 0 else {}),
+    recipe = {**(recipe or {}), "seed": seed, **({"steps": sparse_steps} if sparse_steps is not None else {}),
+              **({"floor_steps": floor_steps} if floor_steps is not None else {}),
               **({"threads": threads} if threads is not None else {})}
     try:
         sparse = zoo.load_sparse(name, recipe, dense_overrides=dense_overrides, progress=False)

@@ -1,6 +1,7 @@
 """Profiles and parameter validation: every profile is complete and valid, bad input is refused in one line."""
 
 import ast
+import json
 import types
 
 import nbformat
@@ -119,6 +120,23 @@ def test_list_parameters():
         params.ParamSpec.from_mapping("kind", {"type": "complex"})
 
 
+def test_null_means_the_default_and_a_stand_in_number_is_refused():
+    values = _valid("04_attention_patterns")
+    values.update(dense_steps=None, floor_steps=None, control_model=None)
+    checked = validate("04_attention_patterns", values)
+    assert checked["dense_steps"] is None and checked["floor_steps"] is None and checked["control_model"] is None
+    for key, value, message in [("dense_steps", 0, r"^dense_steps: must be int >= 1 or null, got 0$"),
+                                ("floor_steps", -1, r"^floor_steps: must be int >= 0 or null, got -1$"),
+                                ("control_model", "", r"^control_model: must be str one of 'smollm2-135m' or null, "
+                                                       r"got ''$"),
+                                ("seed", None, r"^seed: must be int >= 0, got None$")]:
+        with pytest.raises(ValueError, match=message):
+            validate("04_attention_patterns", {**values, key: value})
+    assert parse_cli_value("04_attention_patterns", "sparse_steps", "null") is None
+    assert parse_cli_value("04_attention_patterns", "control_model", "null") is None
+    assert parse_cli_value("07_baselines", "kp", "null") is None
+
+
 def test_cli_values_are_parsed_by_declared_type():
     assert parse_cli_value("01_gated_attention", "gate_bias", "1e-3") == 1e-3
     assert parse_cli_value("01_gated_attention", "seed", "3") == 3
@@ -171,6 +189,36 @@ def test_runner_refuses_bad_parameters_before_anything_runs(tmp_path, monkeypatc
         assert err.startswith(message) and err.count("\n") == 1, err
     assert not (tmp_path / "results").exists()
     assert (executed.stat().st_mtime_ns if executed.exists() else None) == before
+
+
+def test_a_runner_run_validates_its_parameters_once(tmp_path, monkeypatch):
+    import papermill
+
+    validated = []
+    real = params.validate
+    monkeypatch.setattr(params, "validate", lambda notebook, values, **kw: validated.append(notebook)
+                        or real(notebook, values, **kw))
+
+    def kernel(source, output, parameters, **kwargs):  # what the notebook's first code cell does in its kernel
+        chosen, _ = params.start("01_gated_attention", dict(parameters))
+        assert chosen == parameters
+        nbformat.write(nbformat.read(source, as_version=4), output)
+
+    monkeypatch.setattr(papermill, "execute_notebook", kernel)
+    monkeypatch.setenv("SPARTAN_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setattr(runner, "BOOK_DIR", tmp_path / "book")
+    assert runner.main(["--profile", "smoke", "--only", "01_gated_attention", "-p", "seed", "3"]) == 0
+    assert validated.count("01_gated_attention") == 1
+
+
+def test_a_kernel_checks_it_got_the_set_its_runner_validated(monkeypatch):
+    handed = validate("01_gated_attention", _valid())
+    monkeypatch.setenv(params.VALIDATED_ENV, json.dumps({"notebook": "01_gated_attention", "parameters": handed}))
+    assert notebook_parameters("01_gated_attention", dict(handed)) == handed
+    with pytest.raises(ValueError, match=r"^seeed: not a parameter of 01_gated_attention"):
+        notebook_parameters("01_gated_attention", {**handed, "seeed": 3})
+    with pytest.raises(ValueError, match=r"^seed: must be int >= 0, got -1$"):
+        notebook_parameters("01_gated_attention", {**handed, "seed": -1})
 
 
 @pytest.mark.parametrize("file, label", [("tiny.yaml", "profile"), ("schema.yaml", "schema")])

@@ -9,7 +9,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
-from spartan_core.studies import baselines, figures  # noqa: E402
+from spartan_core import plots  # noqa: E402
+from spartan_core.studies import baselines  # noqa: E402
 from spartan_core.studies.baselines import ControllerRun, Pareto, ParetoPoint  # noqa: E402
 from spartan_core.studies.training_dynamics import GecoRun, PenaltyOutcome  # noqa: E402
 
@@ -81,7 +82,7 @@ def test_pareto_runs_every_policy_at_its_budgets_and_the_learned_gate(tiny_zoo):
     assert list(pareto.table().index.get_level_values("policy")).count(baselines.LEARNED) == 1
     assert "4 against 6" in baselines.steps_sentence([pareto]) and "can only favour the gate" in \
         baselines.steps_sentence([pareto])
-    fig = figures.pareto_panels(frame, dense_ce=pareto.dense_ce, dense_exact_match=None, title="t")
+    fig = plots.pareto_panels(frame, dense_ce=pareto.dense_ce, dense_exact_match=None, title="t")
     assert len(fig.axes) == 1, "no exact-match panel without exact match"
     plt.close(fig)
 
@@ -123,8 +124,8 @@ def test_controllers_share_one_dense_model_and_differ_only_in_the_rule(tiny_zoo)
     assert list(table.index) == comparison.labels and table.loc["fixed β = 0.5", "β collapses"] == "–"
     assert comparison.best() in comparison.labels + [None]
     assert comparison.sentence.startswith("On shakespeare-lm, ")
-    fig = figures.controller_traces(comparison.evals(), comparison.history(), tau=comparison.runs[0].run.tau,
-                                    title="t")
+    fig = plots.controller_traces(comparison.evals(), comparison.history(), tau=comparison.runs[0].run.tau,
+                                  title="t")
     assert len(fig.axes) == 3
     bands = [c for c in fig.axes[0].collections if isinstance(c, PolyCollection)]
     assert len(bands) == len(comparison.labels), "one min-max band over the seeds per controller"

@@ -1,4 +1,8 @@
-"""spartan_core.studies.figures: each figure takes arrays or frames and returns a figure in the book's style."""
+"""spartan_core.plots: each figure takes arrays or frames and returns a figure in the book's style, and studies never
+draw."""
+
+import ast
+from pathlib import Path
 
 import matplotlib
 
@@ -11,9 +15,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 
+import spartan_core.studies  # noqa: E402
 from spartan_core import plots  # noqa: E402
-from spartan_core.studies import figures  # noqa: E402
-from spartan_core.studies.circuit_size import PAPER_RATIOS  # noqa: E402
 
 
 def test_attention_graphs_draw_one_line_per_causal_edge_above_the_threshold():
@@ -22,31 +25,24 @@ def test_attention_graphs_draw_one_line_per_causal_edge_above_the_threshold():
     maps[0, 1, 2, 3, 3] = 0.03
     maps[0, 1, 1, 2, 0] = 0.01  # below the threshold
     maps[0, 0, 1, 1, 3] = 0.9  # acausal: never drawn
-    fig = figures.attention_graphs({"dense": maps}, ["abcde"], ["none"], min_weight=0.02)
+    fig = plots.attention_graphs({"dense": maps}, ["abcde"], ["none"], min_weight=0.02)
     lines = [c for c in fig.axes[0].collections if isinstance(c, LineCollection)]
     assert sum(len(c.get_segments()) for c in lines) == 2
     with pytest.raises(ValueError, match="^maps: "):
-        figures.attention_graphs({"dense": maps[0]}, ["abcde"], ["none"], min_weight=0.02)
+        plots.attention_graphs({"dense": maps[0]}, ["abcde"], ["none"], min_weight=0.02)
     plt.close(fig)
 
 
-def test_score_grids_probe_maps_and_bars_return_figures():
+def test_score_grids_probe_maps_and_carry_bars_return_figures():
     scores = torch.rand(2, 3)
-    fig = figures.induction_score_grids({"dense": scores, "sparse": scores / 2}, 0.3)
+    fig = plots.induction_score_grids({"dense": scores, "sparse": scores / 2}, 0.3)
     assert len(fig.axes) == 3  # two panels and the colour bar
-    fig = figures.probe_map_grid(torch.rand(2, 2, 4, 4), [(0, 1), (1, 2)], "probe")
-    assert fig.axes[1].get_title() == "L1H2"
+    fig = plots.probe_map_grid(torch.rand(2, 2, 4, 4), [(0, 1), (1, 2)], "probe")
+    assert fig.axes[1].get_title() == "a1.h2"
     per_class = pd.DataFrame({"sparse_kept": [0.1, 1.0], "sparse_weight": [0.1, 0.5], "dense_weight": [0.2, 0.2]},
                              index=["none", "units"])
-    fig = figures.carry_edge_bars(per_class, "edge")
+    fig = plots.carry_edge_bars(per_class, "edge")
     assert len(fig.axes[0].patches) == 6
-    ratios = pd.DataFrame({"task": ["addition"] * 2, "ablation": ["resample"] * 2, "kind": ["edges", "heads"],
-                           "ratio_mean": [3.0, 1.5], "ratio_min": [2.0, 1.0], "ratio_max": [4.0, 2.0]})
-    fig = figures.size_ratio_bars(ratios, PAPER_RATIOS)
-    bars = [p for p in fig.axes[0].patches if p.get_height() in (3.0, 1.5)]
-    assert [b.get_facecolor()[:3] for b in bars] == [matplotlib.colors.to_rgb(plots.SPARSE),
-                                                       matplotlib.colors.to_rgb(plots.DENSE)]
-    assert any(t.get_text().startswith("the paper, edges") for t in fig.axes[0].get_legend().get_texts())
     plt.close("all")
 
 
@@ -68,3 +64,22 @@ def test_selectivity_maps_share_one_diverging_scale():
     assert [fig.axes[0].collections[0].get_clim(), fig.axes[1].collections[0].get_clim()] == [(-1.0, 1.0)] * 2
     assert [t.get_text() for t in fig.axes[0].texts] == ["0.50", "-0.25"]
     plt.close("all")
+
+
+def _imported(node, package: str) -> list[str]:
+    """Every module an import statement of a module of ``package`` names, relative imports resolved."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    parts = package.split(".")
+    base = ".".join(filter(None, [*parts[:len(parts) + 1 - node.level], node.module])) if node.level else node.module
+    return [base, *(f"{base}.{alias.name}" for alias in node.names)]
+
+
+def test_studies_never_import_matplotlib_or_plots():
+    """Figures draw what studies return: a study that drew could not be measured without drawing."""
+    offenders = [f"{path.name}:{node.lineno}"
+                 for path in sorted(Path(spartan_core.studies.__file__).parent.glob("*.py"))
+                 for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, (ast.Import, ast.ImportFrom))
+                 if any(name.split(".")[0] in ("matplotlib", "seaborn") or name.startswith("spartan_core.plots")
+                        for name in _imported(node, "spartan_core.studies"))]
+    assert not offenders, f"studies import a drawing library at {', '.join(offenders)}"

@@ -1,0 +1,187 @@
+"""Circuits: the paper's Figure-1 attention graphs and what they draw, the carry edge, the attributed component
+circuit, and circuit size (explained effect against what is kept, dense / sparse ratios)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .style import DENSE, SEQUENCE, SPARSE, TARGET, to_numpy
+
+
+def _attention_graph(ax, maps: np.ndarray, tokens: Sequence[str], min_weight: float, title: str):
+    """The paper's Figure-1 view of one sequence: tokens across, residual-stream levels up; head h of layer l draws
+    a line from key j at level l to query i at level l+1 for every causal weight >= ``min_weight``."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import to_rgba
+
+    layers, heads, length = maps.shape[0], maps.shape[1], maps.shape[-1]
+    colours = list(SEQUENCE)
+    offsets = np.linspace(-0.18, 0.18, heads) if heads > 1 else np.zeros(1)
+    for layer in range(layers):
+        for head in range(heads):
+            queries, keys = np.nonzero(np.tril(maps[layer, head]) >= min_weight)
+            if not len(queries):
+                continue
+            strength = np.minimum(maps[layer, head, queries, keys], 1.0)
+            x = offsets[head]
+            segments = [[(j + x, layer), (i + x, layer + 1)] for i, j in zip(queries, keys)]
+            rgba = [to_rgba(colours[head % len(colours)], alpha=0.15 + 0.85 * float(v)) for v in strength]
+            ax.add_collection(LineCollection(segments, colors=rgba, linewidths=0.4 + 2.2 * strength,
+                                             capstyle="round", zorder=1))
+    grid_x, grid_y = np.meshgrid(np.arange(length), np.arange(layers + 1))
+    ax.scatter(grid_x.ravel(), grid_y.ravel(), s=10, color=TARGET, zorder=2)
+    ax.set_xticks(range(length), list(tokens))
+    ax.set_yticks(range(layers + 1), ["emb"] + [f"L{layer}" for layer in range(layers)])
+    ax.set_xlim(-0.6, length - 0.4)
+    ax.set_ylim(-0.3, layers + 0.3)
+    ax.grid(False)
+    for side in ("left", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(length=0)
+    ax.set_title(title)
+
+
+def attention_graphs(maps: dict, texts: Sequence[str], captions: Sequence[str], min_weight: float):
+    """Figure 1 redrawn: one row per model (``{"dense": [P, L, H, T, T], "sparse": ...}``), one column per
+    problem (``texts``, one character per token), the same drawing rule for every panel."""
+    arrays = {label: to_numpy(m) for label, m in maps.items()}
+    for label, values in arrays.items():
+        if values.ndim != 5 or values.shape[0] != len(texts) or values.shape[-1] != len(texts[0]):
+            raise ValueError(f"maps: {label} must be [problems={len(texts)}, layers, heads, T, T], got {values.shape}")
+    fig, axes = plt.subplots(len(arrays), len(texts), figsize=(4.6 * len(texts), 3.2 * len(arrays)), squeeze=False,
+                             constrained_layout=True)
+    for row, (label, values) in enumerate(arrays.items()):
+        for column, (text, caption) in enumerate(zip(texts, captions)):
+            _attention_graph(axes[row, column], values[column], list(text), min_weight, f"{label}: {text} ({caption})")
+    heads = next(iter(arrays.values())).shape[2]
+    for head in range(heads):
+        axes[0, -1].plot([], [], color=SEQUENCE[head % len(SEQUENCE)], lw=2, label=f"head {head}")
+    axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def edges_drawn(frame, *, min_weight: float):
+    """Edges drawn per problem (one row each: ``problem``, ``carry``, ``dense``, ``sparse``) on a log scale, the
+    problems grouped by carry class: how much less there is to read in the sparse model's graph."""
+    frame = frame.sort_values(["carry", "problem"]).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.28 * len(frame) + 2), 3.4), constrained_layout=True)
+    for column, colour in (("dense", DENSE), ("sparse", SPARSE)):
+        ax.scatter(frame.index, frame[column].clip(lower=0.8), color=colour, s=22, label=column, zorder=3)
+    ax.set_yscale("log")
+    ax.set_xticks(frame.index)
+    ax.set_xticklabels([f"{p[:5]} ({c})" for p, c in zip(frame["problem"], frame["carry"])], rotation=90, fontsize=7)
+    ax.set_ylabel(f"edges with weight ≥ {min_weight:g}")
+    ax.set_title("Edges drawn per problem: each dot one model on one problem", fontsize=10)
+    ax.legend(loc="center right")
+    return fig
+
+
+def carry_edge_bars(per_class, title: str):
+    """Bars per carry class (``per_class``: index carry classes; columns ``sparse_kept``, ``sparse_weight``,
+    ``dense_weight``) for one attention edge."""
+    labels = {"sparse_kept": "sparse: kept frequency", "sparse_weight": "sparse: mean weight",
+              "dense_weight": "dense: mean weight"}
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    per_class.rename(columns=labels).plot.bar(ax=ax, color=[SPARSE, "#f0b890", DENSE], rot=0, width=0.8)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("carry class")
+    ax.set_ylabel("share of problems / weight")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def circuit_pair(scores: dict, n_edges: int, n_layers: int, n_heads: int):
+    """The top ``n_edges`` component edges of each model's attribution (``{"dense": EdgeScores, ...}``), side by
+    side."""
+    from ..circuits import draw_circuit
+
+    fig, axes = plt.subplots(1, len(scores), figsize=(6.5 * len(scores), 7.5), constrained_layout=True, squeeze=False)
+    for ax, (label, edge_scores) in zip(axes[0], scores.items()):
+        draw_circuit(edge_scores, n_edges, n_layers=n_layers, n_heads=n_heads, ax=ax,
+                     title=f"{label}: top {n_edges} edges ({edge_scores.method})")
+    return fig
+
+
+def circuit_curves(curves, needed=None, *, threshold: float = 0.9, title: str | None = None):
+    """Explained effect against edges kept (log x) and heads kept (linear x), dense and sparse, one line style per
+    ablation; lines are the mean over prompt sets, bands their min-max. ``curves``/``needed``: the frames of
+    :func:`spartan_core.circuits.size_study`; with ``needed``, each model's mean count at ``threshold`` is marked."""
+    import pandas as pd
+
+    curves = pd.DataFrame(curves)
+    colours = {"dense": DENSE, "sparse": SPARSE}
+    dashes = {"resample": "-", "mean": "--"}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    for ax, kind in zip(axes, ("edges", "heads")):
+        part = curves[curves["kind"] == kind]
+        for (model, ablation), group in part.groupby(["model", "ablation"], sort=False):
+            stats = group.groupby("kept")["explained"].agg(["mean", "min", "max"])
+            x = stats.index.to_numpy().astype(float)
+            if kind == "edges":
+                x = np.maximum(x, 0.7)  # the empty circuit sits just left of 1 on the log axis
+            colour = colours.get(model, TARGET)
+            ax.plot(x, stats["mean"], dashes.get(ablation, ":"), color=colour, label=f"{model}, {ablation}")
+            ax.fill_between(x, stats["min"], stats["max"], color=colour, alpha=0.15, linewidth=0)
+            if needed is not None:
+                at = needed[(needed["kind"] == kind) & (needed["model"] == model) & (needed["ablation"] == ablation)
+                            & np.isclose(needed["threshold"], threshold)]["needed"].mean()
+                if np.isfinite(at):
+                    ax.axvline(at, color=colour, linestyle=dashes.get(ablation, ":"), linewidth=0.8, alpha=0.7)
+        ax.axhline(threshold, color=TARGET, linewidth=0.8, linestyle=":")
+        if kind == "edges":
+            ax.set_xscale("log")
+        total = int(part["total"].max()) if "total" in part and len(part) else None
+        ax.set_xlabel(f"{kind} kept" + (f" (of {total})" if total else ""))
+        ax.set_ylabel("explained effect")
+        ax.set_ylim(-0.2, 1.15)
+    axes[1].legend(loc="lower right")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def ratio_draws(draws, paper: Sequence = (), *, ylabel: str = "dense / sparse"):
+    """Dense / sparse circuit-size ratios of every draw, one panel per kind (``edges``, ``heads``): per (task,
+    ablation) group, one column of points per training seed (a point per prompt set, a short bar at the seed's
+    mean, one colour per seed) and a black bar at the mean over all draws; ``paper`` (items with kind, low, high)
+    adds the paper's ranges as bands labelled as the paper's. ``draws`` has the columns task, ablation, kind,
+    train_seed, prompt_seed and ratio (NaN ratios are left out)."""
+    import pandas as pd
+
+    draws = pd.DataFrame(draws).dropna(subset=["ratio"])
+    kinds = [k for k in ("edges", "heads") if k in set(draws["kind"])] or ["edges"]
+    seeds = sorted(draws["train_seed"].unique().tolist())
+    colour = {s: SEQUENCE[i % len(SEQUENCE)] for i, s in enumerate(seeds)}
+    offsets = np.linspace(-0.3, 0.3, len(seeds)) if len(seeds) > 1 else np.zeros(1)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 3.8), squeeze=False, constrained_layout=True)
+    for ax, kind in zip(axes[0], kinds):
+        part = draws[draws["kind"] == kind]
+        groups = list(part.groupby(["task", "ablation"], sort=False))
+        for g, ((task, ablation), group) in enumerate(groups):
+            for offset, seed in zip(offsets, seeds):
+                values = group[group["train_seed"] == seed]["ratio"].to_numpy(dtype=float)
+                if not len(values):
+                    continue
+                jitter = np.linspace(-0.04, 0.04, len(values)) if len(values) > 1 else np.zeros(1)
+                ax.scatter(g + offset + jitter, values, s=22, color=colour[seed], alpha=0.8, zorder=3,
+                           label=f"training seed {seed}" if g == 0 else None)
+                ax.hlines(values.mean(), g + offset - 0.07, g + offset + 0.07, color=colour[seed], linewidth=2,
+                          zorder=4)
+            ax.hlines(group["ratio"].mean(), g - 0.42, g + 0.42, color=TARGET, linewidth=1.2, zorder=2,
+                      label="mean over all draws" if g == 0 else None)
+        for reported in paper:
+            if reported.kind == kind:
+                ax.axhspan(reported.low, reported.high, color=TARGET, alpha=0.08, zorder=0,
+                           label=f"the paper, {kind}: {reported.low:g}–{reported.high:g}×")
+        ax.axhline(1, color=TARGET, linewidth=0.8, linestyle=":")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(groups)), [f"{t}\n{a} ablation" for (t, a), _ in groups], fontsize=8)
+        ax.set_xlim(-0.6, max(len(groups), 1) - 0.4)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{kind}: one point per training seed x prompt set", fontsize=10)
+        ax.legend(loc="best", fontsize=8)
+    return fig
