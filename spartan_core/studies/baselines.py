@@ -1,15 +1,11 @@
-"""Chapter 7's two questions: is the learned gate better than a fixed mask rule at the same number of kept keys per
-query, and is GECO a good controller of the multiplier?
-
-:func:`pareto` runs each fixed mask policy of :mod:`~spartan_core.mechanism.policies` at several budgets of kept
-keys per query through the one recipe (``SparseRecipe(policy=..., keys_per_query=...)``): every run yields two
-points, the policy applied to the dense model as it is and after fine-tuning with the pattern fixed, and the
-model's default SPARTAN run is the learned point. :class:`Pareto` compares them at the learned point's budget.
-:func:`compare_controllers` post-trains one dense model under GECO, the PI controller and fixed penalties for
-several post-training seeds; :class:`ControllerComparison` reports each controller's end point, how often its
-evaluations broke the constraint, how often beta collapsed, how soon it got near its end point, and its wall time,
-over the seeds. Every verdict is a sentence generated from the measured numbers; :func:`baselines_claim` and
-:func:`controllers_claim` judge the chapter's two claims."""
+"""Chapter 7's two questions. Is the learned gate better than a fixed mask rule at the same kept keys per query?
+:func:`pareto` runs each policy of :mod:`~spartan_core.mechanism.policies` at several budgets through the one recipe
+(``SparseRecipe(policy=..., keys_per_query=...)``), as is and fine-tuned with the pattern fixed, against the model's
+default SPARTAN run; :class:`Pareto` compares them at the gate's budget. Is GECO a good controller of the
+multiplier? :func:`compare_controllers` post-trains one dense model under GECO, PI and fixed penalties for several
+post-training seeds; :class:`ControllerComparison` reports each controller's end point, evaluations over τ, β
+collapses, steps to its end point and wall time over the seeds. :func:`baselines_claim` and :func:`controllers_claim`
+judge the two claims."""
 
 from __future__ import annotations
 
@@ -63,7 +59,6 @@ class ParetoPoint:
     @classmethod
     def of(cls, model: str, policy: str, stage: str, budget: float | None, held: HeldOut,
            run: PostTrainResult | None = None) -> "ParetoPoint":
-        """The point of ``held``, trained by ``run`` (None: as is, no training)."""
         return cls(model, policy, stage, budget, held.kept_per_query, held.kept_fraction, held.ce,
                    held.exact_match_all, len(run.history) if run else 0, run.wall_time_s if run else 0.0)
 
@@ -173,17 +168,17 @@ class Pareto:
         return table
 
     def _verdict(self, row) -> str:
-        learned = self.learned
+        ce, keys, policy = self.learned.heldout_ce, self.learned.kept_per_query, row["policy"]
         if row["beats_learned"]:
-            return f"{row['policy']} beats the learned gate: some budget keeps no more keys at no higher CE"
+            return f"{policy} beats the learned gate: some budget keeps no more keys at no higher CE"
         if not pd.isna(row["ce_at_learned_keys"]):
-            return (f"{row['policy']} reaches CE {CE(row['ce_at_learned_keys'])} at that budget "
-                    f"({ratio(row['ce_at_learned_keys'] / learned.heldout_ce)} the gate's)")
-        if row["fewest_keys"] > learned.kept_per_query:
-            return (f"{row['policy']} already has CE {CE(row['ce_at_fewest_keys'])} at its smallest budget, "
-                    f"{DECIMAL2(row['fewest_keys'])} keys per query ({ratio(row['ce_at_fewest_keys'] / learned.heldout_ce)} "
-                    f"the gate's CE with {TIMES(row['fewest_keys'] / learned.kept_per_query)} its keys)")
-        return f"{row['policy']} ran only at budgets above the gate's, with no point better on both"
+            at = row["ce_at_learned_keys"]
+            return f"{policy} reaches CE {CE(at)} at that budget ({ratio(at / ce)} the gate's)"
+        if row["fewest_keys"] > keys:
+            fewest, at = row["fewest_keys"], row["ce_at_fewest_keys"]
+            return (f"{policy} already has CE {CE(at)} at its smallest budget, {DECIMAL2(fewest)} keys per query "
+                    f"({ratio(at / ce)} the gate's CE with {TIMES(fewest / keys)} its keys)")
+        return f"{policy} ran only at budgets above the gate's, with no point better on both"
 
     @property
     def sentence(self) -> str:
@@ -293,8 +288,8 @@ def compare_controllers(name: str, recipe: dict, seeds, controllers=("geco", "pi
     if unknown or not (controllers or betas):
         raise ValueError("controllers: the adaptive controllers are geco and pi (fixed ones come from betas), got "
                          + (repr(unknown[0]) if unknown else "none"))
-    settings = [(c, None, {"controller": c, **({"kp": kp} if c == "pi" and kp is not None else {})})
-                for c in controllers]
+    pi = {} if kp is None else {"kp": kp}
+    settings = [(c, None, {"controller": c, **(pi if c == "pi" else {})}) for c in controllers]
     settings += [("fixed", float(b), {"controller": "fixed", "beta_init": float(b)}) for b in betas]
     return ControllerComparison(name, tuple(
         ControllerRun(c, beta, geco_run(name, {**recipe, **extra}, dense_steps, seed=seed, dense_seed=dense_seed))
@@ -321,12 +316,10 @@ class ControllerComparison:
 
     def evals(self) -> pd.DataFrame:
         """Every run's evaluations, with its ``label`` and ``seed``."""
-        return pd.concat([run.run.evals.assign(label=run.label, seed=run.seed) for run in self.runs],
-                         ignore_index=True)
+        return pd.concat([r.run.evals.assign(label=r.label, seed=r.seed) for r in self.runs], ignore_index=True)
 
     def history(self) -> pd.DataFrame:
-        return pd.concat([run.run.geco_phase.assign(label=run.label, seed=run.seed) for run in self.runs],
-                         ignore_index=True)
+        return pd.concat([r.run.geco_phase.assign(label=r.label, seed=r.seed) for r in self.runs], ignore_index=True)
 
     def per_controller(self) -> list[dict]:
         """Per controller: its label, seeds, in how many it met tau, and each number of :data:`SUMMARY` as a
@@ -351,8 +344,8 @@ class ControllerComparison:
                  if column[0] and (key != "exact_match" or any(row[key] is not None for row in rows))}
         cells = [{"met τ (seeds)": f"{row['met_tau']} of {row['seeds']}",
                   **{title: table_cell(row[key], fmt) or "–" for key, (title, fmt) in shown.items()}} for row in rows]
-        return pd.DataFrame(cells, index=pd.Index(self.labels, name=f"controller (mean, min–max over "
-                                                                    f"{len(self.seeds)} seeds)"))
+        index = pd.Index(self.labels, name=f"controller (mean, min–max over {len(self.seeds)} seeds)")
+        return pd.DataFrame(cells, index=index)
 
     def best(self) -> str | None:
         """The controller that met tau in every seed with the fewest kept keys per query on average."""
