@@ -57,3 +57,7 @@ def seed_list(seeds: Iterable[int]) -> str:
 def occurrences(count: int) -> str:
     """``"never"``, ``"once"``, ``"3 times"``."""
     return {0: "never", 1: "once"}.get(count, f"{count} times")
+
+
+WHOLE = Number(".0f")  # a mean of whole things over draws (steps, seconds): "1050"
+__all__ += ["WHOLE"]

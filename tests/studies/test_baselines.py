@@ -11,7 +11,7 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 
 from spartan_core import plots  # noqa: E402
 from spartan_core.studies import baselines  # noqa: E402
-from spartan_core.studies.baselines import ControllerRun, Pareto, ParetoPoint  # noqa: E402
+from spartan_core.studies.baselines import ControllerComparison, ControllerRun, Pareto, ParetoPoint  # noqa: E402
 from spartan_core.studies.training_dynamics import GecoRun, PenaltyOutcome  # noqa: E402
 
 
@@ -87,13 +87,13 @@ def test_pareto_runs_every_policy_at_its_budgets_and_the_learned_gate(tiny_zoo):
     plt.close(fig)
 
 
-def _run(evals, tau=1.0, controller="geco", history=None):
+def _run(evals, tau=1.0, controller="geco", history=None, kept=0.5, seed=0):
     history = history if history is not None else pd.DataFrame({
         "phase": ["geco"] * 4, "log_beta": [math.log(1e-4), -1.0, math.log(1e-4), -2.0],
         "beta": [1e-4, math.exp(-1), 1e-4, math.exp(-2)], "beta_used": [1e-4] * 4, "step": [1, 2, 3, 4]})
     run = GecoRun(model="m", history=history, evals=pd.DataFrame(evals), tau=tau, tau_reference="dense",
                   beta_min=1e-4, dense_train_ce=0.5, dense_heldout_ce=0.6, heldout_split="test", best_step=30,
-                  train_wall_time_s=2.0, outcome=PenaltyOutcome(None, 0.1, 0.5, 0.9))
+                  train_wall_time_s=2.0, outcome=PenaltyOutcome(None, 0.1, kept, 0.9), seed=seed)
     return ControllerRun(controller, 0.3 if controller == "fixed" else None, run)
 
 
@@ -101,14 +101,14 @@ def test_the_end_point_counts_only_evaluations_that_met_tau():
     run = _run({"step": [10, 20, 30, 40], "eval_ce": [0.5, 1.2, 0.7, 0.9],
                 "eval_kept_per_query": [5.0, 0.1, 1.05, 1.0]})
     assert run.steps_near_end() == 30, "step 20 broke tau; 1.05 is within 10 % of 1.0"
-    metrics = run.metrics()
+    metrics = run.row()
     assert metrics["evals_over_tau"] == 0.25 and metrics["met_tau"] and metrics["end_kept_per_query"] == 0.5
     assert metrics["beta_collapses"] == 1, "beta left its clamp once and fell back"
     assert metrics["beta_off_clamp_step"] == 2
     never = _run({"step": [10], "eval_ce": [2.0], "eval_kept_per_query": [0.1]})
-    assert never.steps_near_end() is None and math.isnan(never.metrics()["end_kept_per_query"])
+    assert never.steps_near_end() is None and math.isnan(never.row()["end_kept_per_query"])
     assert math.isnan(_run({"step": [10], "eval_ce": [0.5], "eval_kept_per_query": [1.0]},
-                           controller="fixed").metrics()["beta_collapses"]), "a fixed beta cannot collapse"
+                           controller="fixed").row()["beta_collapses"]), "a fixed beta cannot collapse"
 
 
 def test_controllers_share_one_dense_model_and_differ_only_in_the_rule(tiny_zoo):
@@ -140,3 +140,52 @@ def test_controller_settings_are_refused_by_name():
         baselines.compare_controllers("m", {}, [])
     with pytest.raises(ValueError, match="^policies: "):
         baselines.pareto("m", [], [1], {})
+
+
+def _policies(name, beaten):
+    """Five fine-tuned (and as-is) policies around a gate at 1 key and CE 1.0, the first ``beaten`` worse on both."""
+    points = [_point(baselines.LEARNED, "learned", 1.0, 1.0)]
+    for i, policy in enumerate(["topk", "window", "sink", "random", "threshold"]):
+        ce = 2.0 if i < beaten else 0.5
+        points += [_point(policy, "fine-tuned", 1.0, ce, 1), _point(policy, "as is", 1.0, ce + 1, 1)]
+    return Pareto(model=name, points=points, dense_ce=0.9, seed=3)
+
+
+def test_the_baselines_claim_needs_every_policy_beaten_on_every_model():
+    claim = baselines.baselines_claim({"a": _policies("a", 5), "b": _policies("b", 5)})
+    assert claim.verdict == "reproduced" and claim.rule == baselines.BASELINES_RULE
+    assert claim.values == {"seed": 3, "models": ["a", "b"],
+                            "beaten": {"a": ["topk", "window", "sink", "random", "threshold"],
+                                       "b": ["topk", "window", "sink", "random", "threshold"]}}
+    assert claim.sentence.startswith("a: learned gate 1.00 keys per query at CE 1; 5 of 5")
+    assert baselines.baselines_claim({"a": _policies("a", 5), "b": _policies("b", 2)}).verdict == "partly"
+    assert baselines.baselines_claim({"a": _policies("a", 4)}).verdict == "partly"
+    assert baselines.baselines_claim({"a": _policies("a", 0), "b": _policies("b", 0)}).verdict == "not reproduced"
+    with pytest.raises(ValueError, match="^paretos: "):
+        baselines.baselines_claim({})
+
+
+def _comparison(ends):
+    """Runs of each controller on seeds 0 and 1 ending at ``ends[controller]`` keys per query (None: never met τ)."""
+    runs = []
+    for controller, kept in ends.items():
+        ce = 0.5 if kept is not None else 2.0
+        for seed in (0, 1):
+            run = _run({"step": [10], "eval_ce": [ce], "eval_kept_per_query": [kept or 1.0]},
+                       controller=controller, kept=kept or 1.0, seed=seed)
+            runs.append(run)
+    return ControllerComparison("m", tuple(runs))
+
+
+def test_the_controllers_claim_asks_whether_geco_has_the_best_end_point():
+    claim = baselines.controllers_claim(_comparison({"geco": 0.2, "pi": 0.4, "fixed": 0.3}))
+    assert (claim.verdict, claim.values) == ("reproduced", {"seeds": [0, 1], "best": "GECO"})
+    assert claim.rule == baselines.CONTROLLERS_RULE
+    assert claim.sentence == ("m, 2 seeds: GECO 0.200 keys per query, 1 β collapses; PI 0.400 keys per query, "
+                              "1 β collapses; best end point meeting τ in every seed: GECO")
+    other = baselines.controllers_claim(_comparison({"geco": 0.4, "pi": 0.2}))
+    assert (other.verdict, other.values["best"]) == ("partly", "PI"), "the rule never says not reproduced"
+    assert baselines.controllers_claim(_comparison({"geco": 0.4, "fixed": 0.2})).values["best"] == "fixed β = 0.3"
+    none = baselines.controllers_claim(_comparison({"geco": None, "pi": None}))
+    assert none.verdict is None and none.rule is None and none.values["best"] is None, "unjudged: pending"
+    assert "GECO never met τ" in none.sentence
