@@ -57,3 +57,6 @@ def seed_list(seeds: Iterable[int]) -> str:
 def occurrences(count: int) -> str:
     """``"never"``, ``"once"``, ``"3 times"``."""
     return {0: "never", 1: "once"}.get(count, f"{count} times")
+
+
+SETTING = Number("g")  # a setting as the reader gave it (a gate bias, a fixed β): 0, 0.1, 3, 1000
