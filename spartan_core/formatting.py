@@ -8,8 +8,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = ["Number", "CE", "COUNT", "DECIMAL1", "DECIMAL2", "DECIMAL3", "DECIMAL4", "PERCENT", "PERCENT1",
-           "PERCENT_WHOLE", "SCIENTIFIC", "SIGNED_PERCENT", "SIGNIFICANT", "TIMES", "ratio", "counted", "listing",
-           "seed_list", "occurrences"]
+           "PERCENT_WHOLE", "SCIENTIFIC", "SETTING", "SIGNED_PERCENT", "SIGNIFICANT", "TIMES", "WHOLE", "ratio",
+           "counted", "listing", "seed_list", "occurrences"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ PERCENT, PERCENT1, PERCENT_WHOLE = Number(".2%"), Number(".1%"), Number(".0%")
 SIGNED_PERCENT = Number("+.1f", " %")  # a change in percent of a reference: "+0.3 %"
 TIMES = Number(".1f", "×")  # a ratio: "2.3×"
 SCIENTIFIC = Number(".1e")
+WHOLE = Number(".0f")  # a mean of whole things over draws (steps, seconds): "1050"
+SETTING = Number("g")  # a setting as the reader gave it (a gate bias, a fixed β): 0, 0.1, 3, 1000
 
 
 def ratio(value: float) -> str:
@@ -58,6 +60,3 @@ def occurrences(count: int) -> str:
     """``"never"``, ``"once"``, ``"3 times"``."""
     return {0: "never", 1: "once"}.get(count, f"{count} times")
 
-
-WHOLE = Number(".0f")  # a mean of whole things over draws (steps, seconds): "1050"
-__all__ += ["WHOLE"]
