@@ -70,7 +70,7 @@ def _check_05(metrics, folder=None, parameters=None):
         assert is_fraction(best["with_carry"]) and is_fraction(best["without_carry"]) and best["relevant"]
         assert math.isclose(best["selectivity"], best["with_carry"] - best["without_carry"], abs_tol=1e-9)
         assert row["selectivity"] == best["selectivity"] and row["selective"] == (best["selectivity"] > 0)
-        assert row["head"] == f"L{best['layer']}H{best['head']}", "the selective head is named per seed"
+        assert row["head"] == f"a{best['layer']}.h{best['head']}", "the selective head is named per seed"
         assert all(drawn["dense"] > 0 for drawn in row["figure1_edges_drawn"])
         for heads in row.get("circuit_heads_in_top_edges", {}).values():
             assert all(len(h) == 2 and all(isinstance(i, int) for i in h) for h in heads)

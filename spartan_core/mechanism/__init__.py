@@ -1,2 +1,3 @@
 """The mechanism: a binary gate on every attention edge (``gate``), its plug into transformers' attention
-registry (``sparsify``), and counting the edges it keeps (``token_edges``)."""
+registry (``sparsify``), counting the edges it keeps (``token_edges``) and attention averaged per class of input
+(``class_means``)."""

@@ -1,8 +1,9 @@
-"""spartan_core.studies.addition_algorithm: per-class attention averages, carry selectivity, top reads, Figure 1,
-the toy circuit, and the sentences they give."""
+"""spartan_core.studies.addition_algorithm and addition_carry: per-class attention averages, carry selectivity, top
+reads, Figure 1, the toy circuit, the seeds' sentences and tables, and the claim's rule."""
 
 import copy
 import json
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,23 +14,25 @@ from conftest import tiny_gpt2
 from spartan_core.data import addition
 from spartan_core.mechanism.sparsify import sparsify
 from spartan_core.studies import addition_algorithm as study
+from spartan_core.studies import addition_carry
 from spartan_core.studies.common import ModelPair, attention_maps
+from spartan_core.studies.seeds import Seeds
 
 
 def _planted_means():
     """4 carry classes, 2 layers x 2 heads, 11 x 11; layer 1 head 0 reads a0 from s2 only with a units carry."""
     kept = torch.zeros(4, 2, 2, 11, 11, dtype=torch.float64)
     kept[:, 0, 1, 7, 0] = 0.5  # the same in every class: not selective
-    for c in study.CARRY_FLAGS["units"]:
+    for c in addition_carry.CARRY_FLAGS["units"]:
         kept[c, 1, 0, 8, 1] = 1.0
     kept[0, 1, 0, 8, 1] = 0.1
-    return study.ClassMeans(weight=kept.clone(), kept=kept, count=torch.tensor([10.0, 10.0, 10.0, 10.0]))
+    return addition_carry.ClassMeans(weight=kept.clone(), kept=kept, count=torch.tensor([10.0, 10.0, 10.0, 10.0]))
 
 
-def _pair(problems=40, kept_fraction=0.1):
+def _pair(problems=40, kept_fraction=0.1, exact_match=0.5):
     model = tiny_gpt2(vocab=addition.VOCAB_SIZE).eval()
     test = {k: v[:problems] for k, v in addition.addition_data("test").items()}
-    exact = {"all": 0.5, "n_all": problems, **{c: 0.5 for c in addition.CARRY_CLASSES},
+    exact = {"all": exact_match, "n_all": problems, **{c: 0.5 for c in addition.CARRY_CLASSES},
              **{f"n_{c}": 10 for c in addition.CARRY_CLASSES}}
     edges = SimpleNamespace(kept_fraction=kept_fraction, kept_per_query=1.5, per_layer=[0.1, 0.1],
                             kept_per_query_per_layer=[1.0, 2.0])
@@ -45,7 +48,7 @@ def test_attention_by_class_matches_manual_means():
     model = tiny_gpt2().eval()
     ids = torch.randint(0, 50, (7, 11))
     classes = torch.tensor([0, 1, 0, 2, 1, 1, 0])
-    means = study.attention_by_class(model, ids, classes, n_classes=4, batch_size=3)
+    means = addition_carry.attention_by_class(model, ids, classes, n_classes=4, batch_size=3)
     maps = attention_maps(model, ids).double()
     for c in range(3):
         assert torch.allclose(means.weight[c], maps[classes == c].mean(0), atol=1e-6)
@@ -55,26 +58,26 @@ def test_attention_by_class_matches_manual_means():
     assert torch.allclose(means.pooled([0, 2], "weight"), maps[(classes == 0) | (classes == 2)].mean(0), atol=1e-6)
     assert torch.isnan(means.pooled([3])).all()
     with pytest.raises(ValueError, match="classes"):
-        study.attention_by_class(model, ids, torch.tensor([0, 1, 0, 5, 1, 1, 0]), n_classes=4)
+        addition_carry.attention_by_class(model, ids, torch.tensor([0, 1, 0, 5, 1, 1, 0]), n_classes=4)
     with pytest.raises(ValueError, match="measure"):
         means.pooled([0], "mean")
 
 
 def test_carry_selectivity_finds_the_planted_edge():
-    frame = study.carry_selectivity(_planted_means())
+    frame = addition_carry.carry_selectivity(_planted_means())
     top = frame.iloc[0]
     assert (top["carry"], top["layer"], top["head"], top["query"], top["key"]) == ("units", 1, 0, 8, 1)
     assert top["with_carry"] == pytest.approx(1.0) and top["without_carry"] == pytest.approx(0.05)
     assert bool(top["relevant"])
     flat = frame[(frame["layer"] == 0) & (frame["head"] == 1) & (frame["query"] == 7) & (frame["key"] == 0)]
     assert np.allclose(flat["selectivity"], 0.0)
-    assert len(frame) == 2 * 2 * 2 * len(study.ANSWER_QUERIES) * len(study.OPERAND_KEYS)
-    named = study.with_position_names(frame).iloc[0]
+    assert len(frame) == 2 * 2 * 2 * len(addition_carry.ANSWER_QUERIES) * len(addition_carry.OPERAND_KEYS)
+    named = addition_carry.with_position_names(frame).iloc[0]
     assert (named["query_token"], named["predicts"], named["key_token"]) == ("s2", "s1", "a0")
 
 
 def test_carry_study_names_the_carry_selective_head():
-    carry = study.carry_study({"dense": _planted_means(), "sparse": _planted_means()})
+    carry = addition_carry.carry_study({"dense": _planted_means(), "sparse": _planted_means()})
     assert (carry.best.layer, carry.best.head, carry.best.query, carry.best.key) == (1, 0, 8, 1)
     assert carry.best.reads == "a1.h0 s2→a0" and carry.selective
     assert "most carry-selective head is a1.h0" in carry.sentence and "a1.h0 s2→a0 (units carry)" in carry.sentence
@@ -83,9 +86,9 @@ def test_carry_study_names_the_carry_selective_head():
     metrics = json.loads(json.dumps(carry.to_metrics()))
     assert metrics["most_selective_sparse"]["layer"] == 1 and set(metrics["most_selective_sparse_by_carry"]) == {
         "units", "tens"}
-    assert "most carry-selective kept edge a1.h0 s2→a0" in carry.claim_part()
     units = carry.selectivity_map("sparse_kept", "units")
-    assert list(units.columns) == ["a1", "a0", "b1", "b0"] and len(units) == len(study.ANSWER_QUERIES)
+    assert list(units.columns) == ["a1", "a0", "b1", "b0"]
+    assert len(units) == len(addition_carry.ANSWER_QUERIES)
     assert units.loc["s2 → s1", "a0"] == pytest.approx(0.95) and units.drop(index="s2 → s1").abs().max().max() < 1e-9
     assert carry.selectivity_map("sparse_kept", "tens").abs().max().max() < 0.95
 
@@ -109,8 +112,8 @@ def test_toy_accuracy_reads_the_cached_metrics():
     accuracy = study.toy_accuracy(_pair())
     assert accuracy.kept_per_query_per_layer == [1.0, 2.0] and accuracy.sparse_steps == 5
     assert list(accuracy.table().columns) == ["problems", "dense_exact_match", "sparse_exact_match"]
-    assert "10.00% of causal attention edges" in accuracy.sentence
-    json.dumps(accuracy.to_metrics())
+    assert accuracy.kept_fraction == 0.1 and accuracy.tau == 0.2
+    json.dumps(asdict(accuracy))
 
 
 def test_example_graphs_count_what_the_figure_draws_and_the_layer_reads():
@@ -119,9 +122,10 @@ def test_example_graphs_count_what_the_figure_draws_and_the_layer_reads():
     assert graphs.dense.shape == (2, 2, 4, 11, 11) and graphs.carries == ["none", "both"]
     drawn = graphs.edges_drawn()
     assert drawn["dense"].tolist() == [int((graphs.dense[p].tril() >= 0.02).sum()) for p in range(2)]
-    assert (drawn["sparse"] <= drawn["dense"]).all() and "edges per problem" in graphs.sentence
-    reads = study.layer_reads(study.class_means(pair, batch_size=16))
-    assert reads.dense_weight.shape == (4, 11, 11) and len(reads.side_by_side()) == 4 * len(study.ANSWER_QUERIES)
+    assert (drawn["sparse"] <= drawn["dense"]).all() and list(drawn["problem"]) == ["53+21=00074", "43+59=00102"]
+    reads = study.layer_reads(addition_carry.class_means(pair, batch_size=16))
+    assert reads.dense_weight.shape == (4, 11, 11)
+    assert len(reads.side_by_side()) == 4 * len(addition_carry.ANSWER_QUERIES)
     assert reads.sentence.startswith("In layer 0 of the sparse model")
 
 
@@ -129,69 +133,83 @@ def test_toy_circuit_names_heads_as_layer_head_pairs():
     circuit = study.toy_circuit(_pair(), n_problems=4, n_edges=6, method="eap")
     assert set(circuit.heads) == {"dense", "sparse"}
     assert all(0 <= layer < 2 and 0 <= head < 4 for heads in circuit.heads.values() for layer, head in heads)
-    assert len(circuit.top_edges()) == 12 and "top 6 component edges" in circuit.sentence
-    assert json.loads(json.dumps(circuit.to_metrics())) == {k: [list(h) for h in v] for k, v in circuit.heads.items()}
-    claim = study.addition_claim(study.toy_accuracy(_pair()), study.carry_study(
-        {"dense": _planted_means(), "sparse": _planted_means()}))
-    assert claim.startswith("sparse toy keeps 10.0% of attention edges")
+    assert len(circuit.top_edges()) == 12
+    assert circuit.named("dense") == (", ".join(f"a{layer}.h{head}" for layer, head in circuit.heads["dense"])
+                                      or "none")
 
 
-def _seed(seed, kept_fraction, selective=True):
+def _seed(seed, kept_fraction, selective=True, exact_match=0.5):
     """One planted training seed: the pair's cached metrics, Figure-1 graphs of the random toy, and the planted
     carry-selective edge (or, with ``selective`` False, none)."""
-    pair = _pair(kept_fraction=kept_fraction)
+    pair = _pair(kept_fraction=kept_fraction, exact_match=exact_match)
     means = _planted_means()
     if not selective:
-        means = study.ClassMeans(weight=means.weight, kept=torch.zeros_like(means.kept), count=means.count)
+        means = addition_carry.ClassMeans(weight=means.weight, kept=torch.zeros_like(means.kept), count=means.count)
     return study.AdditionSeed(seed, study.toy_accuracy(pair), study.example_graphs(pair, ["53+21", "43+59"], 0.02),
                               study.layer_reads({"dense": means, "sparse": means}),
-                              study.carry_study({"dense": means, "sparse": means}), None,
-                              40, 2, 4)
+                              addition_carry.carry_study({"dense": means, "sparse": means}), None, 40, 2, 4)
 
 
 def test_addition_seeds_report_every_seed_and_spreads_over_them():
-    runs = study.AdditionSeeds((_seed(0, 0.1), _seed(1, 0.3, selective=False)))
+    runs = Seeds((_seed(0, 0.1), _seed(1, 0.3, selective=False)))
     assert runs.seeds == [0, 1] and runs.first.seed == 0
-    spreads = runs.spreads()
-    assert "dense_circuit_heads" not in spreads
+    metrics = json.loads(json.dumps(study.addition_metrics(runs)))
+    spreads = metrics["spreads"]
+    assert "dense_circuit_heads" not in spreads and {"selectivity", "kept_per_query_layer0"} <= set(spreads)
     for found in spreads.values():
-        assert found.n == 2 and found.low <= found.mean <= found.high
-    assert spreads["kept_fraction"].values == (0.1, 0.3) and spreads["kept_fraction"].mean == pytest.approx(0.2)
-    assert spreads["selectivity"].values == pytest.approx((0.95, 0.0))
-    assert spreads["kept_per_query_layer1"].values == (2.0, 2.0)
-    carry = runs.carry_table()
+        assert found["n"] == 2 and found["min"] <= found["mean"] <= found["max"]
+    assert spreads["kept_fraction"]["values"] == [0.1, 0.3] and spreads["kept_fraction"]["mean"] == pytest.approx(0.2)
+    assert spreads["selectivity"]["values"] == pytest.approx([0.95, 0.0])
+    assert spreads["kept_per_query_layer1"]["values"] == [2.0, 2.0]
+    carry = study.carry_table(runs)
     assert carry["seed"].tolist() == [0, 1] and carry["selective"].tolist() == [True, False]
     assert carry["head"].tolist()[0] == "a1.h0" and carry["edge"].tolist()[0] == "a1.h0 s2→a0"
-    assert runs.selective_seeds == [0]
-    matches = runs.exact_match_table()
+    assert metrics["selective_seeds"] == [0]
+    matches = study.exact_match_table(runs)
     assert list(matches.columns[:2]) == ["seed", "carry_class"] and len(matches) == 2 * 5
-    by_class = runs.exact_match_spread()
+    by_class = study.exact_match_spread(runs)
     assert by_class["n"].tolist() == [2] * 5 and (by_class["sparse_exact_match min"] <= by_class[
         "sparse_exact_match max"]).all()
-    for table in (runs.edges_drawn_table(), runs.reads_table("sparse"), runs.selectivity_table("sparse_kept"),
-                  runs.per_class_table()):
-        assert table.columns[0] == "seed" and set(table["seed"]) == {0, 1}
-    assert runs.circuit_table() is None and "No circuit" in runs.circuit_sentence
-    assert "20.00% (10.00%–30.00% over 2 seeds)" in runs.accuracy_sentence
-    sentence = runs.carry_sentence
+    assert study.circuit_table(runs) is None and "No circuit" in study.circuit_sentence(runs)
+    accuracy = study.accuracy_sentence(runs)
+    assert "20.00% (10.00%–30.00% over 2 seeds)" in accuracy
+    assert "Kept keys per query by layer, layer 0: 1.00 (1.00–1.00 over 2 seeds); layer 1" in accuracy
+    sentence = study.carry_sentence(runs)
     assert "exists in 1 of 2 seeds" in sentence and "seed 0: a1.h0 s2→a0, units carry, 100% vs 5%" in sentence
     assert "seed 1: none" in sentence
-    claim = study.seeds_claim(runs)
-    assert claim.startswith("over 2 seeds: sparse toy keeps 20.0% (10.0%–30.0% over 2 seeds) of attention edges "
-                            "(keys per query 1.50, 1.50–1.50 over 2 seeds; layer 0: 1.00, 1.00–1.00 over 2 seeds)")
-    assert "a carry-selective kept edge in 1 of 2 seeds (by seed 0: a1.h0 s2→a0)" in claim
-    assert "selectivity 0.47 (0.00–0.95 over 2 seeds)" in claim
-    assert "Kept keys per query by layer, layer 0: 1.00 (1.00–1.00 over 2 seeds); layer 1" in runs.accuracy_sentence
-    assert "the 2 problems draw" in runs.graphs_sentence
-    metrics = json.loads(json.dumps(runs.to_metrics()))
+    claim = study.addition_claim(runs)
+    assert claim.sentence.startswith("over 2 seeds: sparse toy keeps 20.0% (10.0%–30.0% over 2 seeds) of attention "
+                                     "edges (keys per query 1.50, 1.50–1.50 over 2 seeds; layer 0: 1.00, 1.00–1.00 "
+                                     "over 2 seeds)")
+    assert "a carry-selective kept edge in 1 of 2 seeds (by seed 0: a1.h0 s2→a0)" in claim.sentence
+    assert "selectivity 0.47 (0.00–0.95 over 2 seeds)" in claim.sentence
+    graphs = study.graphs_sentence(runs)
+    assert "the 2 problems draw" in graphs and "edges per problem" in graphs
     assert [row["seed"] for row in metrics["per_seed"]] == metrics["seeds"] == [0, 1]
-    assert metrics["spreads"]["selectivity"]["n"] == 2 and metrics["selective_seeds"] == [0]
+    assert metrics["per_seed"][0]["toy"]["kept_fraction"] == 0.1
+    assert metrics["per_seed"][0]["carry"]["most_selective_sparse"]["layer"] == 1
 
 
 def test_no_selective_seed_is_said_plainly():
-    runs = study.AdditionSeeds((_seed(0, 0.1, selective=False), _seed(1, 0.1, selective=False)))
-    assert runs.selective_seeds == [] and runs.carry_sentence.startswith("In none of 2 seeds")
-    assert study.seeds_claim(runs).endswith("is kept more often with a carry in any of 2 seeds")
+    runs = Seeds((_seed(0, 0.1, selective=False), _seed(1, 0.1, selective=False)))
+    assert runs.where(lambda run: run.carry.selective) == []
+    assert study.carry_sentence(runs).startswith("In none of 2 seeds")
+    assert study.addition_claim(runs).sentence.endswith("is kept more often with a carry in any of 2 seeds")
+
+
+def test_addition_claim_reaches_each_verdict_by_its_rule():
+    def verdict(*seeds):
+        claim = study.addition_claim(Seeds(tuple(_seed(i, 0.1, *found) for i, found in enumerate(seeds))))
+        assert claim.id == "addition_circuit" and claim.rule == study.ADDITION_RULE
+        assert claim.values["seeds"] == list(range(len(seeds)))
+        assert set(claim.values) >= {"selective_seeds", "selectivity", "kept_fraction", "sparse_exact_match"}
+        return claim.verdict
+
+    assert verdict((True, 1.0), (True, 0.99)) == "reproduced"
+    assert verdict((True, 1.0), (False, 1.0)) == "partly"
+    assert verdict((True, 0.99), (True, 0.98)) == "not reproduced", "the mean exact match is under 99 %"
+    assert verdict((False, 1.0), (False, 1.0)) == "not reproduced", "no seed has a carry-selective edge"
+    assert study.ADDITION_RULE.startswith("reproduced when the sparse toy solves ≥ 99 %")
 
 
 def test_addition_seeds_measure_each_loaded_seed_with_its_circuit():
@@ -201,8 +219,13 @@ def test_addition_seeds_measure_each_loaded_seed_with_its_circuit():
         loaded.append(seed)
         return _pair(kept_fraction=0.1 * (seed + 1))
 
-    runs = study.addition_seeds([0, 2], load, examples=["53+21"], min_weight=0.02, batch_size=16,
-                                circuit_problems=4, circuit_edges=6, circuit_method="eap")
+    settings = study.AdditionSettings(examples=["53+21"], min_weight=0.02, batch_size=16, circuit_problems=4,
+                                      circuit_edges=6, circuit_method="eap")
+    runs = study.addition_seeds([0, 2], load, settings)
     assert loaded == [0, 2] and runs.per_seed()["kept_fraction"].tolist() == pytest.approx([0.1, 0.3])
-    assert runs.spreads()["sparse_circuit_heads"].n == 2 and runs.circuit_table()["seed"].tolist() == [0, 2]
-    assert runs.circuit_edges_table()["seed"].nunique() == 2 and "Over every seed" in runs.circuit_sentence
+    assert runs.spread("sparse_circuit_heads").n == 2 and study.circuit_table(runs)["seed"].tolist() == [0, 2]
+    sentence = study.circuit_sentence(runs)
+    assert "Over every seed" in sentence and "top 6 component edges" in sentence
+    metrics = json.loads(json.dumps(study.addition_metrics(runs)))
+    heads = metrics["per_seed"][0]["circuit_heads_in_top_edges"]
+    assert heads == {k: [list(h) for h in v] for k, v in runs.first.circuit.heads.items()}
