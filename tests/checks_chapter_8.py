@@ -8,7 +8,7 @@ from checks_common import metrics_files
 def _check_08(metrics, folder=None, parameters=None):
     assert set(metrics["circuit_heads"]) == {"dense", "sparse"}
     for heads in metrics["circuit_heads"].values():
-        assert all(re.fullmatch(r"L\d+H\d+", head) for head in heads)
+        assert all(re.fullmatch(r"a\d+\.h\d+", head) for head in heads)
     assert 0 < metrics["threshold"] <= 1
     if parameters is not None:
         assert len(parameters["examples"]) <= metrics["problems"] <= len(parameters["examples"]) + parameters["n_problems"]

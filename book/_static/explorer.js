@@ -30,7 +30,7 @@
     const edges = problem[label];
     let shown = 0;
     for (const [layer, head, query, key, weight] of edges) {
-      const inCircuit = circuit.has(`L${layer}H${head}`);
+      const inCircuit = circuit.has(`a${layer}.h${head}`);
       const line = svgElement("line", {
         x1: x(key), y1: y(layer), x2: x(query), y2: y(layer + 1), stroke: HEAD_COLOURS[head % HEAD_COLOURS.length],
         "stroke-width": (1 + 3 * weight).toFixed(2), "stroke-opacity": Math.min(1, 0.2 + weight).toFixed(2),

@@ -6,25 +6,33 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 
 from .. import zoo
+from ..claims import Claim
 from ..data.induction import induction_data, induction_scores, random_token_range
+from ..formatting import COUNT, DECIMAL1, DECIMAL2, DECIMAL3, PERCENT, SIGNIFICANT, counted, seed_list
+from ..training.evaluate import HeldOut
 from .common import ModelPair, Unavailable, attention_maps, head_name, heads_at_or_above, heldout_blocks, token_labels
-from ..formatting import PERCENT
-from .seeds import Spread, spread
+from .seeds import Seeds, Spread
 
-__all__ = ["TextAttention", "text_attention", "InductionHeads", "induction_heads", "control_heads",
-           "InductionComparison", "compare_induction", "probe_maps", "control_sentence", "contrast_sentence",
-           "heldout_induction", "heldout_induction_sentence",
-           "SeedRun", "seed_run", "AttentionSeeds", "attention_seeds", "induction_claim"]
+__all__ = ["TextAttention", "InductionHeads", "SeedRun", "attention_seeds", "text_attention", "control_heads",
+           "heldout_induction", "probe_maps", "induction_table", "models_sentence", "text_sentence",
+           "induction_sentence", "control_sentence", "contrast_sentence", "seeds_metrics", "HEADLINES",
+           "INDUCTION_RULE", "induction_claim"]
+
+
+def _by_head(**maps: torch.Tensor) -> pd.DataFrame:
+    layers, heads = next(iter(maps.values())).shape
+    return pd.DataFrame({"layer": np.repeat(np.arange(layers), heads), "head": np.tile(np.arange(heads), layers),
+                         **{name: values.flatten().numpy() for name, values in maps.items()}})
 
 
 @dataclass(frozen=True)
 class TextAttention:
-    """Every head's attention on the first tokens of one held-out block: ``dense`` and ``sparse`` [L, H, T, T]
-    (the sparse maps are the kept, not renormalised, weights)."""
+    """Every head's attention on a held-out text, ``dense`` and ``sparse`` [L, H, T, T] (kept, not renormalised)."""
 
     model: str
     tokens: list[str]
@@ -42,18 +50,8 @@ class TextAttention:
         return (len(self.tokens) + 1) / 2
 
     def kept_table(self) -> pd.DataFrame:
-        kept = self.kept_keys_per_query
-        return pd.DataFrame(kept.numpy(), index=pd.Index(range(kept.shape[0]), name="layer"),
-                            columns=pd.Index(range(kept.shape[1]), name="head"))
-
-    @property
-    def sentence(self) -> str:
-        kept = self.kept_keys_per_query
-        fewest = divmod(int(kept.argmin()), kept.shape[1])
-        most = divmod(int(kept.argmax()), kept.shape[1])
-        return (f"On these {len(self.tokens)} tokens the sparse {self.model} keeps {float(kept.mean()):.2f} keys per "
-                f"query on average, from {float(kept.min()):.2f} ({head_name(*fewest)}) to {float(kept.max()):.2f} "
-                f"({head_name(*most)}); a dense head reads all {self.dense_keys_per_query:.1f} on average.")
+        """Kept keys per query, one row per head."""
+        return _by_head(kept_keys_per_query=self.kept_keys_per_query.double())
 
 
 def text_attention(pair: ModelPair, text_block: int, text_tokens: int) -> TextAttention:
@@ -68,8 +66,7 @@ def text_attention(pair: ModelPair, text_block: int, text_tokens: int) -> TextAt
 
 @dataclass(frozen=True)
 class InductionHeads:
-    """Induction scores [L, H] of one model on the probe (mean weight on the token after the previous occurrence
-    of the current token) and the heads at or above ``threshold``."""
+    """One model's induction scores [L, H] (mean weight on the key after the query token's previous occurrence)."""
 
     model: str
     scores: torch.Tensor
@@ -87,35 +84,83 @@ class InductionHeads:
     def n_heads(self) -> int:
         return self.scores.numel()
 
+    def found(self) -> str:
+        return (f"{len(self.heads)} of {self.n_heads} heads at or above {SIGNIFICANT(self.threshold)} (highest "
+                f"{DECIMAL2(self.max_score)})")
+
     def to_metrics(self) -> dict:
         return {"model": self.model, "heads": [list(h) for h in self.heads], "max_score": self.max_score,
                 "n_heads": self.n_heads, "threshold": self.threshold}
 
 
-def _probe(loaded, n_sequences: int, half: int, seed: int) -> dict:
-    vocab = loaded.model.config.vocab_size
-    low, bos = random_token_range(loaded.tokenizer, vocab)
-    return induction_data(n_sequences, half, vocab, seed=seed, low=low, bos_token_id=bos)
+def _named(heads: list[tuple[int, int]]) -> str:
+    return ", ".join(head_name(*h) for h in heads) or "none"
 
 
-def induction_heads(loaded, probe: dict, threshold: float) -> InductionHeads:
+def _scored(loaded, probe: dict, threshold: float) -> InductionHeads:
     return InductionHeads(loaded.name, induction_scores(loaded.model, probe), threshold)
 
 
+def _probe(loaded, n_sequences: int, half: int, seed: int) -> dict:
+    low, bos = random_token_range(loaded.tokenizer, loaded.model.config.vocab_size)
+    return induction_data(n_sequences, half, loaded.model.config.vocab_size, seed=seed, low=low, bos_token_id=bos)
+
+
 def control_heads(name: str, n_sequences: int, half: int, threshold: float, seed: int) -> InductionHeads | Unavailable:
-    """The dense positive control: a pretrained model expected to have induction heads, on the same probe."""
+    """A dense model not post-trained here (the positive control, or the contrast) on the same probe."""
     try:
         loaded = zoo.load(name, progress=False)
     except (zoo.HubUnavailableError, FileNotFoundError) as error:
         return Unavailable(name, str(error).splitlines()[0])
-    return induction_heads(loaded, _probe(loaded, n_sequences, half, seed), threshold)
+    return _scored(loaded, _probe(loaded, n_sequences, half, seed), threshold)
+
+
+def probe_maps(pair: ModelPair, run: SeedRun, heads: list[tuple[int, int]]) -> torch.Tensor:
+    """[2, k, T, T]: the listed heads' attention on the seed's first probe sequence, dense then sparse."""
+    maps = [attention_maps(loaded.model, run.probe_ids[:1])[0] for loaded in (pair.dense, pair.sparse)]
+    return torch.stack([torch.stack([m[layer, head] for layer, head in heads]) for m in maps])
+
+
+def heldout_induction(pair: ModelPair, n_blocks: int, threshold: float) -> tuple[str, dict[str, InductionHeads]]:
+    """(sentence, induction heads of both models) scored on held-out blocks of the model's own data, where a
+    query's target is the token after the previous occurrence of its token wherever the text repeats one."""
+    name, blocks = heldout_blocks(pair.dense, max_blocks=n_blocks, block_size=64)
+    scores = {label: _scored(loaded, {"input_ids": blocks["input_ids"]}, threshold)
+              for label, loaded in (("dense", pair.dense), ("sparse", pair.sparse))}
+    parts = "; ".join(f"{label} {found.found()}" for label, found in scores.items())
+    return f"On {name}, scored wherever a token repeats an earlier one: {parts}.", scores
+
+
+def control_sentence(control: InductionHeads | Unavailable | None) -> str:
+    """What the positive control shows: that the probe finds induction heads where they exist (or why not here)."""
+    if not isinstance(control, InductionHeads):
+        return f"The positive control {control.sentence}" if control else "No positive control was probed in this run."
+    return (f"The positive control, dense {control.model} (pretrained elsewhere and not trained here, so one model "
+            f"and no training seeds), has {control.found()}"
+            + (", so the probe finds induction heads where they exist." if control.heads else
+               ": the probe found none there either, so a count of zero above says little about the small model."))
+
+
+def contrast_sentence(contrast: InductionHeads | Unavailable | None) -> str:
+    """What the probe finds in a natural-language toy trained here (seed 0), the model this chapter does not use."""
+    if not isinstance(contrast, InductionHeads):
+        return (f"The contrast model {contrast.sentence}" if contrast
+                else "No natural-language toy was probed for contrast in this run.")
+    n, threshold = contrast.n_heads, SIGNIFICANT(contrast.threshold)
+    found = (f"{len(contrast.heads)} of its {n} heads reach {threshold}." if contrast.heads else
+             f"none of its {n} heads reaches {threshold}, so on it this chapter's claim could not be tested.")
+    return (f"The dense {contrast.model} (training seed 0), on the same probe: highest score "
+            f"{DECIMAL3(contrast.max_score)}; {found}")
 
 
 @dataclass(frozen=True)
-class InductionComparison:
-    """Induction heads of the dense model and its sparse copy on the same probe, and the positive control's."""
+class SeedRun:
+    """One seed's pair: held-out numbers (``before`` dense, ``after`` sparse), maps on the text, probe heads."""
 
-    model: str
+    seed: int
+    before: HeldOut
+    after: HeldOut
+    text: TextAttention
     dense: InductionHeads
     sparse: InductionHeads
     probe_ids: torch.Tensor
@@ -125,317 +170,139 @@ class InductionComparison:
         """The claim (fewer heads carry induction after sparsification) needs a dense model with induction heads."""
         return bool(self.dense.heads)
 
-    def scores_table(self) -> pd.DataFrame:
-        layers, heads = self.dense.scores.shape
-        return pd.DataFrame({"layer": [l for l in range(layers) for _ in range(heads)],
-                             "head": [h for _ in range(layers) for h in range(heads)],
-                             "dense_score": self.dense.scores.flatten().numpy(),
-                             "sparse_score": self.sparse.scores.flatten().numpy()})
-
     def shown_heads(self, limit: int = 8) -> list[tuple[int, int]]:
         """Heads above the threshold in either model, strongest first, or the four highest-scoring ones."""
         ranked = heads_at_or_above(torch.maximum(self.dense.scores, self.sparse.scores), float("-inf"))
         above = set(self.dense.heads) | set(self.sparse.heads)
         return [h for h in ranked if h in above][:limit] or ranked[:4]
 
-    @property
-    def sentence(self) -> str:
-        d, s = self.dense, self.sparse
-        if not self.testable:
-            head = (f"The dense {self.model} has no induction head: its highest score is {d.max_score:.3f}, below the "
-                    f"threshold {d.threshold:g}. This model cannot test the paper's claim, so this is a negative "
-                    f"result about the model, not evidence for or against the claim (the sparse copy has "
-                    f"{len(s.heads)} head(s) above the threshold).")
-        else:
-            head = (f"The dense {self.model} has {len(d.heads)} of {d.n_heads} heads at or above {d.threshold:g} "
-                    f"({', '.join(head_name(*h) for h in d.heads)}); the sparse copy has {len(s.heads)}"
-                    + (f" ({', '.join(head_name(*h) for h in s.heads)})." if s.heads else "."))
-        return head
-
-    def to_metrics(self) -> dict:
-        return {"testable": self.testable, "dense": self.dense.to_metrics(), "sparse": self.sparse.to_metrics()}
-
-
-def compare_induction(pair: ModelPair, n_sequences: int, half: int, threshold: float, seed: int) -> InductionComparison:
-    """Both models on one probe of ``n_sequences`` sequences of ``half`` random tokens repeated once."""
-    probe = _probe(pair.dense, n_sequences, half, seed)
-    return InductionComparison(pair.name, induction_heads(pair.dense, probe, threshold),
-                               induction_heads(pair.sparse, probe, threshold), probe["input_ids"])
-
-
-def probe_maps(pair: ModelPair, comparison: InductionComparison, heads: list[tuple[int, int]]) -> torch.Tensor:
-    """[2, k, T, T]: the listed heads' attention on the first probe sequence, dense then sparse."""
-    ids = comparison.probe_ids[:1]
-    maps = [attention_maps(loaded.model, ids)[0] for loaded in (pair.dense, pair.sparse)]
-    return torch.stack([torch.stack([m[layer, head] for layer, head in heads]) for m in maps])
-
-
-def control_sentence(control: InductionHeads | Unavailable | None) -> str:
-    """What the positive control shows: that the probe finds induction heads where they exist (or why not here)."""
-    if control is None:
-        return "No positive control was probed in this run."
-    if isinstance(control, Unavailable):
-        return f"The positive control {control.sentence}"
-    return (f"The positive control, dense {control.model} (pretrained elsewhere and not trained here, so one model "
-            f"and no training seeds), has {len(control.heads)} of {control.n_heads} heads at or "
-            f"above {control.threshold:g} (highest {control.max_score:.2f})"
-            + (", so the probe finds induction heads where they exist." if control.heads else
-               ": the probe found none there either, so a count of zero above says little about the small model."))
-
-
-def heldout_induction(pair: ModelPair, n_blocks: int, threshold: float) -> tuple[str, dict[str, InductionHeads]]:
-    """(data name, induction heads of the dense and the sparse model) scored on held-out blocks of the model's own
-    data rather than the random probe: there a query's target is the token after the previous occurrence of its
-    token, wherever the text repeats one. A head that is an induction head on the probe only would score low here."""
-    name, blocks = heldout_blocks(pair.dense, max_blocks=n_blocks, block_size=64)
-    blocks = {"input_ids": blocks["input_ids"]}
-    return name, {label: induction_heads(loaded, blocks, threshold)
-                  for label, loaded in (("dense", pair.dense), ("sparse", pair.sparse))}
-
-
-def heldout_induction_sentence(name: str, scores: dict[str, InductionHeads]) -> str:
-    parts = [f"{label} {len(found.heads)} of {found.n_heads} heads at or above {found.threshold:g} (highest "
-             f"{found.max_score:.2f})" for label, found in scores.items()]
-    return f"On {name}, scored wherever a token repeats an earlier one: {'; '.join(parts)}."
-
-
-def contrast_sentence(contrast: InductionHeads | Unavailable | None) -> str:
-    """What the probe finds in a natural-language toy trained here (seed 0), the model this chapter does not use."""
-    if contrast is None:
-        return "No natural-language toy was probed for contrast in this run."
-    if isinstance(contrast, Unavailable):
-        return f"The contrast model {contrast.sentence}"
-    found = (f"{len(contrast.heads)} of its {contrast.n_heads} heads reach {contrast.threshold:g}" if contrast.heads
-             else f"none of its {contrast.n_heads} heads reaches {contrast.threshold:g}")
-    return (f"The dense {contrast.model} (training seed 0), on the same probe: highest score "
-            f"{contrast.max_score:.3f}; {found}"
-            + (", so on it this chapter's claim could not be tested." if not contrast.heads else "."))
-
-
-# ------------------------------------------------------------------------------------------ over training seeds
-
-
-@dataclass(frozen=True)
-class SeedRun:
-    """What one training seed's pair gives: its held-out metrics (``dense_heldout_ce``, ``sparse_heldout_ce``,
-    ``kept_fraction``, ``kept_per_query``), its maps on the held-out text and its induction probe."""
-
-    seed: int
-    metrics: dict
-    text: TextAttention
-    induction: InductionComparison
+    def scores_table(self) -> pd.DataFrame:
+        return _by_head(dense_score=self.dense.scores, sparse_score=self.sparse.scores)
 
     def row(self) -> dict:
-        """The seed's headline numbers, one flat row (the names :meth:`AttentionSeeds.spreads` uses)."""
-        d, s = self.induction.dense, self.induction.sparse
-        return {"seed": self.seed, **self.metrics,
+        d, s = self.dense, self.sparse
+        return {"dense_heldout_ce": self.before.ce, "sparse_heldout_ce": self.after.ce,
+                "kept_fraction": self.after.kept_fraction, "kept_per_query": self.after.kept_per_query,
                 "text_kept_keys_per_query": float(self.text.kept_keys_per_query.mean()),
                 "dense_max_score": d.max_score, "sparse_max_score": s.max_score,
                 "dense_induction_heads": len(d.heads), "sparse_induction_heads": len(s.heads),
-                "testable": self.induction.testable, "fewer_sparse_heads": len(s.heads) < len(d.heads)}
+                "testable": self.testable, "fewer_sparse_heads": len(s.heads) < len(d.heads)}
 
 
-def seed_run(pair: ModelPair, seed: int, text_block: int, text_tokens: int, n_sequences: int, half: int,
-             threshold: float, probe_seed: int) -> SeedRun:
-    """One training seed's measurements; the probe (``probe_seed``) is the same for every training seed."""
-    metrics = {"dense_heldout_ce": pair.before.ce, "sparse_heldout_ce": pair.after.ce,
-               "kept_fraction": pair.after.kept_fraction, "kept_per_query": pair.after.kept_per_query}
-    return SeedRun(seed, metrics, text_attention(pair, text_block, text_tokens),
-                   compare_induction(pair, n_sequences, half, threshold, probe_seed))
+HEADLINES = ("dense_heldout_ce", "sparse_heldout_ce", "kept_fraction", "kept_per_query", "text_kept_keys_per_query",
+             "dense_max_score", "sparse_max_score", "dense_induction_heads", "sparse_induction_heads")
 
 
-def _seed_list(seeds: Sequence[int]) -> str:
-    return ", ".join(str(s) for s in seeds)
-
-
-@dataclass(frozen=True)
-class AttentionSeeds:
-    """The chapter's measurements for every training seed (``runs``, in the order of ``train_seeds``) and the first
-    seed's models (``first_pair``), whose maps the figures draw."""
-
-    model: str
-    runs: tuple
-    first_pair: ModelPair | None = None
-
-    def __post_init__(self):
-        if not self.runs:
-            raise ValueError("runs: need at least one training seed")
-
-    @property
-    def seeds(self) -> list[int]:
-        return [run.seed for run in self.runs]
-
-    @property
-    def first(self) -> SeedRun:
-        return self.runs[0]
-
-    @property
-    def threshold(self) -> float:
-        return self.first.induction.dense.threshold
-
-    @property
-    def n_heads(self) -> int:
-        return self.first.induction.dense.n_heads
-
-    def per_seed(self) -> pd.DataFrame:
-        """One row per training seed: held-out CE, kept edges, kept keys on the text, induction headline."""
-        return pd.DataFrame([run.row() for run in self.runs])
-
-    def scores_table(self) -> pd.DataFrame:
-        """Every head's induction score, dense and sparse, for every seed (a ``seed`` column first)."""
-        return pd.concat([run.induction.scores_table().assign(seed=run.seed) for run in self.runs],
-                         ignore_index=True)[["seed", "layer", "head", "dense_score", "sparse_score"]]
-
-    def kept_table(self) -> pd.DataFrame:
-        """Kept keys per query on the text, per seed, layer and head."""
-        rows = [{"seed": run.seed, "layer": layer, "head": head, "kept_keys_per_query": float(value)}
-                for run in self.runs for (layer, head), value in
-                ((divmod(i, run.text.kept_keys_per_query.shape[1]), v)
-                 for i, v in enumerate(run.text.kept_keys_per_query.flatten().tolist()))]
-        return pd.DataFrame(rows)
-
-    def induction_table(self) -> pd.DataFrame:
-        """Per seed: the highest scores, the heads at or above the threshold (named) and whether the seed's dense
-        model can test the claim."""
-        rows = []
-        for run in self.runs:
-            d, s = run.induction.dense, run.induction.sparse
-            rows.append({"seed": run.seed, "dense_max_score": d.max_score, "sparse_max_score": s.max_score,
-                         "dense_heads": len(d.heads), "sparse_heads": len(s.heads),
-                         "dense_named": ", ".join(head_name(*h) for h in d.heads) or "none",
-                         "sparse_named": ", ".join(head_name(*h) for h in s.heads) or "none",
-                         "testable": run.induction.testable})
-        return pd.DataFrame(rows)
-
-    _SPREADS = ("dense_heldout_ce", "sparse_heldout_ce", "kept_fraction", "kept_per_query",
-                "text_kept_keys_per_query", "dense_max_score", "sparse_max_score", "dense_induction_heads",
-                "sparse_induction_heads")
-
-    def spreads(self) -> dict[str, Spread]:
-        """Each headline number over the training seeds (mean, min, max, n)."""
-        frame = self.per_seed()
-        return {name: spread(frame[name]) for name in self._SPREADS}
-
-    @property
-    def testable_seeds(self) -> list[int]:
-        return [run.seed for run in self.runs if run.induction.testable]
-
-    @property
-    def fewer_seeds(self) -> list[int]:
-        """Seeds whose dense model has induction heads and whose sparse copy has fewer: the claim holds there."""
-        return [run.seed for run in self.runs if run.induction.testable and run.row()["fewer_sparse_heads"]]
-
-    @property
-    def models_sentence(self) -> str:
-        sp, n = self.spreads(), len(self.runs)
-        return (f"Over {n} training seed{'s' if n > 1 else ''} of {self.model}, the held-out CE is "
-                f"{sp['dense_heldout_ce'].text(_three)} dense and {sp['sparse_heldout_ce'].text(_three)} sparse. The "
-                f"sparse copies keep {sp['kept_fraction'].text(PERCENT)} of causal attention edges, or "
-                f"{sp['kept_per_query'].text(_two)} keys per query.")
-
-    @property
-    def text_sentence(self) -> str:
-        sp, first = self.spreads(), self.first
-        return (f"Seed {first.seed} (the maps above): {first.text.sentence} Over every seed, a sparse head keeps "
-                f"{sp['text_kept_keys_per_query'].text(_two)} keys per query on this text on average.")
-
-    @property
-    def induction_sentence(self) -> str:
-        sp, n, threshold = self.spreads(), len(self.runs), self.threshold
-        testable = self.testable_seeds
-        sparse_part = (f"at or above the threshold the sparse copies have {_heads(sp['sparse_induction_heads'])}, and "
-                       f"their highest score is {sp['sparse_max_score'].text(_three)}")
-        if not testable:
-            return (f"The dense {self.model} has no induction head in any of {n} seed{'s' if n > 1 else ''}: no "
-                    f"head reaches {threshold:g}, and the highest score is {sp['dense_max_score'].text(_three)}. "
-                    f"This model cannot test the paper's claim, so this is a negative result about the model, not "
-                    f"evidence for or against the claim; {sparse_part}.")
-        named = "; ".join(f"seed {row.seed}: {row.dense_named} dense, {row.sparse_named} sparse"
-                          for row in self.induction_table().itertuples())
-        head = (f"At or above {threshold:g}, the dense {self.model} has {_heads(sp['dense_induction_heads'])} of "
-                f"{self.n_heads}, and its highest score is {sp['dense_max_score'].text(_three)}; {sparse_part}. The "
-                f"sparse copy has fewer in {len(self.fewer_seeds)} of the {len(testable)} seed(s) with a dense "
-                f"induction head. Per seed: {named}.")
-        if len(testable) < n:
-            missing = [s for s in self.seeds if s not in testable]
-            head += (f" Seed{'s' if len(missing) > 1 else ''} {_seed_list(missing)} cannot test the claim: "
-                     f"{'their dense models have' if len(missing) > 1 else 'its dense model has'} no induction head.")
-        return head
-
-    def to_metrics(self) -> dict:
-        per_seed = []
-        for run, row in zip(self.runs, self.per_seed().to_dict(orient="records")):
-            per_seed.append({**row, "text": {"tokens": run.text.tokens,
-                                             "kept_keys_per_query": run.text.kept_keys_per_query.tolist(),
-                                             "dense_keys_per_query": run.text.dense_keys_per_query},
-                             "induction": run.induction.to_metrics()})
-        return {"model": self.model, "seeds": self.seeds, "per_seed": per_seed,
-                "spreads": {name: s.to_dict() for name, s in self.spreads().items()},
-                "testable_seeds": self.testable_seeds, "fewer_sparse_heads_seeds": self.fewer_seeds,
-                "threshold": self.threshold}
-
-
-def _two(value: float) -> str:
-    return f"{value:.2f}"
-
-
-def _three(value: float) -> str:
-    return f"{value:.3f}"
-
-
-def _count(value: float) -> str:
-    return f"{value:.3g}"
-
-
-def _heads(count: Spread) -> str:
-    """A count of heads over seeds: "no head in any seed", "2 heads in every seed", or the spread."""
-    if count.low == count.high:
-        return "no head in any seed" if count.low == 0 else f"{count.low:g} head(s) in every seed"
-    return f"{count.text(_count)} heads"
-
-
-def _inline(value: Spread, fmt) -> str:
-    """A spread inside parentheses: "0.04, 0.03–0.05 over 3 seeds" (no nested brackets)."""
-    if value.n == 1:
-        return f"{fmt(value.mean)}, 1 seed"
-    return f"{fmt(value.mean)}, {fmt(value.low)}–{fmt(value.high)} over {value.n} {value.over}"
-
-
-def attention_seeds(model: str, train_seeds: Sequence[int], load: Callable[[int], "ModelPair | Unavailable"], *,
-                    text_block: int, text_tokens: int, n_sequences: int, half: int, threshold: float,
-                    probe_seed: int) -> AttentionSeeds | Unavailable:
-    """Load each training seed's pair with ``load(seed)`` (``common.load_pair``) and measure it; only the first
-    seed's models are kept (for the maps). A model that cannot be loaded makes the whole study pending."""
+def attention_seeds(train_seeds: Sequence[int], load: Callable[[int], ModelPair | Unavailable], *, text_block: int,
+                    text_tokens: int, n_sequences: int, half: int, threshold: float,
+                    probe_seed: int) -> tuple[Seeds[SeedRun], ModelPair] | Unavailable:
+    """(every seed's measurements, the first seed's pair for the maps), or the pair ``load(seed)`` could not load:
+    maps on the first ``text_tokens`` tokens of held-out block ``text_block``, and heads scoring ≥ ``threshold`` on
+    ``n_sequences`` sequences of ``half`` random tokens repeated once (``probe_seed``, the same for every seed)."""
     runs, first = [], None
     for seed in train_seeds:
         pair = load(seed)
         if isinstance(pair, Unavailable):
             return pair
-        runs.append(seed_run(pair, seed, text_block, text_tokens, n_sequences, half, threshold, probe_seed))
-        first = pair if first is None else first
-    return AttentionSeeds(model, tuple(runs), first)
+        probe = _probe(pair.dense, n_sequences, half, probe_seed)
+        runs.append(SeedRun(seed, pair.before, pair.after, text_attention(pair, text_block, text_tokens),
+                            _scored(pair.dense, probe, threshold), _scored(pair.sparse, probe, threshold),
+                            probe["input_ids"]))
+        first = first or pair
+    return Seeds(tuple(runs)), first
 
 
-def induction_claim(study: AttentionSeeds | Unavailable, control: InductionHeads | Unavailable | None) -> str:
-    """The claims table's line: head counts dense vs sparse over the training seeds, whether the model can test
-    the claim in each, and the positive control (one pretrained model, no seeds)."""
-    if isinstance(study, Unavailable):
-        summary = f"{study.model}: pending, not measured here ({study.reason.split(': ')[0]})"
+def induction_table(runs: Seeds[SeedRun]) -> pd.DataFrame:
+    """Per seed: the highest scores, the heads at or above the threshold (named), whether it can test the claim."""
+    return pd.DataFrame([{"seed": r.seed, "dense_max_score": r.dense.max_score, "sparse_max_score": r.sparse.max_score,
+                          "dense_heads": len(r.dense.heads), "sparse_heads": len(r.sparse.heads),
+                          "dense_named": _named(r.dense.heads), "sparse_named": _named(r.sparse.heads),
+                          "testable": r.testable} for r in runs.runs])
+
+
+def _heads(count: Spread) -> str:
+    """A count of heads over seeds: "no head in any seed", "2 head(s) in every seed", or the spread."""
+    if count.low == count.high:
+        return "no head in any seed" if count.low == 0 else f"{COUNT(count.low)} head(s) in every seed"
+    return f"{count.text(COUNT)} heads"
+
+
+def models_sentence(runs: Seeds[SeedRun]) -> str:
+    sp = runs.spreads(HEADLINES)
+    return (f"Over {counted(len(runs), 'training seed')} of {runs.first.dense.model}, the held-out CE is "
+            f"{sp['dense_heldout_ce'].text(DECIMAL3)} dense and {sp['sparse_heldout_ce'].text(DECIMAL3)} sparse. The "
+            f"sparse copies keep {sp['kept_fraction'].text(PERCENT)} of causal attention edges, or "
+            f"{sp['kept_per_query'].text(DECIMAL2)} keys per query.")
+
+
+def text_sentence(runs: Seeds[SeedRun]) -> str:
+    """The first seed's kept keys per query on the text (the maps shown), and their mean over every seed."""
+    text = runs.first.text
+    kept = text.kept_keys_per_query
+    fewest, most = (divmod(int(i), kept.shape[1]) for i in (kept.argmin(), kept.argmax()))
+    return (f"Seed {runs.first.seed} (the maps above): On these {len(text.tokens)} tokens the sparse {text.model} "
+            f"keeps {DECIMAL2(float(kept.mean()))} keys per query on average, from {DECIMAL2(float(kept.min()))} "
+            f"({head_name(*fewest)}) to {DECIMAL2(float(kept.max()))} ({head_name(*most)}); a dense head reads all "
+            f"{DECIMAL1(text.dense_keys_per_query)} on average. Over every seed, a sparse head keeps "
+            f"{runs.spread('text_kept_keys_per_query').text(DECIMAL2)} keys per query on this text on average.")
+
+
+def induction_sentence(runs: Seeds[SeedRun], per_seed: bool = True) -> str:
+    """Head counts and highest scores over the seeds, the seeds that can test the claim, (``per_seed``) the heads."""
+    sp, first, testable = runs.spreads(HEADLINES), runs.first.dense, runs.where(lambda r: r.testable)
+    threshold, fewer = SIGNIFICANT(first.threshold), runs.where(lambda r: r.row()["fewer_sparse_heads"])
+    sparse = (f"at or above the threshold the sparse copies have {_heads(sp['sparse_induction_heads'])}, and their "
+              f"highest score is {sp['sparse_max_score'].text(DECIMAL3)}")
+    if not testable:
+        return (f"The dense {first.model} has no induction head in any of {counted(len(runs), 'seed')}: no head "
+                f"reaches {threshold}, and the highest score is {sp['dense_max_score'].text(DECIMAL3)}. This model "
+                f"cannot test the paper's claim, so this is a negative result about the model, not evidence for or "
+                f"against the claim; {sparse}.")
+    found = (f"At or above {threshold}, the dense {first.model} has {_heads(sp['dense_induction_heads'])} of "
+             f"{first.n_heads}, and its highest score is {sp['dense_max_score'].text(DECIMAL3)}; {sparse}. The sparse "
+             f"copy has fewer in {len(fewer)} of the {len(testable)} seed(s) with a dense induction head.")
+    missing = [s for s in runs.seeds if s not in testable]
+    if missing:
+        found += (f" Seed{'s' if len(missing) > 1 else ''} {seed_list(missing)} cannot test the claim: "
+                  f"{'their dense models have' if len(missing) > 1 else 'its dense model has'} no induction head.")
+    named = "; ".join(f"seed {r.seed}: {_named(r.dense.heads)} dense, {_named(r.sparse.heads)} sparse"
+                      for r in runs.runs)
+    return found + (f" Per seed: {named}." if per_seed else "")
+
+
+def seeds_metrics(runs: Seeds[SeedRun]) -> dict:
+    """The chapter's metrics: every seed's row with its text and probe, the spreads, the testable seeds."""
+    per_seed = [{**row, "text": {"tokens": run.text.tokens, "dense_keys_per_query": run.text.dense_keys_per_query,
+                                 "kept_keys_per_query": run.text.kept_keys_per_query.tolist()},
+                 "induction": {"testable": run.testable, "dense": run.dense.to_metrics(),
+                               "sparse": run.sparse.to_metrics()}}
+                for run, row in zip(runs.runs, runs.per_seed().to_dict(orient="records"))]
+    return {"model": runs.first.dense.model, "seeds": runs.seeds, "per_seed": per_seed,
+            "spreads": {name: s.to_dict() for name, s in runs.spreads(HEADLINES).items()},
+            "testable_seeds": runs.where(lambda r: r.testable), "threshold": runs.first.dense.threshold,
+            "fewer_sparse_heads_seeds": runs.where(lambda r: r.row()["fewer_sparse_heads"])}
+
+
+INDUCTION_RULE = ("reproduced when the sparse copies have at most half the dense model's induction heads; partly at "
+                  "most three quarters")
+
+
+def induction_claim(runs: Seeds[SeedRun] | Unavailable, control: InductionHeads | Unavailable | None,
+                    train_seeds: Sequence[int]) -> Claim:
+    """The claim, judged by :data:`INDUCTION_RULE` on the mean head counts over the training seeds: it cannot be
+    tested where the model is unavailable or no seed's dense model has an induction head."""
+    if isinstance(runs, Unavailable):
+        summary, testable, counts = f"{runs.model}: pending, not measured here ({runs.reason.split(': ')[0]})", [], []
     else:
-        sp, n, threshold = study.spreads(), len(study.runs), study.threshold
-        sparse = (f"sparse copies: {_heads(sp['sparse_induction_heads'])} (highest "
-                  f"{_inline(sp['sparse_max_score'], _three)})")
-        if not study.testable_seeds:
-            summary = (f"{study.model}: no dense head reaches induction score {threshold:g} in any of {n} seeds "
-                       f"(highest {_inline(sp['dense_max_score'], _three)}), so it cannot test the claim; {sparse}")
-        else:
-            summary = (f"{study.model}: heads (of {study.n_heads}) with induction score ≥ {threshold:g}, dense: "
-                       f"{_heads(sp['dense_induction_heads'])} (highest {_inline(sp['dense_max_score'], _three)}); "
-                       f"{sparse}; fewer sparse heads in {len(study.fewer_seeds)} of {len(study.testable_seeds)} "
-                       f"seeds with dense induction heads")
-            if len(study.testable_seeds) < n:
-                summary += f" ({n - len(study.testable_seeds)} of {n} seeds have none and cannot test it)"
+        summary, testable = induction_sentence(runs, per_seed=False), runs.where(lambda r: r.testable)
+        counts = [runs.spread("dense_induction_heads"), runs.spread("sparse_induction_heads")]
+    d, s = (counts[0].mean, counts[1].mean) if counts else (0.0, 0.0)
+    verdict = ("cannot test here" if not testable or d == 0 else "reproduced" if s <= d / 2
+               else "partly" if s <= 0.75 * d else "not reproduced")
     if isinstance(control, InductionHeads):
-        summary += (f"; positive control {control.model} (dense, not trained here: no seeds): {len(control.heads)} "
-                    f"of {control.n_heads} heads")
-    return summary
+        summary += (f" Positive control {control.model} (dense, not trained here: no seeds): {len(control.heads)} of "
+                    f"{control.n_heads} heads.")
+    values = {"available": bool(counts), "seeds": list(train_seeds), "testable_seeds": testable,
+              "dense_heads": counts[0].to_dict() if counts else None,
+              "sparse_heads": counts[1].to_dict() if counts else None}
+    return Claim("induction_heads", summary, values, verdict, INDUCTION_RULE)

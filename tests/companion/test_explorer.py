@@ -21,7 +21,7 @@ def explorer():
         {"text": "43+59=00102", "carry": "both", "paper": False,
          "dense": [[1, 0, 7, 1, 0.3]], "sparse": [[3, 1, 10, 2, 1.0], [1, 2, 9, 4, 0.7], [0, 0, 7, 0, 0.4]]},
     ]
-    return AdditionExplorer(problems, {"dense": ["L0H0", "L0H1"], "sparse": ["L1H2"]}, 0.9, 4, 4, 0.02, 0)
+    return AdditionExplorer(problems, {"dense": ["a0.h0", "a0.h1"], "sparse": ["a1.h2"]}, 0.9, 4, 4, 0.02, 0)
 
 
 def test_the_exported_data_round_trips_through_the_page():
@@ -69,6 +69,6 @@ def test_the_explorer_draws_switches_describes_and_filters(browser, tmp_path):
                          " c.dispatchEvent(new Event('change')); })()")
         assert browser.evaluate("document.querySelectorAll('.explorer-sparse line.faded').length") == 2
         caption = browser.evaluate("document.querySelector('.explorer-sparse .explorer-caption').textContent")
-        assert caption == "sparse: 1 of 3 edges drawn (weight ≥ 0.02); circuit heads at 90 %: L1H2"
+        assert caption == "sparse: 1 of 3 edges drawn (weight ≥ 0.02); circuit heads at 90 %: a1.h2"
         requests = [e["params"]["request"]["url"] for e in browser.events if e["method"] == "Network.requestWillBeSent"]
         assert all(url.startswith(base) for url in requests), requests

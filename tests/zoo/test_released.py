@@ -157,8 +157,8 @@ def test_chapters_4_and_6_put_a_released_model_beside_its_dense_model(released_h
     assert sparse_state(pair.sparse.model) is not None and sparse_state(pair.dense.model) is None
     assert pair.before.ce > 0 and 0 < pair.after.kept_fraction < 1
     assert pair.before.kept_fraction is None
-    seeds = attention_seeds("ansonisl/SparseGPT2", [0], lambda seed: common.load_pair("ansonisl/SparseGPT2", seed=seed),
-                            text_block=0, text_tokens=8, n_sequences=2, half=6, threshold=0.3, probe_seed=0)
+    seeds, _ = attention_seeds([0], lambda seed: common.load_pair("ansonisl/SparseGPT2", seed=seed),
+                               text_block=0, text_tokens=8, n_sequences=2, half=6, threshold=0.3, probe_seed=0)
     assert len(seeds.runs) == 1
     setup = circuit_setup("induction", "ansonisl/SparseGPT2", n_prompts=4, induction_half=6)
     assert setup.sparse_kept_fraction == pair.after.kept_fraction
