@@ -1,8 +1,5 @@
-"""Chapter 3's question: how many token->token attention edges does a model keep, and at what loss?
-:func:`measure_models` gives one :class:`EdgesAndLoss` row per model and training seed (dense CE, the untrained
-gate, the sparse post-trained model where asked; pending with the reason, never with numbers, where a model cannot
-be loaded here); the functions below report each number as a mean with its min-max over seeds and compare the
-models with the paper's reported fractions."""
+"""Chapter 3's question: how many token->token attention edges does a model keep, and at what loss? Each number
+is reported as a mean with its min-max over training seeds, beside the paper's reported fractions."""
 
 from __future__ import annotations
 
@@ -16,14 +13,12 @@ from .. import zoo
 from ..claims import Claim
 from ..formatting import DECIMAL2, PERCENT, PERCENT1, SIGNED_PERCENT, SIGNIFICANT, counted, listing, ratio, seed_list
 from ..mechanism.sparsify import sparsify
-from ..mechanism.token_edges import EdgeCounts
 from ..training.evaluate import HeldOut, evaluate
 from .common import ModelPair, Unavailable, heldout_blocks, load_pair, pretrain_overrides
-from .model_cards import EdgeSettings, ModelCard, fitting, measure_card
+from .model_cards import EdgeSettings, ModelCard, measure_card
 from .seeds import Seeds, Spread, spread_table, table_cell
 
-# The paper's numbers (typed from the paper, shown labelled as the paper's): percent of attention edges kept at no
-# loss increase.
+# The paper's percent of attention edges kept at no loss increase (typed from the paper, shown labelled as such).
 PAPER_KEPT_PERCENT = {"v1, models up to 1B parameters": 0.3, "v2+, models up to 7B parameters": 0.4}
 
 # The numbers of a row that the chapter reports over training seeds (keys of EdgesAndLoss.row()).
@@ -35,7 +30,7 @@ ROW_NUMBERS = ("dense_ce", "gated_ce", "gated_ce_change", "gated_ce_increase_pct
 @dataclass(frozen=True)
 class EdgesAndLoss:
     """One model's row for one training seed: held-out numbers of the dense model, of the untrained gate and of
-    the sparse post-trained model where there is one."""
+    the sparse post-trained model where there is one (pending with the reason, never with numbers)."""
 
     model: str
     status: str  # "measured" or "pending"
@@ -69,9 +64,9 @@ class EdgesAndLoss:
         return {key: float(values[key]) for key in ROW_NUMBERS if values.get(key) is not None}
 
     @property
-    def shown(self) -> tuple[str, EdgeCounts]:
-        """The edges the figures show: the sparse model's where post-trained, else the untrained gate's."""
-        return ("sparse", self.sparse.edges) if self.sparse is not None else ("gated", self.gated.edges)
+    def shown(self) -> str:
+        """The model the figures and sentences show: ``sparse`` where post-trained, else ``gated``."""
+        return "gated" if self.sparse is None else "sparse"
 
     def to_record(self) -> dict:
         """Flat fields for metrics.json: ``dense_ce``, ``gated_kept_fraction``, ``sparse_per_head``, ..."""
@@ -99,10 +94,6 @@ class EdgesStudy:
         return {model: Seeds(tuple(row for row in rows.runs if row.measured))
                 for model, rows in self.rows.items() if rows.first.measured}
 
-    def row(self, model: str, seed: int | None) -> EdgesAndLoss | None:
-        rows = self.measured[model].runs if model in self.measured else ()
-        return next((row for row in rows if row.seed == seed), None)
-
 
 def spreads(rows: Seeds[EdgesAndLoss]) -> dict[str, Spread]:
     """The spread over one model's rows of every number of :data:`ROW_NUMBERS` that all of them have."""
@@ -110,19 +101,18 @@ def spreads(rows: Seeds[EdgesAndLoss]) -> dict[str, Spread]:
     return rows.spreads([key for key in ROW_NUMBERS if key in frame and frame[key].notna().all()])
 
 
-def records(models: EdgesStudy) -> pd.DataFrame:
-    """The measured rows' flat fields, one row per model and seed (``seed`` empty where it has none)."""
-    return pd.DataFrame([row.to_record() for rows in models.measured.values() for row in rows.runs])
+def records(models: EdgesStudy, flat=EdgesAndLoss.to_record) -> pd.DataFrame:
+    """One row per measured model and seed: its :meth:`~EdgesAndLoss.to_record` (or ``flat``)."""
+    return pd.DataFrame([flat(row) for rows in models.measured.values() for row in rows.runs])
 
 
 def spread_record(models: EdgesStudy) -> dict[str, dict[str, dict]]:
-    return {model: {key: value.to_dict() for key, value in spreads(rows).items()}
-            for model, rows in models.measured.items()}
+    return {model: {k: v.to_dict() for k, v in spreads(rows).items()} for model, rows in models.measured.items()}
 
 
 def seed_spread_table(models: EdgesStudy) -> pd.DataFrame:
     """Mean, min and max over seeds of every reported number, one row per measured model, and n."""
-    frame = pd.DataFrame([{"model": row.model, **row.row()} for rows in models.measured.values() for row in rows.runs])
+    frame = records(models, lambda row: {"model": row.model, **row.row()})
     return spread_table(frame, "model", [key for key in ROW_NUMBERS if key in frame])
 
 
@@ -154,24 +144,23 @@ def paper_table() -> pd.DataFrame:
 
 
 def _mean_percent(rows: Seeds[EdgesAndLoss], per: str) -> np.ndarray:
-    """Kept edges (%) ``per`` layer or head of the edges a model's rows show, the mean over its seeds."""
-    return 100 * np.mean([np.array(getattr(row.shown[1], per)) for row in rows.runs], axis=0)
+    """Kept edges (%) ``per`` layer or head of the model a model's rows show, the mean over its seeds."""
+    return 100 * np.mean([getattr(getattr(row, row.shown).edges, per) for row in rows.runs], axis=0)
 
 
 def per_layer_percent(models: EdgesStudy) -> pd.DataFrame:
-    frame = pd.DataFrame({model: pd.Series(_mean_percent(rows, "per_layer")) for model, rows in models.measured.items()})
-    frame.index.name = "layer"
-    return frame
+    frame = pd.DataFrame({model: pd.Series(_mean_percent(rows, "per_layer"))
+                          for model, rows in models.measured.items()})
+    return frame.rename_axis("layer")
 
 
 def head_panels(models: EdgesStudy) -> list[tuple[np.ndarray, str, bool]]:
     """(kept % per [layer, head], title, is sparse) of every measured model, for the per-head figure."""
     panels = []
     for model, rows in models.measured.items():
-        kind = rows.first.shown[0]
-        kept = rows.spread(f"{kind}_kept_fraction")
-        label = "sparse post-trained" if kind == "sparse" else "untrained gate"
-        title = f"{model}\n{label}: {PERCENT(kept.mean)} kept" + (f", mean of {kept.n} seeds" if kept.n > 1 else "")
+        kind, kept = rows.first.shown, rows.spread(f"{rows.first.shown}_kept_fraction")
+        title = (f"{model}\n{'sparse post-trained' if kind == 'sparse' else 'untrained gate'}: {PERCENT(kept.mean)} "
+                 f"kept" + (f", mean of {kept.n} seeds" if kept.n > 1 else ""))
         panels.append((_mean_percent(rows, "per_head"), title, kind == "sparse"))
     return panels
 
@@ -213,7 +202,7 @@ def spread_sentence(models: EdgesStudy) -> str:
     """How far apart the training seeds of each model land (the spread the edges-vs-loss figure shows)."""
     parts = []
     for model, rows in models.measured.items():
-        kind = rows.first.shown[0]
+        kind = rows.first.shown
         kept, change = rows.spread(f"{kind}_kept_fraction"), rows.spread(f"{kind}_ce_increase_pct")
         label = "sparse model" if kind == "sparse" else "untrained gate"
         if kept.n == 1:
@@ -245,15 +234,13 @@ def paper_sentence(models: EdgesStudy) -> str:
 
 def edges_kept_claim(models: EdgesStudy) -> Claim:
     """Chapter 3's evidence for claim ``edges_kept``, which chapter 2 judges: no verdict of its own."""
-    return Claim("edges_kept", edges_sentence(models), {
-        "models": list(models.rows), "measured": list(models.measured), "train_seeds": list(models.seeds),
-        "spread": spread_record(models)})
+    return Claim("edges_kept", edges_sentence(models), {"models": list(models.rows), "measured": list(models.measured),
+                                                        "train_seeds": models.seeds, "spread": spread_record(models)})
 
 
 def measure_models(model_names, post_train, seeds=(0,), settings: EdgeSettings = EdgeSettings()) -> EdgesStudy:
-    """:func:`measure_model` for every name, post-training those in ``post_train``. A model whose weights depend
-    on a training seed here (post-trained, or a toy trained here) is measured for each of ``seeds``; a downloaded
-    model given only the untrained gate is the same model whatever the seed: once. A pending model is not retried."""
+    """:func:`measure_model` for every name, post-training those in ``post_train``: for each of ``seeds`` where the
+    weights depend on one (post-trained, or a toy trained here), else once. A pending model is not tried again."""
     unknown = sorted(set(post_train) - set(model_names))
     if unknown:
         raise ValueError(f"post_train: {unknown} are not in model_names {list(model_names)}")
@@ -262,8 +249,7 @@ def measure_models(model_names, post_train, seeds=(0,), settings: EdgeSettings =
         raise ValueError("seeds: need at least one training seed")
     for name in model_names:
         trained, toy, measured = name in post_train, zoo.entry_for(name).source == "toy", []
-        for index, seed in enumerate(seeds if trained or toy else [None]):
-            # a downloaded model post-trained per seed is one dense model: one card
+        for index, seed in enumerate(seeds if trained or toy else [None]):  # a downloaded model has one card
             card, row = measure_model(name, post_train=trained, seed=seed, settings=settings, card=toy or index == 0)
             cards += [card] if card is not None else []
             measured.append(row)
@@ -275,9 +261,8 @@ def measure_models(model_names, post_train, seeds=(0,), settings: EdgeSettings =
 
 def measure_model(name: str, *, post_train: bool, seed: int | None = 0, threads: int | None = None,
                   settings: EdgeSettings = EdgeSettings(), card: bool = True) -> tuple[ModelCard | None, EdgesAndLoss]:
-    """``name``'s card (None without ``card``) and row for training seed ``seed`` (None: weights that depend on
-    none, loaded as seed 0): with ``post_train`` the sparse post-trained model's run (trained on first use), else
-    the dense model gated without training. ``threads`` retrains at another torch CPU thread count."""
+    """``name``'s card (None without ``card``) and row for training seed ``seed`` (None: none, loaded as seed 0):
+    the post-trained model's run, else the dense model gated untrained. ``threads``: train at another thread count."""
     train_seed, card_seed = 0 if seed is None else seed, seed if zoo.entry_for(name).source == "toy" else None
     try:
         row = None
@@ -297,9 +282,9 @@ def measure_model(name: str, *, post_train: bool, seed: int | None = 0, threads:
         pending = ModelCard(model=name, status="pending", reason=reason, text=zoo.entry_for(name).text,
                             seed=card_seed) if card else None
         return pending, EdgesAndLoss(model=name, status="pending", post_trained=post_train, reason=reason, seed=seed)
-    if not math.isfinite(row.dense.ce):
-        raise RuntimeError(f"{name}: dense CE is not finite ({row.dense.ce})")
-    return measured_card, row
+    if math.isfinite(row.dense.ce):
+        return measured_card, row
+    raise RuntimeError(f"{name}: dense CE is not finite ({row.dense.ce})")
 
 
 def _post_trained_row(pair: ModelPair, seed: int | None) -> EdgesAndLoss:
@@ -314,7 +299,7 @@ def _post_trained_row(pair: ModelPair, seed: int | None) -> EdgesAndLoss:
 
 
 def _gated_row(name: str, loaded, settings: EdgeSettings, seed: int | None) -> EdgesAndLoss:
-    heldout, data = heldout_blocks(loaded, settings.eval_blocks, fitting(loaded, settings), settings.cache_dir)
+    heldout, data = heldout_blocks(loaded, settings.eval_blocks, settings.block_for(loaded), settings.cache_dir)
     dense = evaluate(loaded.model, data, settings.batch_size).ce
     sparsify(loaded.model, gate_bias=settings.gate_bias)
     gated = evaluate(loaded.model, data, settings.batch_size)

@@ -1,6 +1,5 @@
-"""Chapter 3's model cards: what each dense model is and how good it is (its size, held-out CE, its bigram
-baseline and its CE on the KJV, a text none of the models trained on), so a reader can judge the models the
-chapter sparsifies. A toy trained here has one card per training seed, any other model one card."""
+"""Chapter 3's model cards: what each dense model is and how good it is, so a reader can judge the models the
+chapter sparsifies (one card per training seed for a toy trained here), and how the chapter measures a model."""
 
 from __future__ import annotations
 
@@ -16,15 +15,13 @@ from ..training.evaluate import evaluate
 from .common import heldout_blocks
 from .seeds import spread
 
-__all__ = ["EdgeSettings", "ModelCard", "measure_card", "fitting", "card_table", "cards_sentence"]
+__all__ = ["EdgeSettings", "ModelCard", "measure_card", "card_table", "cards_sentence"]
 
 
 @dataclass(frozen=True)
 class EdgeSettings:
-    """How chapter 3 measures a model: pretraining and post-training steps (None or 0: the registry's) and other
-    post-training fields (``recipe``), ``eval_blocks`` held-out blocks of ``block_size`` tokens where a model has
-    no held-out numbers of its own, ``kjv_blocks`` KJV blocks (0: none), the untrained gate's bias, the evaluation
-    batch, and where text data and the models that are not post-trained are cached."""
+    """Steps and other recipe fields (None, 0: the registry's); held-out blocks where a model has no held-out
+    numbers of its own and KJV blocks (0: none); the untrained gate's bias; where data and models are cached."""
 
     dense_steps: int | None = None
     sparse_steps: int | None = None
@@ -35,6 +32,10 @@ class EdgeSettings:
     gate_bias: float = 0.0
     batch_size: int = 64
     cache_dir: str | None = None
+
+    def block_for(self, loaded) -> int:
+        """``block_size``, or the model's context length where shorter (shakespeare-lm has T=64)."""
+        return min(self.block_size, context_length(loaded.model) or self.block_size)
 
 
 @dataclass(frozen=True)
@@ -59,16 +60,11 @@ class ModelCard:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def fitting(loaded, settings: EdgeSettings) -> int:
-    """The settings' block size, or the model's context length where that is shorter (shakespeare-lm: T=64)."""
-    return min(settings.block_size, context_length(loaded.model) or settings.block_size)
-
-
 def measure_card(name: str, loaded, settings: EdgeSettings, seed: int | None) -> ModelCard:
     """The card of dense model ``loaded``: a toy's held-out and bigram CE as its pretraining measured them on the
     whole held-out split, else CE on ``settings.eval_blocks`` held-out blocks; the KJV on ``settings.kjv_blocks``."""
     entry, info = zoo.entry_for(name), loaded.info
-    block_size = fitting(loaded, settings)
+    block_size = settings.block_for(loaded)
     # a dense toy's numbers from its pretraining: no typed record holds them (a post-trained run's do, in .run)
     metrics = info.get("metrics") or {}
     if "heldout_ce" in metrics:
@@ -106,10 +102,10 @@ def cards_sentence(cards) -> str:
     the KJV where measured; a pending model with its reason."""
     parts = []
     for model in dict.fromkeys(card.model for card in cards):
-        measured = [card for card in cards if card.model == model and card.status == "measured"]
+        mine = [card for card in cards if card.model == model]
+        measured = [card for card in mine if card.status == "measured"]
         if not measured:
-            pending = next(card for card in cards if card.model == model)
-            parts.append(f"{model} is pending: {pending.reason}.")
+            parts.append(f"{model} is pending: {mine[0].reason}.")
             continue
         seeds = f", {len(measured)} training seeds" if len(measured) > 1 else ""
         text = (f"{model} ({SIGNIFICANT(measured[0].n_params / 1e6)} M parameters{seeds}) has held-out CE "

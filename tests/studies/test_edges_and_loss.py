@@ -167,8 +167,8 @@ def test_thread_check_retrains_one_seed_and_compares_with_the_seed_spread(toy_zo
     check = thread_check(models, "addition-4l", 1, settings=EdgeSettings(eval_blocks=2))
     assert toy_zoo[-1][0] == "load" and toy_zoo[-2][2:] == ({"seed": 0, "threads": 1}, {"seed": 0, "threads": 1}), \
         "the thread check asks for the model trained ahead: threads 1 in recipe and dense overrides"
-    assert check.seed == 0 and check.threads == 1 and check.reference_threads == 2
-    assert check.reference is models.row("addition-4l", 0)
+    assert check.seed == 0 and check.threads == 1 and check.reference.threads == 2
+    assert check.reference is models.rows["addition-4l"].runs[0]
     assert check.weights_differ == {"dense": True, "sparse": True}
     compared = check.compared()
     assert "sparse kept edges" in compared.index and (compared["seeds"] == 2).all()
