@@ -8,7 +8,8 @@ from conftest import tiny_gpt2
 from spartan_core import zoo
 from spartan_core.mechanism.token_edges import EdgeCounts
 from spartan_core.studies import edges_and_loss as study
-from spartan_core.studies.edges_and_loss import PAPER_KEPT_PERCENT, EdgesAndLoss, EdgesStudy, measure_model, measure_models
+from spartan_core.studies.edges_and_loss import (PAPER_KEPT_PERCENT, EdgesAndLoss, EdgesStudy, measure_model,
+                                                measure_models)
 from spartan_core.studies.model_cards import EdgeSettings, card_table, cards_sentence
 from spartan_core.studies.seeds import Seeds, spread
 from spartan_core.studies.thread_sensitivity import ThreadCheck, thread_check
