@@ -6,9 +6,14 @@ import torch
 
 from conftest import tiny_gpt2
 from spartan_core import zoo
-from spartan_core.studies.edges_and_loss import (PAPER_KEPT_PERCENT, EdgesAndLoss, EdgesStudy, KeptEdges, ThreadCheck,
-                                                measure_model, measure_models, thread_check)
-from spartan_core.studies.seeds import spread
+from spartan_core.mechanism.token_edges import EdgeCounts
+from spartan_core.studies import edges_and_loss as study
+from spartan_core.studies.edges_and_loss import (PAPER_KEPT_PERCENT, EdgesAndLoss, EdgesStudy, measure_model,
+                                                measure_models)
+from spartan_core.studies.model_cards import EdgeSettings, card_table, cards_sentence
+from spartan_core.studies.seeds import Seeds, spread
+from spartan_core.studies.thread_sensitivity import ThreadCheck, thread_check
+from spartan_core.training.evaluate import HeldOut
 from spartan_core.training.posttrain import SparseRecipe, post_train
 from spartan_core.zoo.loaded import LoadedModel
 
@@ -31,51 +36,56 @@ def tiny_zoo(monkeypatch, one_torch_thread):
                                           "block_size": 12, **recipe})
         result = post_train(tiny_gpt2(), _blocks(), _blocks(seed=1), resolved, progress=False)
         info = {"heldout_split": "validation", "recipe": asdict(resolved), "metrics": result.metrics}
-        return LoadedModel(name=name, model=result.model, tokenizer=None, data={}, info=info)
+        return LoadedModel(name=name, model=result.model, tokenizer=None, data={}, info=info, run=result)
 
     monkeypatch.setattr(zoo, "load", load)
     monkeypatch.setattr(zoo, "load_sparse", load_sparse)
 
 
 def test_untrained_gate_row_and_card(tiny_zoo):
-    card, row = measure_model("tiny-test", post_train=False, eval_blocks=4, gate_bias=0.0, batch_size=4)
+    card, row = measure_model("tiny-test", post_train=False, settings=EdgeSettings(eval_blocks=4, batch_size=4))
     assert card.status == row.status == "measured" and card.heldout_ce > 0 and card.n_params > 0
-    assert card.kjv_ce is None and "M parameters" in card.sentence
+    assert card.kjv_ce is None and "M parameters" in cards_sentence([card])
     record = row.to_record()
     assert record["context_length"] == 12 and 0 < record["gated_kept_fraction"] < 1
-    assert math.isclose(record["gated_ce_increase_pct"], 100 * (row.gated_ce / row.dense_ce - 1))
-    assert "sparse_ce" not in record and "untrained gate only" in row.sentence
+    assert math.isclose(record["gated_ce_increase_pct"], 100 * (row.gated.ce / row.dense.ce - 1))
+    one = EdgesStudy(seeds=[0], cards=(card,), rows={"tiny-test": Seeds((row,))})
+    assert "sparse_ce" not in record and "untrained gate only" in study.edges_sentence(one)
 
 
 def test_post_trained_row_reads_the_sparse_run(tiny_zoo):
-    _, row = measure_model("tiny-test", post_train=True, recipe={"lr": 1e-3})
+    _, row = measure_model("tiny-test", post_train=True, settings=EdgeSettings(recipe={"lr": 1e-3}))
     record = row.to_record()
     assert record["post_trained"] and 0 < record["sparse_kept_fraction"] <= 1
     assert len(record["sparse_per_head"]) == len(record["sparse_per_layer"]) == 2
     assert row.heldout == "Shakespeare validation plays, blocks of 12" and row.context_length == 12
-    assert "% of edges kept" in row.sentence
+    one = EdgesStudy(seeds=[0], cards=(), rows={"tiny-test": Seeds((row,))})
+    assert "of edges kept" in study.edges_sentence(one)
 
 
 def test_a_model_that_cannot_load_is_pending_without_numbers():
     card, row = measure_model("no-such-org/no-such-model-xyz", post_train=True)
     assert card.status == row.status == "pending" and row.reason
     assert "dense_ce" not in row.to_record() and "heldout_ce" not in card.to_record()
-    assert row.sentence.startswith("no-such-org/no-such-model-xyz: pending")
+    pending = EdgesStudy(seeds=[0], cards=(card,), rows={row.model: Seeds((row,))})
+    assert study.edges_sentence(pending).startswith("no-such-org/no-such-model-xyz: pending")
+    assert cards_sentence([card]).startswith("no-such-org/no-such-model-xyz is pending: ")
 
 
 def test_study_tables_and_sentences(tiny_zoo):
-    study = measure_models(["a", "b"], ["a"], eval_blocks=2)
-    assert list(study.table().index) == ["a", "b"] and "sparse: kept %" in study.table()
-    assert list(study.per_layer_percent().columns) == ["a", "b"]
-    assert study.card_table().index.tolist() == ["a", "b"]
-    assert study.sentence.count(";") == 1
+    models = measure_models(["a", "b"], ["a"], settings=EdgeSettings(eval_blocks=2))
+    assert list(study.edges_table(models).index) == ["a", "b"] and "sparse: kept %" in study.edges_table(models)
+    assert list(study.per_layer_percent(models).columns) == ["a", "b"]
+    assert card_table(models.cards).index.tolist() == ["a", "b"]
+    assert study.edges_sentence(models).count(";") == 1
     low = min(PAPER_KEPT_PERCENT.values())
-    assert f"The paper reports {low:g}" in study.paper_sentence and "a keeps" in study.paper_sentence
-    assert list(EdgesStudy.paper_table()["kept %"]) == list(PAPER_KEPT_PERCENT.values())
-    assert "No model was post-trained" in EdgesStudy(rows=study.rows[1:]).paper_sentence
-    panels = study.head_panels()
+    assert f"The paper reports {low:g}" in study.paper_sentence(models) and "a keeps" in study.paper_sentence(models)
+    assert list(study.paper_table()["kept %"]) == list(PAPER_KEPT_PERCENT.values())
+    untrained = EdgesStudy(seeds=models.seeds, cards=models.cards[1:], rows={"b": models.rows["b"]})
+    assert "No model was post-trained" in study.paper_sentence(untrained)
+    panels = study.head_panels(models)
     assert [sparse for _, _, sparse in panels] == [True, False] and panels[0][0].shape == (2, 4)
-    assert len(study.records()) == 2 and study.cards_sentence.count("held-out CE") == 2
+    assert len(study.records(models)) == 2 and cards_sentence(models.cards).count("held-out CE") == 2
     with pytest.raises(ValueError, match="^post_train:"):
         measure_models(["a"], ["b"])
 
@@ -106,7 +116,7 @@ def toy_zoo(monkeypatch, one_torch_thread):
         sparse_info = info_of(recipe, {"seed": resolved.seed, "threads": recipe.get("threads", 2)})
         sparse_info["weights_sha256"] = {"model.safetensors": f"sparse-{resolved.seed}-{recipe.get('threads', 2)}"}
         info = {**sparse_info, "recipe": asdict(resolved), "metrics": result.metrics, "tau": result.tau}
-        return LoadedModel(name=name, model=result.model, tokenizer=None, data={}, info=info)
+        return LoadedModel(name=name, model=result.model, tokenizer=None, data={}, info=info, run=result)
 
     monkeypatch.setattr(zoo, "load", load)
     monkeypatch.setattr(zoo, "load_sparse", load_sparse)
@@ -114,48 +124,58 @@ def toy_zoo(monkeypatch, one_torch_thread):
 
 
 def test_post_trained_models_are_measured_per_training_seed(toy_zoo):
-    study = measure_models(["addition-4l", "tiny-hub"], ["addition-4l"], seeds=[0, 1], eval_blocks=2)
-    assert [(row.model, row.seed) for row in study.rows] == [("addition-4l", 0), ("addition-4l", 1), ("tiny-hub", None)]
+    models = measure_models(["addition-4l", "tiny-hub"], ["addition-4l"], seeds=[0, 1],
+                            settings=EdgeSettings(eval_blocks=2))
+    rows = [row for seeds in models.rows.values() for row in seeds.runs]
+    assert [(row.model, row.seed) for row in rows] == [("addition-4l", 0), ("addition-4l", 1), ("tiny-hub", None)]
     sparse_calls = [call for call in toy_zoo if call[0] == "load_sparse"]
     assert [call[2:] for call in sparse_calls] == [({"seed": 0}, {"seed": 0}), ({"seed": 1}, {"seed": 1})], \
         "the same models as the ones trained ahead: recipe {'seed': s}, dense overrides {'seed': s}"
     assert ("load", "tiny-hub", {}) in toy_zoo, "a model not trained here is loaded once, with no seed"
-    spreads = study.spreads()
+    spreads = {model: study.spreads(seeds) for model, seeds in models.measured.items()}
     kept = spreads["addition-4l"]["sparse_kept_fraction"]
     assert kept.n == 2 and kept.low <= kept.mean <= kept.high and list(kept.values) == \
-        [row.sparse.kept_fraction for row in study.rows[:2]]
+        [row.sparse.kept_fraction for row in rows[:2]]
     assert spreads["tiny-hub"]["gated_kept_fraction"].n == 1 and "sparse_ce" not in spreads["tiny-hub"]
-    record = study.spread_record()["addition-4l"]["dense_ce"]
+    record = study.spread_record(models)["addition-4l"]["dense_ce"]
     assert record["n"] == 2 and record["min"] <= record["mean"] <= record["max"]
-    assert study.records()["seed"].tolist()[:2] == [0, 1] and len(study.records()) == 3
-    numeric = study.spread_table()
+    assert study.records(models)["seed"].tolist()[:2] == [0, 1] and len(study.records(models)) == 3
+    numeric = study.seed_spread_table(models)
     assert numeric.loc["addition-4l", "n"] == 2 and numeric.loc["tiny-hub", "n"] == 1
     assert numeric.loc["addition-4l", "sparse_kept_fraction min"] <= numeric.loc["addition-4l",
                                                                                 "sparse_kept_fraction max"]
-    table = study.table()
+    table = study.edges_table(models)
     assert table.loc["addition-4l", "training seeds"] == "2" and "not trained here" in table.loc["tiny-hub",
                                                                                                "training seeds"]
-    assert "over 2 seeds" in study.sentence and "no training seed" in study.sentence
-    assert "measured once per training seed (2 seeds: 0, 1)" in study.seeds_sentence()
-    assert "tiny-hub is not trained here" in study.seeds_sentence()
-    assert study.card_table()["training seed"].tolist()[:2] == [0, 1]
-    assert [p[2] for p in study.head_panels()] == [True, False] and "mean of 2 seeds" in study.head_panels()[0][1]
-    assert list(study.per_layer_percent().columns) == ["addition-4l", "tiny-hub"]
-    assert "2 training seeds" in study.cards_sentence
+    sentence = study.edges_sentence(models)
+    assert "over 2 seeds" in sentence and "no training seed" in sentence
+    assert "measured once per training seed (2 seeds: 0, 1)" in study.seeds_sentence(models)
+    assert "tiny-hub is not trained here" in study.seeds_sentence(models)
+    assert card_table(models.cards)["training seed"].tolist()[:2] == [0, 1]
+    panels = study.head_panels(models)
+    assert [p[2] for p in panels] == [True, False] and "mean of 2 seeds" in panels[0][1]
+    assert list(study.per_layer_percent(models).columns) == ["addition-4l", "tiny-hub"]
+    assert "2 training seeds" in cards_sentence(models.cards)
+    assert "Both seeds of addition-4l's sparse model keep" in study.spread_sentence(models)
+    claim = study.edges_kept_claim(models)
+    assert claim.id == "edges_kept" and claim.verdict is None and claim.rule is None, "chapter 2 judges the claim"
+    assert claim.sentence == sentence and claim.values["measured"] == ["addition-4l", "tiny-hub"]
+    assert claim.values["train_seeds"] == [0, 1] and claim.values["spread"] == study.spread_record(models)
 
 
 def test_thread_check_retrains_one_seed_and_compares_with_the_seed_spread(toy_zoo):
-    study = measure_models(["addition-4l"], ["addition-4l"], seeds=[0, 1], eval_blocks=2)
-    check = thread_check(study, "addition-4l", 1, eval_blocks=2)
+    models = measure_models(["addition-4l"], ["addition-4l"], seeds=[0, 1], settings=EdgeSettings(eval_blocks=2))
+    check = thread_check(models, "addition-4l", 1, settings=EdgeSettings(eval_blocks=2))
     assert toy_zoo[-1][0] == "load" and toy_zoo[-2][2:] == ({"seed": 0, "threads": 1}, {"seed": 0, "threads": 1}), \
         "the thread check asks for the model trained ahead: threads 1 in recipe and dense overrides"
-    assert check.seed == 0 and check.threads == 1 and check.reference_threads == 2
-    assert check.reference is study.row("addition-4l", 0)
+    assert check.seed == 0 and check.threads == 1 and check.reference.threads == 2
+    assert check.reference is models.rows["addition-4l"].runs[0]
     assert check.weights_differ == {"dense": True, "sparse": True}
     compared = check.compared()
     assert "sparse kept edges" in compared.index and (compared["seeds"] == 2).all()
     assert compared.loc["sparse kept edges", "seeds range"] == pytest.approx(
-        abs(study.rows[0].sparse.kept_fraction - study.rows[1].sparse.kept_fraction))
+        abs(models.rows["addition-4l"].runs[0].sparse.kept_fraction
+            - models.rows["addition-4l"].runs[1].sparse.kept_fraction))
     record = check.to_record()
     assert record["within_seed_spread"] == bool(compared["within seed spread"].all())
     assert "instead of 2 threads, training seed 0 of addition-4l is another model" in check.sentence
@@ -163,10 +183,12 @@ def test_thread_check_retrains_one_seed_and_compares_with_the_seed_spread(toy_zo
 
 
 def _row(seed, kept, ce, sha="a"):
-    edges = KeptEdges(kept_fraction=kept, kept_per_query=kept * 5, per_layer=[kept], per_head=[[kept]])
-    return EdgesAndLoss(model="m", status="measured", post_trained=True, seed=seed, context_length=8, dense_ce=1.0,
-                        gated_ce=1.1, gated=edges, sparse_ce=ce, sparse=edges, dense_sha256="d" + sha,
-                        sparse_sha256="s" + sha, threads=2)
+    edges = EdgeCounts(kept_fraction=kept, per_layer=[kept], per_head=[[kept]], kept_per_query=kept * 5,
+                       kept_per_query_per_layer=[kept * 5], by_position=[], fraction_by_position=[], kept=1, possible=1,
+                       queries=1)
+    return EdgesAndLoss(model="m", status="measured", post_trained=True, seed=seed, context_length=8,
+                        dense=HeldOut(1.0), gated=HeldOut(1.1, edges), sparse=HeldOut(ce, edges),
+                        dense_sha256="d" + sha, sparse_sha256="s" + sha, threads=2)
 
 
 @pytest.mark.parametrize("retrained_kept, within", [(0.021, True), (0.05, False)])
@@ -189,8 +211,8 @@ def test_thread_check_says_whether_the_change_is_within_the_seed_spread(retraine
 
 
 def test_a_downloaded_model_post_trained_per_seed_has_one_card(toy_zoo):
-    study = measure_models(["tiny-hub"], ["tiny-hub"], seeds=[0, 1], eval_blocks=2)
-    assert [row.seed for row in study.rows] == [0, 1] and len(study.cards) == 1 and study.cards[0].seed is None
+    models = measure_models(["tiny-hub"], ["tiny-hub"], seeds=[0, 1], settings=EdgeSettings(eval_blocks=2))
+    assert models.rows["tiny-hub"].seeds == [0, 1] and len(models.cards) == 1 and models.cards[0].seed is None
     assert [call[2:] for call in toy_zoo if call[0] == "load_sparse"] == [({"seed": 0}, {}), ({"seed": 1}, {})], \
         "its post-training is seeded; its dense weights are downloaded, not trained per seed"
-    assert study.spreads()["tiny-hub"]["sparse_kept_fraction"].n == 2
+    assert study.spreads(models.measured["tiny-hub"])["sparse_kept_fraction"].n == 2

@@ -123,9 +123,10 @@ def test_load_by_name_converts_once_and_measures_with_the_authors_mask(released_
 
 def test_chapter_3_measures_a_released_model_beside_ours_and_marks_it_pending_offline(released_here, tmp_path):
     from spartan_core.studies.edges_and_loss import measure_model
+    from spartan_core.studies.model_cards import EdgeSettings
 
-    _, row = measure_model("ansonisl/SparseGPT2", post_train=False, eval_blocks=2, block_size=16, batch_size=2,
-                           cache_dir=tmp_path / "cache", card=False)
+    settings = EdgeSettings(eval_blocks=2, block_size=16, batch_size=2, cache_dir=tmp_path / "cache")
+    _, row = measure_model("ansonisl/SparseGPT2", post_train=False, settings=settings, card=False)
     assert row.measured and row.gate_bias == 0.0 and row.gated.kept_fraction < 1
 
 
