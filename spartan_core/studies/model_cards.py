@@ -65,10 +65,9 @@ def measure_card(name: str, loaded, settings: EdgeSettings, seed: int | None) ->
     whole held-out split, else CE on ``settings.eval_blocks`` held-out blocks; the KJV on ``settings.kjv_blocks``."""
     entry, info = zoo.entry_for(name), loaded.info
     block_size = settings.block_for(loaded)
-    # a dense toy's numbers from its pretraining: no typed record holds them (a post-trained run's do, in .run)
-    metrics = info.get("metrics") or {}
-    if "heldout_ce" in metrics:
-        heldout, heldout_ce = f"the whole {entry.heldout_split} split", metrics["heldout_ce"]
+    pretraining = loaded.pretraining
+    if pretraining is not None:
+        heldout, heldout_ce = f"the whole {entry.heldout_split} split", pretraining.heldout_ce
     else:
         heldout, data = heldout_blocks(loaded, settings.eval_blocks, block_size, settings.cache_dir)
         heldout_ce = evaluate(loaded.model, data, settings.batch_size).ce
@@ -80,7 +79,7 @@ def measure_card(name: str, loaded, settings: EdgeSettings, seed: int | None) ->
     return ModelCard(model=name, status="measured", text=entry.text, seed=seed, source=info.get("source"),
                      n_params=sum(p.numel() for p in loaded.model.parameters()),
                      first_use_s=info.get("train_wall_time_s", info.get("convert_wall_time_s")), heldout=heldout,
-                     heldout_ce=heldout_ce, bigram_ce=metrics["bigram"]["ce"] if "bigram" in metrics else None,
+                     heldout_ce=heldout_ce, bigram_ce=None if pretraining is None else pretraining.bigram_ce,
                      kjv_ce=kjv_ce, kjv_blocks=kjv_blocks)
 
 

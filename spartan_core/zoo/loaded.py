@@ -10,7 +10,27 @@ import torch
 
 from ..training.posttrain import PostTrainResult
 
-__all__ = ["LoadedModel", "to_device", "used", "used_models"]
+__all__ = ["LoadedModel", "Pretraining", "to_device", "used", "used_models"]
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """A toy's pretraining as its card reports it, measured once when it was trained: held-out CE on the whole
+    held-out split, and where the registry entry measures them a training-CE sample, the bigram baseline's CE on
+    the same held-out text (language models) and exact match (the addition toy)."""
+
+    heldout_ce: float
+    wall_time_s: float
+    train_ce_sample: float | None = None
+    bigram_ce: float | None = None
+    exact_match: dict[str, float] | None = None
+
+    @classmethod
+    def from_info(cls, info: dict) -> "Pretraining":
+        metrics = info["metrics"]
+        return cls(heldout_ce=metrics["heldout_ce"], wall_time_s=info["train_wall_time_s"],
+                   train_ce_sample=metrics.get("train_ce_sample"),
+                   bigram_ce=(metrics.get("bigram") or {}).get("ce"), exact_match=metrics.get("exact_match"))
 
 
 @dataclass
@@ -19,8 +39,9 @@ class LoadedModel:
     ``test``; Shakespeare: ``train``, ``validation``; hub models and SmolLM2: empty). ``history``/``evals`` are
     the per-step training records and evaluations of the run that made the model (post-training for sparse
     models, pretraining for toys; empty for downloaded models). ``run`` is the post-training run of a sparse
-    copy (its recipe, τ and held-out numbers before and after; None for every other model); ``info`` says how
-    the weights were made and where they live (what :attr:`provenance` reports)."""
+    copy (its recipe, τ and held-out numbers before and after; None for every other model), ``pretraining`` what
+    a toy's pretraining measured (None for models not pretrained here); ``info`` says how the weights were made
+    and where they live (what :attr:`provenance` reports)."""
 
     name: str
     model: Any
@@ -30,6 +51,7 @@ class LoadedModel:
     history: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
     run: PostTrainResult | None = None
+    pretraining: Pretraining | None = None
 
     @property
     def provenance(self) -> dict:

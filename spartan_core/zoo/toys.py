@@ -13,7 +13,7 @@ from .._util import read_jsonl
 from ..training.config import TrainConfig
 from ..training.posttrain import CHECKPOINT_EVERY, CHECKPOINT_SECONDS
 from .cache import FORMAT_VERSION, config_hash, from_cache, is_built, locked, model_cache_dir, publish, verified_info
-from .loaded import LoadedModel, to_device, used
+from .loaded import LoadedModel, Pretraining, to_device, used
 from .registry import ModelEntry
 
 __all__ = ["load_toy", "toy_settings", "toy_tokenizer"]
@@ -102,4 +102,5 @@ def load_toy(entry: ModelEntry, *, cache_dir, progress: bool, overrides: dict) -
     info.update(cache_dir=str(final), trained_now=trained_now,
                 call={"fn": "load", "name": entry.name, "overrides": overrides})
     return used(LoadedModel(name=entry.name, model=to_device(model, device).eval(), tokenizer=tokenizer, data=splits,
-                       info=info, history=read_jsonl(final / "history.jsonl"), evals=read_jsonl(final / "evals.jsonl")))
+                            info=info, history=read_jsonl(final / "history.jsonl"),
+                            evals=read_jsonl(final / "evals.jsonl"), pretraining=Pretraining.from_info(info)))
