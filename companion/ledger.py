@@ -14,8 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from .book import _cell, _chapter_link, _profile_results, book_profiles
 from .params import GPU_PROFILES
+from .tables import book_profiles
+from .tables import cell as _cell
+from .tables import chapter_link as _chapter_link
+from .tables import profile_results as _profile_results
 
 __all__ = ["RULES", "STATUSES", "claim_status", "ledger_markdown"]
 
