@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .._util import HubUnavailableError, hub_unavailable_reason
 from ..data import addition
 from ..data.code import code_data, code_tokenizer, corpus_identity, with_copy_blocks
-from ..data.text import (HubUnavailableError, bigram_ce, hub_unavailable_reason, shakespeare_data,
-                         shakespeare_tokenizer)
+from ..data.text import bigram_ce, shakespeare_data, shakespeare_tokenizer
 from ..training.config import TrainConfig
 from ..training.evaluate import evaluate
 from ..training.posttrain import SparseRecipe
