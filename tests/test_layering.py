@@ -148,7 +148,8 @@ def describe(graph: dict[str, dict[str, int]], cycle: list[str]) -> str:
 
 
 def without_allowed(graph: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    return {name: {t: line for t, line in targets.items() if (name, t) not in ALLOWED} for name, targets in graph.items()}
+    return {name: {target: line for target, line in targets.items() if (name, target) not in ALLOWED}
+            for name, targets in graph.items()}
 
 
 def test_the_graph_sees_every_kind_of_import():
