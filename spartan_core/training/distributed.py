@@ -30,7 +30,7 @@ import os
 import torch
 from torch import nn
 
-__all__ = ["Processes", "processes", "launched", "fsdp_requested", "Placement", "ShardedPlacement"]
+__all__ = ["Processes", "processes", "launched", "fsdp_requested", "Placement"]
 
 FSDP_ENV = "ACCELERATE_USE_FSDP"  # what ``accelerate launch --use_fsdp`` sets
 
