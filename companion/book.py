@@ -25,13 +25,13 @@ import yaml
 
 from spartan_core._util import atomic_write_text
 
+from .ledger import ledger_markdown
 from .params import GPU_PROFILES
 from .results import REPO_ROOT, read_metrics, results_root
+from .tables import book_profiles, cell, chapter_link, profile_results
 
 __all__ = [
     "BOOK_DIR",
-    "BOOK_PROFILES",
-    "book_profiles",
     "publish_chapter",
     "toc_files",
     "claims_markdown",
@@ -41,9 +41,6 @@ __all__ = [
 ]
 
 BOOK_DIR = REPO_ROOT / "book"
-BOOK_PROFILES = {"tiny": "tiny profile (CPU, this repository)", "paper": "paper profile (GPU)"}
-# Shown beside them once it has results: the hour-long default of `make reproduce` on a CUDA machine.
-GPU_PROFILE = {"gpu": "gpu profile (one GPU, about an hour)"}
 _HIDDEN_TAGS = ("parameters", "injected-parameters")
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 _PENDING = {
@@ -51,11 +48,6 @@ _PENDING = {
     "paper": "pending: needs a GPU run (`make reproduce PROFILE=paper`)",
     "gpu": "pending: needs a GPU run (`make reproduce PROFILE=gpu`)",
 }
-
-
-def book_profiles(root: Path) -> dict[str, str]:
-    """The profiles the book reports: tiny and paper always, gpu once a run of it has written results."""
-    return {**BOOK_PROFILES, **({} if not _profile_results(root, "gpu") else GPU_PROFILE)}
 
 
 def _is_stderr(output) -> bool:
@@ -153,19 +145,6 @@ def toc_files(book_dir: Path = BOOK_DIR) -> list[str]:
     return found
 
 
-def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
-def _profile_results(root: Path, profile: str) -> list[tuple[str, dict[str, Any]]]:
-    """Finished results folders of a profile; dot-names (``.staging``, lock files) belong to runs in progress."""
-    folder = Path(root) / profile
-    if not folder.is_dir():
-        return []
-    return [(path.name, read_metrics(path)) for path in sorted(folder.iterdir())
-            if not path.name.startswith(".") and (path / "metrics.json").exists()]
-
-
 def _forced_device(profile: str, data: dict[str, Any]) -> str:
     """`` (ran on cpu, forced)`` for a paper-profile result that did not run on CUDA, so it never passes as a GPU
     result; empty otherwise."""
@@ -175,19 +154,15 @@ def _forced_device(profile: str, data: dict[str, Any]) -> str:
     return "" if kind == "cuda" else f" (ran on {kind or 'an unknown device'}, forced)"
 
 
-def _chapter_link(notebook: str, chapters: set[str]) -> str:
-    return f"{{doc}}`{notebook[:2]} </chapters/{notebook}>`" if notebook in chapters else notebook[:2]
-
-
 def claims_markdown(claims_path: Path, root: Path, chapters: set[str]) -> str:
     """The claims table: one row per claim of ``book/claims.yaml``, one measured column per book profile."""
     claims = yaml.safe_load(Path(claims_path).read_text())
     profiles = book_profiles(root)
-    measured = {profile: _profile_results(root, profile) for profile in profiles}
+    measured = {profile: profile_results(root, profile) for profile in profiles}
     header = ["Claim", "The paper reports", *(f"Measured: {label}" for label in profiles.values())]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for claim in claims:
-        row = [_cell(claim["claim"]), _cell(f"{claim['paper']} ({claim['source']})")]
+        row = [cell(claim["claim"]), cell(f"{claim['paper']} ({claim['source']})")]
         for profile in profiles:
             found = []
             for notebook, data in measured[profile]:
@@ -196,13 +171,13 @@ def claims_markdown(claims_path: Path, root: Path, chapters: set[str]) -> str:
                     continue
                 state = data.get("provenance", {}).get("status")
                 note = ("" if state == "complete" else f" ({state or 'unknown'} run)") + _forced_device(profile, data)
-                found.append(f"{entry['summary']}{note} [nb {_chapter_link(notebook, chapters)}]")
+                found.append(f"{entry['summary']}{note} [nb {chapter_link(notebook, chapters)}]")
             if found:
-                row.append(_cell("; ".join(found)))
+                row.append(cell("; ".join(found)))
             elif claim.get("not_attempted"):
-                row.append(_cell(f"not attempted: {claim['not_attempted']}"))
+                row.append(cell(f"not attempted: {claim['not_attempted']}"))
             else:
-                row.append(_cell(_PENDING[profile]))
+                row.append(cell(_PENDING[profile]))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -213,11 +188,11 @@ def runs_markdown(root: Path) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = 0
     for profile in book_profiles(root):
-        for notebook, data in _profile_results(root, profile):
+        for notebook, data in profile_results(root, profile):
             prov = data.get("provenance", {})
             commit = (prov.get("git_commit") or "unknown")[:10] + (" (modified)" if prov.get("git_dirty") else "")
             device = prov.get("device", {})
-            lines.append("| " + " | ".join(_cell(x) for x in [
+            lines.append("| " + " | ".join(cell(x) for x in [
                 profile, notebook, prov.get("status", "unknown"), commit,
                 f"{device.get('type', '?')}: {device.get('name', '?')}{_forced_device(profile, data)}",
                 prov.get("wall_time_s", "?"),
@@ -238,12 +213,12 @@ def models_markdown(root: Path) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = 0
     for profile in book_profiles(root):
-        for notebook, data in _profile_results(root, profile):
+        for notebook, data in profile_results(root, profile):
             for model in data.get("provenance", {}).get("models", []):
                 trained = (f"{model['device']}: {model['device_name']}" if model.get("device")
                            else model.get("source") or "not trained here")
                 wall = model.get("train_wall_time_s")
-                lines.append("| " + " | ".join(_cell(x) for x in [
+                lines.append("| " + " | ".join(cell(x) for x in [
                     profile, notebook, model["model"], model["kind"],
                     "–" if model.get("seed") is None else model["seed"],
                     f"`{model['weights_sha256'][:12]}`" if model.get("weights_sha256") else "not hashed",
@@ -274,7 +249,7 @@ def gpu_markdown(root: Path) -> str:
         for mode in ("dense_sdpa", "sparse"):
             run = runs[mode]
             peak = run.get("peak_gib")
-            lines.append("| " + " | ".join(_cell(x) for x in [
+            lines.append("| " + " | ".join(cell(x) for x in [
                 model, "dense (SDPA)" if mode == "dense_sdpa" else "sparse (gated)", f"{run['parameters'] / 1e6:.0f} M",
                 f"{run['micro_batch']} x {run['grad_accum']}", f"{run['tokens_per_s']:.0f}", f"{run['step_s']:.2f}",
                 "–" if peak is None else f"{peak:.1f}", "–" if run.get("fits_cap") is None else
@@ -327,8 +302,6 @@ def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list
     chapters = {p.stem for p in (book_dir / "chapters").glob("*.ipynb")}
     chapters &= {Path(f).name for f in toc_files(book_dir) if f.startswith("chapters/")}
     out = book_dir / "_generated"
-    from .ledger import ledger_markdown
-
     for chapter in sorted(chapters):
         atomic_write_text(out / "provenance" / f"{chapter}.md",
                           provenance_markdown(chapter, chapter_profile(book_dir / "chapters" / f"{chapter}.ipynb"), root,

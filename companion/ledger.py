@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from .book import _cell, _chapter_link, _profile_results, book_profiles
 from .params import GPU_PROFILES
+from .tables import book_profiles, cell, chapter_link, profile_results
 
 __all__ = ["STATUSES", "claim_status", "ledger_markdown"]
 
@@ -47,7 +47,7 @@ def ledger_markdown(claims_path: Path, root: Path, chapters: set[str]) -> str:
     header = ["Claim", *(f"{profile}" for profile in profiles), "Chapters"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     details = []
-    measured = {profile: _profile_results(root, profile) for profile in profiles}
+    measured = {profile: profile_results(root, profile) for profile in profiles}
     for number, claim in enumerate(claims, start=1):
         statuses, ours, notebooks, rule = [], "not run yet", [], None
         for profile in profiles:
@@ -62,8 +62,8 @@ def ledger_markdown(claims_path: Path, root: Path, chapters: set[str]) -> str:
             notebooks += [notebook for notebook, _ in found if notebook not in notebooks]
             if profile == "tiny" and found:
                 ours = "; ".join(f"{entry['summary']} (chapter {notebook[:2]})" for notebook, entry in found)
-        links = ", ".join(_chapter_link(notebook, chapters) for notebook in notebooks) or "–"
-        lines.append("| " + " | ".join([f"{number}. {_cell(claim['claim'])}", *statuses, links]) + " |")
+        links = ", ".join(chapter_link(notebook, chapters) for notebook in notebooks) or "–"
+        lines.append("| " + " | ".join([f"{number}. {cell(claim['claim'])}", *statuses, links]) + " |")
         rule = rule or "stated by the chapter that judges this claim, once it has run"
         details.append(f"**{number}. {claim['claim']}** The paper: {claim['paper']} ({claim['source']}). "
                        f"Ours, on the CPU profile: {ours}. Rule: {rule}.")

@@ -1,5 +1,6 @@
 """Small helpers the library needs in many places, written once: atomic writes and JSON lines, eval mode, the
-model's device, and the eager-attention switch that ``output_attentions`` needs."""
+model's device, the weight-health check, the eager-attention switch that ``output_attentions`` needs, and whether
+the Hugging Face Hub can be reached (the data and the zoo both ask)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,18 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import tempfile
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["open_lock", "file_sha256", "atomic_write_bytes", "atomic_write_text", "write_json", "write_jsonl", "read_jsonl", "eval_mode",
-           "model_device", "eager_attention"]
+           "model_device", "first_non_finite", "check_finite", "eager_attention", "HubUnavailableError",
+           "hub_unavailable_reason"]
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -81,6 +87,27 @@ def model_device(model) -> "torch.device":
     return next(model.parameters()).device
 
 
+def first_non_finite(model) -> str | None:
+    """The name of the first parameter or buffer holding a NaN or an infinity, or None."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            return name
+    return None
+
+
+def check_finite(model, what: str = "model") -> None:
+    """Refuse a model with non-finite weights or gate bias: its masks and CE would be meaningless (a NaN gate
+    logit closes every edge, which reads as perfect sparsity)."""
+    from .mechanism.sparsify import sparse_state
+
+    bad = first_non_finite(model)
+    if bad is not None:
+        raise ValueError(f"{what}: weight {bad} is not finite (NaN or inf); these weights cannot be evaluated")
+    state = sparse_state(model)
+    if state is not None and math.isnan(state.gate_bias):
+        raise ValueError(f"gate_bias: must be a number, got {state.gate_bias!r}")
+
+
 @contextlib.contextmanager
 def eval_mode(model) -> Iterator:
     """``model.eval()`` for the block, then the caller's train/eval mode again."""
@@ -106,3 +133,36 @@ def eager_attention(model) -> Iterator[None]:
     finally:
         if switch:
             model.set_attn_implementation(previous)
+
+
+_OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
+
+
+class HubUnavailableError(RuntimeError):
+    """The Hugging Face Hub cannot be reached (offline mode or no network); the message is one line."""
+
+
+def hub_unavailable_reason(timeout_s: float = 3.0) -> str | None:
+    """Why the hub cannot be used right now (``None`` if it looks reachable); never waits more than ``timeout_s``."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in _OFFLINE_VALUES:
+            return f"{var}={os.environ[var]}"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    host = endpoint.split("://")[-1].split("/")[0]
+    outcome: dict[str, str] = {}
+
+    def probe():  # in a thread, so that a slow DNS lookup cannot exceed the deadline either
+        try:
+            urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout_s).close()
+            outcome["ok"] = ""
+        except urllib.error.HTTPError:  # the server answered: reachable
+            outcome["ok"] = ""
+        except (OSError, ValueError) as err:
+            outcome["error"] = type(getattr(err, "reason", err)).__name__
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if "ok" in outcome:
+        return None
+    return f"no connection to {host} ({outcome.get('error', f'no answer within {timeout_s:g} s')})"

@@ -18,6 +18,7 @@ gradient methods see each head's kept edges but not gates that would switch; exa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -254,18 +255,11 @@ def _gradient_run(graph: ComponentGraph, batch: CircuitTask, device, embedding=N
     return metric.detach(), torch.cat(grads, dim=2), state.upstream().detach()
 
 
-def attribute(graph, task: CircuitTask, method: str = "eap-ig", *, ablation: str = "resample", steps: int = 8,
-              batch_size: int = 32, reference: CircuitTask | None = None, rows_per_pass: int = 2048) -> EdgeScores:
-    """Edge scores by ``method``: ``"eap"``, ``"eap-ig"`` (``steps`` interpolation points) or ``"exact"``."""
-    graph = graph_of(graph)
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    _check(ablation, batch_size)
-    if method == "exact":
-        return exact_edge_scores(graph, task, ablation=ablation, batch_size=batch_size, rows_per_pass=rows_per_pass,
-                                 reference=reference)
-    if steps < 1:
-        raise ValueError(f"steps: must be >= 1, got {steps}")
+def _first_order_scores(graph: ComponentGraph, task: CircuitTask, gradients, method: str, *, ablation: str,
+                        batch_size: int, reference: CircuitTask | None, **metadata) -> EdgeScores:
+    """Edge scores (corrupt_u - clean_u) . g_d, averaged over the task, where ``gradients(batch, corrupt, device)``
+    gives the gradient g of the metric at every input d and the clean upstream outputs: the part EAP and EAP-IG
+    share, which differs only in that gradient."""
     device = model_device(graph.model)
     corrupt_all = corrupt_outputs(graph, task, ablation, reference=reference, batch_size=batch_size)
     total = torch.zeros(graph.n_inputs, graph.n_upstream, dtype=torch.float64, device=device)
@@ -274,24 +268,58 @@ def attribute(graph, task: CircuitTask, method: str = "eap-ig", *, ablation: str
             rows = slice(start, start + batch_size)
             batch = task.subset(rows)
             corrupt = _rows(corrupt_all, rows).to(device)
-            if method == "eap":
-                _, grads, clean = _gradient_run(graph, batch, device)
-            else:
-                clean = _clean_outputs(graph, batch.clean_ids, batch.attention_mask)
-                start_emb = corrupt[:, :, 0].expand_as(clean[:, :, 0])
-                end_emb = clean[:, :, 0]
-                grads = None
-                for k in range(steps):
-                    alpha = (k + 0.5) / steps
-                    _, g, _ = _gradient_run(graph, batch, device, embedding=start_emb + alpha * (end_emb - start_emb))
-                    grads = g if grads is None else grads + g
-                grads = grads / steps
+            grads, clean = gradients(batch, corrupt, device)
             difference = (corrupt - clean).float().flatten(0, 1)  # [B*T, n_upstream, d]
             per_input = grads.float().flatten(0, 1)  # [B*T, n_inputs, d]
             total += (per_input.permute(1, 0, 2).flatten(1) @ difference.permute(1, 0, 2).flatten(1).t()).double()
     total = (total / len(task)).cpu()
     scores = total[graph.edge_input, graph.edge_source]
-    return EdgeScores.from_graph(graph, scores, method, ablation, steps=steps if method == "eap-ig" else None)
+    return EdgeScores.from_graph(graph, scores, method, ablation, **metadata)
+
+
+def _eap_scores(graph: ComponentGraph, task: CircuitTask, *, ablation: str, batch_size: int,
+                reference: CircuitTask | None) -> EdgeScores:
+    """EAP: the gradient at the clean run (one forward and one backward per batch)."""
+    def gradients(batch, corrupt, device):
+        _, grads, clean = _gradient_run(graph, batch, device)
+        return grads, clean
+
+    return _first_order_scores(graph, task, gradients, "eap", ablation=ablation, batch_size=batch_size,
+                               reference=reference, steps=None)
+
+
+def _eap_ig_scores(graph: ComponentGraph, task: CircuitTask, *, ablation: str, batch_size: int,
+                   reference: CircuitTask | None, steps: int) -> EdgeScores:
+    """EAP-IG: the gradient averaged over ``steps`` midpoints of the straight line from the corrupted to the clean
+    embedding output."""
+    def gradients(batch, corrupt, device):
+        clean = _clean_outputs(graph, batch.clean_ids, batch.attention_mask)
+        start_emb = corrupt[:, :, 0].expand_as(clean[:, :, 0])
+        end_emb = clean[:, :, 0]
+        grads = None
+        for k in range(steps):
+            alpha = (k + 0.5) / steps
+            _, g, _ = _gradient_run(graph, batch, device, embedding=start_emb + alpha * (end_emb - start_emb))
+            grads = g if grads is None else grads + g
+        return grads / steps, clean
+
+    return _first_order_scores(graph, task, gradients, "eap-ig", ablation=ablation, batch_size=batch_size,
+                               reference=reference, steps=steps)
+
+
+def attribute(graph, task: CircuitTask, method: str = "eap-ig", *, ablation: str = "resample", steps: int = 8,
+              batch_size: int = 32, reference: CircuitTask | None = None, rows_per_pass: int = 2048) -> EdgeScores:
+    """Edge scores by ``method``: ``"eap"``, ``"eap-ig"`` (``steps`` interpolation points) or ``"exact"``
+    (``rows_per_pass`` ablated rows per forward pass)."""
+    graph = graph_of(graph)
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    _check(ablation, batch_size)
+    if method != "exact" and steps < 1:  # checked for both gradient methods, as it always was
+        raise ValueError(f"steps: must be >= 1, got {steps}")
+    scores = {"exact": partial(exact_edge_scores, rows_per_pass=rows_per_pass), "eap": _eap_scores,
+              "eap-ig": partial(_eap_ig_scores, steps=steps)}[method]
+    return scores(graph, task, ablation=ablation, batch_size=batch_size, reference=reference)
 
 
 def spearman(a, b) -> float:

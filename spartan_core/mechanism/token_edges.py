@@ -8,16 +8,16 @@ so the T-independent mean number of kept keys per query is reported beside it.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 
+from .._util import check_finite, model_device
 from .gate import GateStats
 from .sparsify import layer_stats, sparse_state
 
-__all__ = ["EdgeCounts", "EdgeCounter", "count_edges", "check_finite"]
+__all__ = ["EdgeCounts", "EdgeCounter", "count_edges"]
 
 
 @dataclass
@@ -99,29 +99,6 @@ def _add_padded(total: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
         total = torch.cat([total, torch.zeros(part.numel() - total.numel(), dtype=total.dtype)])
     total[: part.numel()] += part
     return total
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def first_non_finite(model: torch.nn.Module) -> str | None:
-    """The name of the first parameter or buffer holding a NaN or an infinity, or None."""
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            return name
-    return None
-
-
-def check_finite(model: torch.nn.Module, what: str = "model") -> None:
-    """Refuse a model with non-finite weights or gate bias: its masks and CE would be meaningless (a NaN gate
-    logit closes every edge, which reads as perfect sparsity)."""
-    bad = first_non_finite(model)
-    if bad is not None:
-        raise ValueError(f"{what}: weight {bad} is not finite (NaN or inf); these weights cannot be evaluated")
-    state = sparse_state(model)
-    if state is not None and math.isnan(state.gate_bias):
-        raise ValueError(f"gate_bias: must be a number, got {state.gate_bias!r}")
 
 
 @torch.no_grad()

@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
-from .._util import model_device, open_lock, write_json, write_jsonl
-from ..mechanism.token_edges import check_finite, first_non_finite
+from .._util import check_finite, first_non_finite, model_device, open_lock, write_json, write_jsonl
 from .config import TrainConfig, TrainingDiverged
 
 __all__ = ["RunMismatch", "RunBusy", "CheckpointUnreadable", "Checkpointer", "load_checkpoint_weights",

@@ -9,6 +9,10 @@ process would split into world·grad_accum micro-batches. The sampled gates of e
 gradients; the step's CE (GECO's input) and the objective's step sums (the expected kept fraction) are averaged
 across processes; process 0 alone writes logs, checkpoints and results, and every process resumes from them.
 
+The loop asks :meth:`Processes.place` once for a :class:`Placement` and makes the same few calls of it whatever
+the layout (wrap the model, the optimizer checkpoints hold, take shards after a resume, gather whole weights,
+agree on a checkpoint, finish), so it holds no sharding branch of its own.
+
 Sharded, the loop trains a sharded copy (each decoder layer and the root are ``fully_shard`` units) while the model
 it was given stays whole: checkpoints, the kept best weights and the returned model are whole weights gathered
 into it, so a sharded run writes the same weight files as an unsharded one. Its optimizer state is kept by
@@ -26,7 +30,7 @@ import os
 import torch
 from torch import nn
 
-__all__ = ["Processes", "processes", "launched", "fsdp_requested", "GatheredOptimizer"]
+__all__ = ["Processes", "processes", "launched", "fsdp_requested", "Placement"]
 
 FSDP_ENV = "ACCELERATE_USE_FSDP"  # what ``accelerate launch --use_fsdp`` sets
 
@@ -80,13 +84,15 @@ class Processes:
                              "--nproc_per_node N or accelerate launch --num_processes N (N >= 2)")
         return True
 
-    def prepare(self, model: nn.Module, device: torch.device, shard: bool = False) -> tuple[nn.Module, nn.Module]:
-        """(the module whose parameters train, the module the forward passes go through): ``model`` and its DDP
-        wrapper when launched, ``model`` twice alone, or a sharded copy of ``model`` twice when ``shard``."""
-        if shard:
-            sharded = _fully_shard(copy.deepcopy(model).to(device), device)
-            return sharded, sharded
-        return model, self.accelerator.prepare_model(model) if self.engine else model
+    def place(self, model: nn.Module, device: torch.device, fsdp: bool, grad_accum) -> Placement:
+        """How ``model`` trains in this run: whole (one process or DDP) or sharded (FSDP, which refuses
+        ``grad_accum="auto"``: measuring it takes the whole model on one device)."""
+        if not self.sharding(fsdp):
+            return Placement(self, model, device)
+        if grad_accum == "auto":
+            raise ValueError("grad_accum: 'auto' measures the whole model on one device; a sharded (fsdp) run needs "
+                             "a number")
+        return ShardedPlacement(self, model, device)
 
     def no_sync(self, wrapped: nn.Module, sync: bool):
         """Skip the gradient all-reduce (DDP) or reduce-scatter (FSDP) on every micro-batch but a step's last."""
@@ -95,22 +101,6 @@ class Processes:
         if hasattr(wrapped, "set_requires_gradient_sync"):
             return _no_gradient_sync(wrapped)
         return self.accelerator.no_sync(wrapped)
-
-    def gather_into(self, sharded: nn.Module, model: nn.Module, everywhere: bool = True) -> None:
-        """Whole weights of ``sharded`` loaded into ``model`` on every process (on process 0 alone unless
-        ``everywhere``). A collective: every process calls it at the same point."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        state = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True,
-                                                                       cpu_offload=not everywhere))
-        if state:
-            model.load_state_dict(state)
-
-    def scatter_from(self, model: nn.Module, sharded: nn.Module) -> None:
-        """Each process's shards of ``sharded`` taken from the whole weights of ``model`` (after a resume)."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        set_model_state_dict(sharded, model.state_dict(), options=StateDictOptions(full_state_dict=True))
 
     @staticmethod
     def whole(value: torch.Tensor) -> torch.Tensor:
@@ -136,6 +126,87 @@ class Processes:
     def barrier(self) -> None:
         if self.engine:
             self.accelerator.wait_for_everyone()
+
+
+class Placement:
+    """Where the model trains, as the loop sees it, for one process or data parallel (DDP): every process trains
+    the model it was given, so its weights are always whole. :class:`ShardedPlacement` answers the same calls for
+    FSDP, so the loop makes them whatever the layout and holds no branch of its own for it."""
+
+    def __init__(self, ranks: Processes, model: nn.Module, device: torch.device):
+        self.ranks, self.model, self.device = ranks, model, device
+        self.trained = self.wrapped = model  # whose parameters train; what the forward passes go through
+        model.to(device)
+
+    def wrap(self) -> None:
+        """Set up ``trained`` and ``wrapped``: DDP's wrapper when launched. Called after any forward pass of
+        ``model`` alone (measuring ``grad_accum``), which DDP's gradient hooks would disturb."""
+        if self.ranks.engine:
+            self.wrapped = self.ranks.accelerator.prepare_model(self.model)
+
+    def checkpointed(self, optimizer: torch.optim.Optimizer):
+        """What checkpoints save and load as ``optimizer``."""
+        return optimizer
+
+    def resumed(self) -> None:
+        """Called once every process has read a checkpoint into ``model`` and the optimizer."""
+
+    def gather(self, everywhere: bool = True) -> None:
+        """Whole weights of ``trained`` in ``model``: already there."""
+
+    def checkpoint_due(self, due: bool) -> bool:
+        """Whether this step saves a checkpoint (``due``: process 0's answer), with what it saves gathered."""
+        return due
+
+    def finish(self) -> None:
+        """Every process has trained its last step; ``model`` is on the device (whole after :meth:`gather`)."""
+        self.ranks.barrier()
+
+
+class ShardedPlacement(Placement):
+    """FSDP: a sharded copy trains on the device (each decoder layer and the root are ``fully_shard`` units) while
+    ``model`` stays whole where it is; whole weights and optimizer state are gathered into it for checkpoints, the
+    kept best and the result, so a sharded run writes the same files as a whole one."""
+
+    def __init__(self, ranks: Processes, model: nn.Module, device: torch.device):
+        self.ranks, self.model, self.device = ranks, model, device
+        self.optimizer: GatheredOptimizer | None = None
+
+    def wrap(self) -> None:
+        self.trained = self.wrapped = _fully_shard(copy.deepcopy(self.model).to(self.device), self.device)
+
+    def checkpointed(self, optimizer: torch.optim.Optimizer) -> GatheredOptimizer:
+        self.optimizer = GatheredOptimizer(self.trained, optimizer)
+        return self.optimizer
+
+    def resumed(self) -> None:
+        """Each process takes its shards of the whole weights and optimizer state it has read (collectives)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(self.trained, self.model.state_dict(), options=StateDictOptions(full_state_dict=True))
+        self.optimizer.apply()
+
+    def gather(self, everywhere: bool = True) -> None:
+        """Whole weights of ``trained`` loaded into ``model`` on every process (on process 0 alone unless
+        ``everywhere``). A collective: every process calls it at the same point."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(self.trained, options=StateDictOptions(full_state_dict=True,
+                                                                            cpu_offload=not everywhere))
+        if state:
+            self.model.load_state_dict(state)
+
+    def checkpoint_due(self, due: bool) -> bool:
+        """Gathering is collective, so the processes' clocks must agree: every process gathers when any is due."""
+        if not self.ranks.max(float(due)):
+            return due
+        self.gather(everywhere=False)
+        self.optimizer.gather()
+        return True
+
+    def finish(self) -> None:
+        self.ranks.barrier()
+        self.model.to(self.device)
 
 
 class GatheredOptimizer:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .._util import eval_mode, model_device
+from .._util import check_finite, eval_mode, model_device
 from ..mechanism.sparsify import layer_stats, sparse_state
-from ..mechanism.token_edges import EdgeCounter, EdgeCounts, check_finite
+from ..mechanism.token_edges import EdgeCounter, EdgeCounts
 from .batches import iter_batches
 from .config import autocast_for
 

@@ -10,6 +10,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from .batches import find_grad_accum, sample_rows, take, validate_blocks
 from .checkpoint import Checkpointer, Resumed, exclusive, open_run_dir, run_manifest
 from .config import (TrainConfig, TrainingDiverged, TrainResult, autocast_for, describe_machine, lr_factor,
                      resolve_device, torch_threads)
-from .distributed import GatheredOptimizer, processes
+from .distributed import Placement, processes
 from .evaluate import evaluate
 
 __all__ = ["train"]
@@ -58,27 +59,22 @@ def train(
     ranks = processes()
     if config.batch_size % ranks.count:
         raise ValueError(f"batch_size: {config.batch_size} rows cannot be shared by {ranks.count} processes")
-    shard = ranks.sharding(config.fsdp)
     device = ranks.device(resolve_device(config.device))
-    if not shard:  # sharded, ``model`` stays whole where it is and a sharded copy trains on the device
-        model.to(device)
+    placed = ranks.place(model, device, config.fsdp, config.grad_accum)  # the one object that knows the layout
     _enable_checkpointing(model, config)
     grad_accum = config.grad_accum
-    if grad_accum == "auto" and shard:
-        raise ValueError("grad_accum: 'auto' measures the whole model on one device; a sharded (fsdp) run needs a "
-                         "number")
     if grad_accum == "auto":
         share = TrainConfig(**{**config.__dict__, "batch_size": config.batch_size // ranks.count, "grad_accum": 1})
         grad_accum = int(ranks.max(find_grad_accum(model, train_data, share, objective)))
     if config.batch_size % (ranks.count * grad_accum):
         raise ValueError(f"grad_accum: {ranks.count} processes x {grad_accum} micro-batches do not divide "
                          f"batch_size={config.batch_size}")
-    trained, wrapped = ranks.prepare(model, device, shard)
-    decay = [p for p in trained.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in trained.parameters() if p.requires_grad and p.dim() < 2]
+    placed.wrap()
+    decay = [p for p in placed.trained.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in placed.trained.parameters() if p.requires_grad and p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
-    saved_optimizer = GatheredOptimizer(trained, optimizer) if shard else optimizer  # what checkpoints hold
+    saved_optimizer = placed.checkpointed(optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
     result = TrainResult(model=model)
     best = {"score": math.inf, "step": None, "state": None}
@@ -98,9 +94,7 @@ def train(
         if out is not None and not ranks.main:
             resumed = _resume_from(out, model, saved_optimizer, scheduler, objective)
         if out is not None and resumed is not None:
-            if shard:  # every process has read the whole weights and optimizer state: each takes its shards
-                ranks.scatter_from(model, trained)
-                saved_optimizer.apply()
+            placed.resumed()
             start_step = result.resumed_from = resumed.step
             earlier = resumed.wall_time_s
             best.update(score=resumed.best_score, step=resumed.best_step)
@@ -108,18 +102,17 @@ def train(
             result.evals = [r for r in resumed.records if "eval_ce" in r]
         log_file = held.enter_context(open(log_path, "a")) if log_path is not None else None
         bar = held.enter_context(_progress(config, start_step, desc)) if ranks.main else None
+        steps = _Steps(placed, train_data, n_rows, grad_accum, config, objective, optimizer, scheduler, checkpointer)
         started = last_saved = time.perf_counter()
         for step in range(start_step + 1, config.steps + 1):
-            record = _step(trained, wrapped, train_data, n_rows, step, grad_accum, config, objective, optimizer,
-                           scheduler, checkpointer, device)
+            record = steps.take(step)
             if eval_data is not None and (step == config.steps or (config.eval_every and step % config.eval_every == 0)):
-                _evaluate_into(record, trained, eval_data, config)
+                _evaluate_into(record, placed.trained, eval_data, config)
                 result.evals.append({k: v for k, v in record.items() if k == "step" or k.startswith("eval_")})
                 score = objective.selection_score(record.pop("_metrics"))
                 if config.keep_best and score is not None and score < best["score"]:
                     best.update(score=score, step=step)
-                    if shard:
-                        ranks.gather_into(trained, model, everywhere=out is None)
+                    placed.gather(everywhere=out is None)
                     if ranks.main or out is None:  # the other processes read process 0's file at the end
                         _keep_best(model, out, best)
             result.history.append({k: v for k, v in record.items() if not k.startswith("eval_")})
@@ -134,75 +127,85 @@ def train(
             timed = config.checkpoint_seconds and time.perf_counter() - last_saved >= config.checkpoint_seconds
             due = out is not None and bool(step == config.steps or timed or (
                 config.checkpoint_every and step % config.checkpoint_every == 0))
-            if shard and ranks.max(float(due)):  # gathering is collective: the processes' clocks must agree
-                ranks.gather_into(trained, model, everywhere=False)
-                saved_optimizer.gather()
-                due = True
+            due = placed.checkpoint_due(due)
             if checkpointer is not None and due:
                 checkpointer.save(model, saved_optimizer, scheduler, objective, step,
                                   {"best_step": best["step"], "best_score": best["score"],
                                    "wall_time_s": earlier + time.perf_counter() - started})
                 last_saved = time.perf_counter()
-    ranks.barrier()
-    if shard:
-        model.to(device)
+    placed.finish()
     if config.keep_best and best["step"] is not None:
         if best["state"] is not None:
             model.load_state_dict(best["state"])
         elif out is not None and (out / "best.safetensors").exists():
             load_model(model, str(out / "best.safetensors"), device=str(device))
-    elif shard:
-        ranks.gather_into(trained, model)
+    else:
+        placed.gather()
     result.best_step = best["step"]
     result.wall_time_s = earlier + time.perf_counter() - started
     return result
 
 
-def _step(model, wrapped, data, n_rows, step, grad_accum, config, objective, optimizer, scheduler, checkpointer,
-          device):
-    """One optimiser step over ``grad_accum`` micro-batches of this process's share of the global batch (forward
-    passes through ``wrapped``, DDP when launched); returns its log record. Nothing non-finite is applied."""
-    ranks = processes()
-    model.train()
-    t0 = time.perf_counter()
-    ce_sum = 0.0
-    tokens = 0
-    objective.begin_step()
-    micro_batches = sample_rows(n_rows, config.batch_size, config.seed, step).split(
-        config.batch_size // (ranks.count * grad_accum))
-    for local in range(grad_accum):
-        index = ranks.index * grad_accum + local
-        if ranks.engine:  # the same masks whichever process draws this micro-batch
-            torch.manual_seed((config.seed * 1_000_003 + step) * 65_537 + index)
-        batch = take(data, micro_batches[index], device)
-        with ranks.no_sync(wrapped, sync=local == grad_accum - 1):
-            with autocast_for(device, config.bf16):
-                output = wrapped(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                                 labels=batch["labels"], use_cache=False)
-                ce = output.loss.float()
-                loss = objective.loss(model, ce)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"step {step}: loss is {float(loss.detach())} (CE {float(ce.detach())}); "
-                                       f"stopping. {_last_checkpoint(checkpointer)} Try a lower lr or a smaller "
-                                       "GECO eta.")
-            (loss / grad_accum).backward()
-        ce_sum += float(ce.detach())
-        tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-    grad_norm = ranks.whole(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or math.inf))
-    if not torch.isfinite(grad_norm):
-        optimizer.zero_grad(set_to_none=True)
-        raise TrainingDiverged(f"step {step}: gradient norm is {float(grad_norm)} (CE {ce_sum / grad_accum:.4g}); "
-                               f"the step was not applied. {_last_checkpoint(checkpointer)} "
-                               "Try a lower lr or a smaller GECO eta.")
-    lr = optimizer.param_groups[0]["lr"]
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    ce_mean = ranks.mean(ce_sum / grad_accum)
-    objective.reduce(ranks.mean)
-    record = {"step": step, "ce": ce_mean, "lr": lr, **objective.end_step(ce_mean, grad_accum)}
-    record["tokens_per_s"] = ranks.sum(tokens) / max(time.perf_counter() - t0, 1e-9)
-    return record
+@dataclass(frozen=True)
+class _Steps:
+    """What every optimiser step of a run reads, set once before the first: the loop then takes step after step."""
+
+    placed: Placement
+    data: dict
+    n_rows: int
+    grad_accum: int
+    config: TrainConfig
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    checkpointer: Checkpointer | None
+
+    def take(self, step: int) -> dict:
+        """One optimiser step over ``grad_accum`` micro-batches of this process's share of the global batch
+        (forward passes through ``placed.wrapped``, DDP when launched); returns its log record. Nothing non-finite
+        is applied."""
+        placed, config, objective, grad_accum = self.placed, self.config, self.objective, self.grad_accum
+        model, ranks, device = placed.trained, placed.ranks, placed.device
+        model.train()
+        t0 = time.perf_counter()
+        ce_sum = 0.0
+        tokens = 0
+        objective.begin_step()
+        micro_batches = sample_rows(self.n_rows, config.batch_size, config.seed, step).split(
+            config.batch_size // (ranks.count * grad_accum))
+        for local in range(grad_accum):
+            index = ranks.index * grad_accum + local
+            if ranks.engine:  # the same masks whichever process draws this micro-batch
+                torch.manual_seed((config.seed * 1_000_003 + step) * 65_537 + index)
+            batch = take(self.data, micro_batches[index], device)
+            with ranks.no_sync(placed.wrapped, sync=local == grad_accum - 1):
+                with autocast_for(device, config.bf16):
+                    output = placed.wrapped(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                                            labels=batch["labels"], use_cache=False)
+                    ce = output.loss.float()
+                    loss = objective.loss(model, ce)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"step {step}: loss is {float(loss.detach())} (CE {float(ce.detach())}); "
+                                           f"stopping. {_last_checkpoint(self.checkpointer)} Try a lower lr or a "
+                                           "smaller GECO eta.")
+                (loss / grad_accum).backward()
+            ce_sum += float(ce.detach())
+            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        grad_norm = ranks.whole(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or math.inf))
+        if not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingDiverged(f"step {step}: gradient norm is {float(grad_norm)} (CE {ce_sum / grad_accum:.4g}); "
+                                   f"the step was not applied. {_last_checkpoint(self.checkpointer)} "
+                                   "Try a lower lr or a smaller GECO eta.")
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        ce_mean = ranks.mean(ce_sum / grad_accum)
+        objective.reduce(ranks.mean)
+        record = {"step": step, "ce": ce_mean, "lr": lr, **objective.end_step(ce_mean, grad_accum)}
+        record["tokens_per_s"] = ranks.sum(tokens) / max(time.perf_counter() - t0, 1e-9)
+        return record
 
 
 def _resume_from(out: Path, model, optimizer, scheduler, objective) -> Resumed | None:

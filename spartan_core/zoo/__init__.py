@@ -15,14 +15,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .._util import read_jsonl
+from .._util import HubUnavailableError, read_jsonl
 from ..mechanism.policies import MaskPolicy
 from ..mechanism.sparsify import dense as to_dense
 from ..mechanism.sparsify import sparsify
 from ..training.posttrain import PostTrainResult, SparseRecipe, post_train
 from .cache import (FORMAT_VERSION, CacheCorrupt, config_hash, from_cache, is_built, locked, model_cache_dir,
                     publish, verified_info)
-from .hub import HubUnavailableError, load_hub
+from .hub import load_hub
 from .released import RELEASED, check_released_name, load_released
 from .loaded import LoadedModel, to_device, used, used_models
 from .registry import REGISTRY, ModelEntry, available, default_sparse_recipe, entry_for, model_config

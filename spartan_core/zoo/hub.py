@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.text import HubUnavailableError, hub_unavailable_reason
+from .._util import HubUnavailableError, hub_unavailable_reason
 from .cache import quiet_transformers
 from .loaded import LoadedModel, to_device, used
 
-__all__ = ["load_hub", "HubUnavailableError"]
+__all__ = ["load_hub"]
 
 
 def load_hub(name: str, *, overrides: dict) -> LoadedModel:

@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .._util import HubUnavailableError, hub_unavailable_reason
 from ..data import addition
 from ..data.code import code_data, code_tokenizer, corpus_identity, with_copy_blocks
-from ..data.text import (HubUnavailableError, bigram_ce, hub_unavailable_reason, shakespeare_data,
-                         shakespeare_tokenizer)
+from ..data.text import bigram_ce, shakespeare_data, shakespeare_tokenizer
+from ..training.config import TrainConfig
 from ..training.evaluate import evaluate
 from ..training.posttrain import SparseRecipe
 
 __all__ = ["ModelEntry", "REGISTRY", "HUB", "TOY_THREADS", "entry_for", "available", "default_sparse_recipe",
-           "model_config"]
+           "model_config", "toy_settings"]
 
 # Torch CPU threads the toys train with, whatever the machine: the same seed then gives the same weights on a
 # laptop and on a 16-core box (as far as their CPUs' kernels agree). An override (threads=8) is another model.
@@ -234,6 +235,25 @@ HUB = ModelEntry(name="hub", source="hub", description="a Hugging Face hub model
                  sparse=dict(REGISTRY["smollm2-135m"].sparse), sparse_data=_shakespeare_blocks)
 
 
+def toy_settings(entry: ModelEntry, overrides: dict) -> tuple[dict, dict, dict]:
+    """(architecture, data, pretrain) of ``entry`` with ``overrides`` sorted into them (unknown ones refused)."""
+    architecture, data, pretrain = dict(entry.architecture), dict(entry.data), dict(entry.pretrain)
+    train_fields = {f.name for f in fields(TrainConfig)}
+    for key, value in overrides.items():
+        if key in architecture or key in ("n_inner", "activation_function", "layer_norm_epsilon"):
+            architecture[key] = value
+        elif key in data:
+            data[key] = value
+        elif key in train_fields:
+            pretrain[key] = value
+        else:
+            known = sorted(set(architecture) | set(data) | train_fields)
+            raise ValueError(f"{key}: unknown override for {entry.name} (known: {', '.join(known)})")
+    if entry.link is not None:
+        architecture = entry.link(architecture, data)
+    return architecture, data, pretrain
+
+
 def model_config(name: str):
     """The transformers config of ``name`` without its weights: a toy's from its registry entry, a registered hub
     model's from the architecture written there (offline), anything else from the hub cache or a local directory."""
@@ -241,8 +261,6 @@ def model_config(name: str):
 
     entry = entry_for(name)
     if entry.source == "toy":
-        from .toys import toy_settings
-
         return GPT2Config(**toy_settings(entry, {})[0], bos_token_id=None, eos_token_id=None)  # shapes only
     if entry.architecture:
         return AutoConfig.for_model(**entry.architecture)

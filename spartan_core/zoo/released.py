@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .._util import HubUnavailableError, hub_unavailable_reason
 from .cache import config_hash, locked, model_cache_dir, quiet_transformers
 from .loaded import LoadedModel, to_device, used
 
@@ -108,8 +109,6 @@ def convert_nanogpt(state: dict[str, torch.Tensor], model_args: dict):
 
 def _download(name: str, filename: str) -> Path:
     from huggingface_hub import hf_hub_download
-
-    from ..data.text import HubUnavailableError, hub_unavailable_reason
 
     reason = hub_unavailable_reason()
     try:

@@ -4,7 +4,6 @@ one training loop and cached under a key of everything that made it (any overrid
 from __future__ import annotations
 
 import time
-from dataclasses import fields
 from typing import Any
 
 import torch
@@ -14,30 +13,11 @@ from ..training.config import TrainConfig
 from ..training.posttrain import CHECKPOINT_EVERY, CHECKPOINT_SECONDS
 from .cache import FORMAT_VERSION, config_hash, from_cache, is_built, locked, model_cache_dir, publish, verified_info
 from .loaded import LoadedModel, Pretraining, to_device, used
-from .registry import ModelEntry
+from .registry import ModelEntry, toy_settings
 
-__all__ = ["load_toy", "toy_settings", "toy_tokenizer"]
+__all__ = ["load_toy", "toy_tokenizer"]
 
 _UNKEYED = ("progress", "device", "checkpoint_every", "checkpoint_seconds")  # do not change what is learnt
-
-
-def toy_settings(entry: ModelEntry, overrides: dict) -> tuple[dict, dict, dict]:
-    """(architecture, data, pretrain) of ``entry`` with ``overrides`` sorted into them (unknown ones refused)."""
-    architecture, data, pretrain = dict(entry.architecture), dict(entry.data), dict(entry.pretrain)
-    train_fields = {f.name for f in fields(TrainConfig)}
-    for key, value in overrides.items():
-        if key in architecture or key in ("n_inner", "activation_function", "layer_norm_epsilon"):
-            architecture[key] = value
-        elif key in data:
-            data[key] = value
-        elif key in train_fields:
-            pretrain[key] = value
-        else:
-            known = sorted(set(architecture) | set(data) | train_fields)
-            raise ValueError(f"{key}: unknown override for {entry.name} (known: {', '.join(known)})")
-    if entry.link is not None:
-        architecture = entry.link(architecture, data)
-    return architecture, data, pretrain
 
 
 def toy_tokenizer(entry: ModelEntry, *, cache_dir=None) -> tuple[Any, int]:

@@ -14,7 +14,7 @@ import shutil
 import nbformat
 import pytest
 
-from companion import book, bookcheck
+from companion import book, bookcheck, tables
 from spartan_core.claims import Claim
 from companion.results import REPO_ROOT, ResultsDir, read_metrics
 
@@ -77,11 +77,11 @@ def test_claims_table_reads_results_and_says_pending_otherwise(tmp_path):
     table = book.claims_markdown(REPO_ROOT / "book" / "claims.yaml", tmp_path, chapters={"02_fake"})
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines()[2:]}
     claims = {c["id"]: c["claim"] for c in book.yaml.safe_load((REPO_ROOT / "book" / "claims.yaml").read_text())}
-    edges = rows[book._cell(claims["edges_kept"])]
+    edges = rows[tables.cell(claims["edges_kept"])]
     assert "kept 1.23 % of edges at CE 0.004 [nb {doc}`02 </chapters/02_fake>`]" in edges[2]
     assert edges[3].startswith("pending: needs a GPU run")
-    assert rows[book._cell(claims["mechanism"])][2] == "rows sum to 0.5 (running run) [nb 04]"
-    dynamics = rows[book._cell(claims["training_dynamics"])]
+    assert rows[tables.cell(claims["mechanism"])][2] == "rows sum to 0.5 (running run) [nb 04]"
+    dynamics = rows[tables.cell(claims["training_dynamics"])]
     assert dynamics[2].startswith("pending: not run yet") and dynamics[3].startswith("pending: needs a GPU run")
     paper_column = [r[3] for r in rows.values()]
     assert not any(re.search(r"\d", cell.replace("make reproduce", "")) for cell in paper_column), \
@@ -100,10 +100,10 @@ def test_a_paper_result_that_did_not_run_on_cuda_is_labelled_with_its_device(tmp
     table = book.claims_markdown(REPO_ROOT / "book" / "claims.yaml", tmp_path, chapters=set())
     claims = {c["id"]: c["claim"] for c in book.yaml.safe_load((REPO_ROOT / "book" / "claims.yaml").read_text())}
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines()[2:]}
-    edges = rows[book._cell(claims["edges_kept"])]
+    edges = rows[tables.cell(claims["edges_kept"])]
     assert edges[2] == "measured in 04_fake [nb 04]", "tiny is a CPU profile: nothing to label"
     assert edges[3] == "measured in 02_fake (ran on cpu, forced) [nb 02] |"
-    assert rows[book._cell(claims["mechanism"])][3] == "measured in 03_fake [nb 03] |"
+    assert rows[tables.cell(claims["mechanism"])][3] == "measured in 03_fake [nb 03] |"
     runs = {line.split(" | ")[1]: line for line in book.runs_markdown(tmp_path).splitlines()[2:]}
     assert " cpu: chip (ran on cpu, forced) " in runs["02_fake"]
     assert " cuda: chip |" in runs["03_fake"] and " cpu: chip |" in runs["04_fake"]

@@ -1,0 +1,40 @@
+"""What the book's generated tables and the claims ledger both read: which profiles the book reports, the finished
+results of a profile, and the markdown of a table cell and of a chapter link. Kept apart from :mod:`.book` so that
+the ledger, which the book includes, does not import the book back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .results import read_metrics
+
+__all__ = ["BOOK_PROFILES", "GPU_PROFILE", "book_profiles", "profile_results", "cell", "chapter_link"]
+
+BOOK_PROFILES = {"tiny": "tiny profile (CPU, this repository)", "paper": "paper profile (GPU)"}
+# Shown beside them once it has results: the hour-long default of `make reproduce` on a CUDA machine.
+GPU_PROFILE = {"gpu": "gpu profile (one GPU, about an hour)"}
+
+
+def book_profiles(root: Path) -> dict[str, str]:
+    """The profiles the book reports: tiny and paper always, gpu once a run of it has written results."""
+    return {**BOOK_PROFILES, **({} if not profile_results(root, "gpu") else GPU_PROFILE)}
+
+
+def profile_results(root: Path, profile: str) -> list[tuple[str, dict[str, Any]]]:
+    """Finished results folders of a profile; dot-names (``.staging``, lock files) belong to runs in progress."""
+    folder = Path(root) / profile
+    if not folder.is_dir():
+        return []
+    return [(path.name, read_metrics(path)) for path in sorted(folder.iterdir())
+            if not path.name.startswith(".") and (path / "metrics.json").exists()]
+
+
+def cell(text: str) -> str:
+    """One markdown table cell: whitespace folded to single spaces and pipes escaped, so a value keeps its row."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def chapter_link(notebook: str, chapters: set[str]) -> str:
+    """The chapter number, linked to its page when the book has it."""
+    return f"{{doc}}`{notebook[:2]} </chapters/{notebook}>`" if notebook in chapters else notebook[:2]
