@@ -33,6 +33,8 @@ from .results import REPO_ROOT, ResultsDir
 __all__ = [
     "PROFILES",
     "PROFILES_DIR",
+    "NOTEBOOKS_DIR",
+    "notebook_names",
     "ALLOW_CPU_ENV",
     "VALIDATED_ENV",
     "ParamSpec",
@@ -50,6 +52,12 @@ __all__ = [
 PROFILES = ("smoke", "tiny", "gpu", "paper")
 GPU_PROFILES = ("gpu", "paper")  # results filed as GPU results: refused without CUDA unless forced
 PROFILES_DIR = REPO_ROOT / "profiles"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+
+
+def notebook_names(notebooks_dir: Path | None = None) -> list[str]:
+    """``NN_name`` of every notebook, in chapter order."""
+    return sorted(p.stem for p in Path(notebooks_dir or NOTEBOOKS_DIR).glob("[0-9][0-9]_*.ipynb"))
 _SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
 _NOT_PARAMETERS = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 ALLOW_CPU_ENV = "SPARTAN_ALLOW_CPU"

@@ -610,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if args.jobs is not None and args.jobs < 1:
                 raise ValueError(f"JOBS: expected a positive number of jobs, got {args.jobs}")
-            from .runner import notebook_names
+            from .params import notebook_names
 
             if args.only is not None and args.only not in notebook_names():
                 raise ValueError(f"ONLY: no notebook {args.only!r} (have: {', '.join(notebook_names())})")

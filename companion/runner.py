@@ -28,21 +28,21 @@ from typing import Any, Iterator, Mapping, Sequence
 from .book import BOOK_DIR, publish_chapter
 from .params import (
     ALLOW_CPU_ENV,
+    NOTEBOOKS_DIR,
     VALIDATED_ENV,
     check_device,
     cpu_allowed,
     load_profile,
     load_schema,
+    notebook_names,
     parse_cli_value,
     resolve_profile,
 )
 from .results import LOCK_HELD_ENV, REPO_ROOT, ResultsBusy, ResultsLock
 from .results import results_root as default_results_root
 
-__all__ = ["NOTEBOOKS_DIR", "NotebookFailed", "ResultsBusy", "notebook_names", "run_notebook", "run_profile",
-           "main"]
+__all__ = ["NotebookFailed", "ResultsBusy", "run_notebook", "run_profile", "main"]
 
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
@@ -55,11 +55,6 @@ OFFLINE_ENV = {
 
 class NotebookFailed(RuntimeError):
     """A notebook raised; the message is one line: notebook, exception type and message."""
-
-
-def notebook_names(notebooks_dir: Path | None = None) -> list[str]:
-    """``NN_name`` of every notebook, in chapter order."""
-    return sorted(p.stem for p in Path(notebooks_dir or NOTEBOOKS_DIR).glob("[0-9][0-9]_*.ipynb"))
 
 
 @contextlib.contextmanager

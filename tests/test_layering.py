@@ -29,14 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("spartan_core", "companion")
 LIBRARY = ROOT / "spartan_core"
 
-# Import edges (importer, imported) left out of the circle check, each until a file that this branch may not edit
-# is rewritten. Remove an entry once its circle is gone: the test fails while an entry is no longer on a circle.
-ALLOWED = {
-    # companion.runner imports companion.plan and companion.published (print_plan); published's retrain command
-    # checks --only against runner.notebook_names. Moving notebook_names (and NOTEBOOKS_DIR) out of runner.py,
-    # e.g. into params.py, and importing it from there removes this edge.
-    ("companion.published", "companion.runner"),
-}
+# Import edges (importer, imported) left out of the circle check, each with the reason it cannot go yet; none now.
+# The test fails while an entry is no longer on a circle, so the list cannot go stale.
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:

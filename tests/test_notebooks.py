@@ -15,12 +15,13 @@ import checks_chapters_1_3
 import checks_chapters_4_6
 import checks_chapter_7
 import checks_chapter_8
+from companion import params
 from companion import runner as notebook_runner
 from companion.results import read_metrics
 
 pytestmark = pytest.mark.slow
 
-NOTEBOOKS = notebook_runner.notebook_names()
+NOTEBOOKS = params.notebook_names()
 
 # Paper-profile runs with the model/data sizes swapped for stand-ins a CPU runs in seconds; every other
 # parameter (and the code path it selects) stays the paper profile's. Model sizes and training steps match the
@@ -108,7 +109,7 @@ def test_notebook_itself_refuses_a_misspelt_parameter_before_writing(tmp_path, m
     monkeypatch.setenv("SPARTAN_RESULTS", str(tmp_path / "results"))
     with pytest.raises(PapermillExecutionError) as error:
         papermill.execute_notebook(
-            str(notebook_runner.NOTEBOOKS_DIR / "01_gated_attention.ipynb"), str(tmp_path / "out.ipynb"),
+            str(params.NOTEBOOKS_DIR / "01_gated_attention.ipynb"), str(tmp_path / "out.ipynb"),
             parameters={"n_sampels": 10}, kernel_name="python3", progress_bar=False,
             cwd=str(notebook_runner.REPO_ROOT),
         )

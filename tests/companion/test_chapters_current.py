@@ -7,7 +7,7 @@ import pytest
 
 from companion.book import PROVENANCE_TAG
 from companion.results import REPO_ROOT
-from companion.runner import notebook_names
+from companion.params import notebook_names
 
 ADDED = {"parameters", "injected-parameters", PROVENANCE_TAG}
 

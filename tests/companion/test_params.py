@@ -18,11 +18,11 @@ from companion.params import (
     validate,
 )
 
-NOTEBOOKS = runner.notebook_names()
+NOTEBOOKS = params.notebook_names()
 
 
 def _parameters_cell_names(name):
-    nb = nbformat.read(str(runner.NOTEBOOKS_DIR / f"{name}.ipynb"), as_version=4)
+    nb = nbformat.read(str(params.NOTEBOOKS_DIR / f"{name}.ipynb"), as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(cells) == 1, f"{name}: exactly one cell must be tagged 'parameters'"
     tree = ast.parse(cells[0].source)
@@ -45,7 +45,7 @@ def test_every_profile_gives_every_notebook_valid_complete_parameters(profile):
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_parameters_cell_matches_schema_and_its_defaults_are_valid(name):
     assert _parameters_cell_names(name) == set(load_schema()[name])
-    nb = nbformat.read(str(runner.NOTEBOOKS_DIR / f"{name}.ipynb"), as_version=4)
+    nb = nbformat.read(str(params.NOTEBOOKS_DIR / f"{name}.ipynb"), as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
     namespace = {}
     exec(cell.source, namespace)
