@@ -243,6 +243,29 @@ def planned_memory(model: torch.nn.Module, train_data: dict, recipe: SparseRecip
                            activation_checkpointing=execution.get("activation_checkpointing", False))
 
 
+@dataclass(frozen=True)
+class _Phases:
+    """How every training phase of one post-training run executes (floor, GECO or a fixed policy's fine-tuning):
+    in its own folder under ``out`` so a killed run resumes, on ``train_data``, with the run's execution settings."""
+
+    recipe: SparseRecipe
+    train_data: dict
+    out: Path | None
+    progress: bool
+    device: str
+    identity: dict | None
+    fresh: bool
+    desc: str
+    execution: dict
+
+    def run(self, model, name: str, steps: int, objective: Objective, desc: str, evaluate_on_train: bool = True,
+            **config):
+        return train(model, self.train_data, config=self.recipe.train_config(
+            steps, self.progress, self.device, **config, **self.execution),
+            eval_data=self.train_data if evaluate_on_train else None, objective=objective,
+            out_dir=self.out / name if self.out else None, desc=desc, identity=self.identity, fresh=self.fresh)
+
+
 def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: SparseRecipe, *,
                extra_metrics: Callable[[torch.nn.Module, dict], dict] | None = None,
                out_dir: str | Path | None = None, progress: bool = True, device: str = "auto",
@@ -257,7 +280,8 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
     learnt (grad_accum, bf16, activation_checkpointing, checkpoint_every, checkpoint_seconds).
     """
     recipe = SparseRecipe.from_any(recipe)
-    out = Path(out_dir) if out_dir is not None else None
+    phases = _Phases(recipe, train_data, Path(out_dir) if out_dir is not None else None, progress, device, identity,
+                     fresh, desc, execution)
     batch = recipe.eval_batch_size
     if recipe.heldout_max_batches is not None:
         heldout = spread_rows(heldout, recipe.heldout_max_batches * batch)
@@ -268,8 +292,7 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
     dense_train_ce = evaluate(model, train_data, batch, recipe.eval_max_batches).ce
     dense_metrics = measure(model)
     if recipe.policy != "gate":
-        return _fixed_policy(model, train_data, recipe, measure, dense_train_ce, dense_metrics, out, progress, device,
-                             identity, fresh, desc, execution)
+        return _fixed_policy(model, phases, measure, dense_train_ce, dense_metrics)
     sparsify(model, gate_bias=recipe.gate_bias)
     gated_metrics = measure(model)
     if recipe.lora_rank is not None:
@@ -283,19 +306,15 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
     if recipe.floor_steps:
         holder = GECO(tau=dense_train_ce, eta=0.0, alpha=recipe.alpha, beta_init=recipe.beta_min,
                       beta_min=recipe.beta_min, beta_max=recipe.beta_max)
-        floor = train(model, train_data, config=recipe.train_config(
-            recipe.floor_steps, progress, device, eval_every=0, keep_best=False, **execution),
-            objective=SparsityUnderCE(holder), out_dir=out / "floor" if out else None, desc=f"floor {desc}",
-            identity=identity, fresh=fresh)
+        floor = phases.run(model, "floor", recipe.floor_steps, SparsityUnderCE(holder), f"floor {desc}",
+                           evaluate_on_train=False, eval_every=0, keep_best=False)
         tail = [r["ce"] for r in floor.history[-max(1, recipe.floor_steps // 3):]]
         floor_ce, floor_time = sum(tail) / len(tail), floor.wall_time_s
         history += [{**r, "phase": "floor"} for r in floor.history]
     tau = resolve_tau(tau=recipe.tau, tau_factor=recipe.tau_factor, tau_reference=recipe.tau_reference,
                       tau_min=recipe.tau_min, dense_ce=dense_train_ce, floor_ce=floor_ce)
     geco = recipe.multiplier(tau)
-    result = train(model, train_data, config=recipe.train_config(recipe.steps, progress, device, **execution),
-                   eval_data=train_data, objective=SparsityUnderCE(geco), out_dir=out / "geco" if out else None,
-                   desc=desc, identity=identity, fresh=fresh)
+    result = phases.run(model, "geco", recipe.steps, SparsityUnderCE(geco), desc)
     offset = recipe.floor_steps
     model = merge_lora(model)
     return PostTrainResult(
@@ -309,20 +328,18 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
     )
 
 
-def _fixed_policy(model, train_data, recipe, measure, dense_train_ce, dense_metrics, out, progress, device,
-                  identity, fresh, desc, execution) -> PostTrainResult:
+def _fixed_policy(model, phases: _Phases, measure, dense_train_ce: float, dense_metrics: HeldOut) -> PostTrainResult:
     """A baseline: the fixed mask policy (a threshold calibrated on at most ``eval_max_batches`` batches of
     training data), measured as it is, then fine-tuned on plain CE."""
+    recipe = phases.recipe
     policy = MaskPolicy(recipe.policy, recipe.keys_per_query, seed=recipe.seed)
     sparsify(model, gate_bias=recipe.gate_bias, policy=policy)
     if policy.name == "threshold":
-        batches = iter_batches(train_data, recipe.eval_batch_size, recipe.eval_max_batches, model_device(model))
+        batches = iter_batches(phases.train_data, recipe.eval_batch_size, recipe.eval_max_batches, model_device(model))
         policy.threshold = calibrate_threshold(model, batches, recipe.keys_per_query)
     applied = measure(model)
-    result = train(model, train_data, config=recipe.train_config(
-        recipe.floor_steps + recipe.steps, progress, device, keep_best=False, **execution),
-        eval_data=train_data, objective=Objective(), out_dir=out / "policy" if out else None,
-        desc=f"{policy.name} {desc}", identity=identity, fresh=fresh)
+    result = phases.run(model, "policy", recipe.floor_steps + recipe.steps, Objective(), f"{policy.name} {phases.desc}",
+                        keep_best=False)
     return PostTrainResult(
         recipe=recipe, tau=None, tau_reference="none", dense_train_ce=dense_train_ce, floor_ce=None,
         best_step=None, dense=dense_metrics, before=applied, after=measure(model), policy=policy.to_dict(),
