@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 
-import spartan_core.studies  # noqa: E402
+import spartan_core  # noqa: E402
 from spartan_core import plots  # noqa: E402
 
 
@@ -75,11 +75,19 @@ def _imported(node, package: str) -> list[str]:
     return [base, *(f"{base}.{alias.name}" for alias in node.names)]
 
 
-def test_studies_never_import_matplotlib_or_plots():
-    """Figures draw what studies return: a study that drew could not be measured without drawing."""
-    offenders = [f"{path.name}:{node.lineno}"
-                 for path in sorted(Path(spartan_core.studies.__file__).parent.glob("*.py"))
-                 for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, (ast.Import, ast.ImportFrom))
-                 if any(name.split(".")[0] in ("matplotlib", "seaborn") or name.startswith("spartan_core.plots")
-                        for name in _imported(node, "spartan_core.studies"))]
-    assert not offenders, f"studies import a drawing library at {', '.join(offenders)}"
+def test_only_plots_draws_and_studies_never_import_plots():
+    """Every figure lives in ``spartan_core.plots`` and draws what a study returns: a study that drew could not be
+    measured without drawing, and a figure module elsewhere would be a second place for figures."""
+    library = Path(spartan_core.__file__).parent
+    offenders = []
+    for path in sorted(library.rglob("*.py")):
+        if path.parent.name == "plots":
+            continue
+        package = ".".join(("spartan_core", *path.relative_to(library).parent.parts))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+                    name.split(".")[0] in ("matplotlib", "seaborn")
+                    or (package.startswith("spartan_core.studies") and name.startswith("spartan_core.plots"))
+                    for name in _imported(node, package)):
+                offenders.append(f"{path.relative_to(library)}:{node.lineno}")
+    assert not offenders, f"drawing outside spartan_core.plots at {', '.join(offenders)}"

@@ -6,10 +6,9 @@ Typical use::
     task = addition_task(64)                            # clean/corrupted pairs + metric
     scores = attribute(graph, task, "eap-ig")           # or "eap", "exact"; ablation="resample" | "mean"
     size = circuit_size(graph, task, scores)            # curves and edges/heads needed for 80/90/95 %
-    fig = draw_circuit(scores, size["edges"][0.9], n_layers=graph.n_layers, n_heads=graph.n_heads)
+    fig = plots.draw_circuit(scores, size["edges"][0.9], n_layers=graph.n_layers, n_heads=graph.n_heads)
 """
 
-from .draw import draw_circuit
 from .graph import EMBEDDING, LOGITS, ComponentGraph, RunState
 from .patching import (
     ABLATIONS,
@@ -55,5 +54,4 @@ __all__ = [
     "CircuitTask", "addition_task", "induction_task", "ioi_task", "greater_than_task", "answer_logprob",
     "logit_difference", "probability_difference", "single_token_words", "docstring_task", "single_token_names",
     "distractor_logit_difference", "beats_distractors",
-    "draw_circuit",
 ]

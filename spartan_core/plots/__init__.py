@@ -13,7 +13,15 @@ drawing and a figure without training.
 """
 
 from .baselines import controller_traces, pareto_panels
-from .circuits import attention_graphs, carry_edge_bars, circuit_curves, circuit_pair, edges_drawn, ratio_draws
+from .circuits import (
+    attention_graphs,
+    carry_edge_bars,
+    circuit_curves,
+    circuit_pair,
+    draw_circuit,
+    edges_drawn,
+    ratio_draws,
+)
 from .maps import (
     attention_panels,
     head_grid,
@@ -33,6 +41,7 @@ __all__ = [
     "attention_panels", "weight_sums", "keep_frequency", "head_grid", "probe_map_grid", "induction_score_grids",
     "kept_by_head", "kept_by_layer", "selectivity_maps",
     "seed_spread", "training_dynamics_over_seeds", "penalty_tradeoff_over_seeds", "edges_vs_loss_over_seeds",
-    "attention_graphs", "edges_drawn", "carry_edge_bars", "circuit_pair", "circuit_curves", "ratio_draws",
+    "attention_graphs", "edges_drawn", "carry_edge_bars", "circuit_pair", "circuit_curves", "draw_circuit",
+    "ratio_draws",
     "pareto_panels", "controller_traces",
 ]

@@ -24,7 +24,6 @@ from spartan_core.circuits import (  # noqa: E402
     attribute,
     circuit_size,
     corrupt_outputs,
-    draw_circuit,
     evaluate_ablations,
     exact_edge_scores,
     explained_effect,
@@ -35,6 +34,7 @@ from spartan_core.circuits import (  # noqa: E402
     size_study,
     spearman,
 )
+from spartan_core import plots  # noqa: E402
 from spartan_core.circuits.size import _Curve, _needed  # noqa: E402
 from spartan_core.data.addition import VOCAB_SIZE  # noqa: E402
 from spartan_core.mechanism.sparsify import sparsify  # noqa: E402
@@ -365,8 +365,8 @@ def test_size_study_covers_every_model_ablation_and_prompt_set(task):
 def test_draw_circuit_draws_kept_edges(task):
     graph = ComponentGraph(llama())
     scores = attribute(graph, task, "eap")
-    fig = draw_circuit(scores, 7, n_layers=2, n_heads=4, n_kv_heads=2)
+    fig = plots.draw_circuit(scores, 7, n_layers=2, n_heads=4, n_kv_heads=2)
     assert len(fig.axes[0].patches) == 7
     with pytest.raises(ValueError, match="keep"):
-        draw_circuit(scores, torch.ones(3, dtype=torch.bool), n_layers=2, n_heads=4)
+        plots.draw_circuit(scores, torch.ones(3, dtype=torch.bool), n_layers=2, n_heads=4)
     matplotlib.pyplot.close(fig)
