@@ -17,8 +17,8 @@ import pandas as pd
 
 from .. import zoo
 from ..claims import Claim
-from ..formatting import (CE, COUNT, DECIMAL2, DECIMAL3, DECIMAL4, PERCENT, PERCENT1, PERCENT_WHOLE, TIMES, WHOLE,
-                          ratio)
+from ..formatting import (CE, COUNT, DECIMAL2, DECIMAL3, DECIMAL4, PERCENT, PERCENT1, PERCENT_WHOLE, SETTING, TIMES,
+                          WHOLE, ratio)
 from ..mechanism.policies import INTEGER_POLICIES, POLICIES
 from ..training.evaluate import HeldOut
 from ..training.posttrain import PostTrainResult
@@ -152,7 +152,7 @@ class Pareto:
         kept keys and edges, and held-out CE (and exact match) as is and fine-tuned."""
         rows = {}
         for p in sorted(self.points, key=lambda p: (p.stage == "learned", p.policy, p.budget or 0)):
-            row = rows.setdefault((p.policy, "learned" if p.budget is None else f"{p.budget:g}"), {})
+            row = rows.setdefault((p.policy, "learned" if p.budget is None else SETTING(p.budget)), {})
             stage = "as is" if p.stage == "as is" else "trained"
             if stage == "trained":
                 row.update({"keys per query": round(p.kept_per_query, 3),
@@ -244,7 +244,7 @@ class ControllerRun:
 
     @property
     def label(self) -> str:
-        return {"geco": "GECO", "pi": "PI"}.get(self.controller) or f"fixed β = {self.beta:g}"
+        return {"geco": "GECO", "pi": "PI"}.get(self.controller) or f"fixed β = {SETTING(self.beta)}"
 
     def steps_near_end(self, tolerance: float = 0.1) -> int | None:
         """The first evaluation step that met tau with at most (1 + tolerance) x the fewest kept keys per query of
