@@ -1,38 +1,32 @@
 """Chapter 6's question: once attention is sparse, is the circuit that does a task smaller? Edges and heads needed
-for 90 % of the effect, dense against sparse, beside the paper's own ranges; and whether the gradient attributions
-rank edges like exact patching.
-
-A toy retrained is another model, so every number here is measured for several training seeds (each its own dense
-toy and sparse copy) times several prompt sets, one *draw* each, and reported as the mean with its min-max over
-those draws, beside the spread of the per-training-seed means (which says how much of it the training seed makes)."""
+for 90 % of the effect, dense against sparse, beside the paper's own ranges, measured for several training seeds
+(each its own dense toy and sparse copy) x prompt sets, one *draw* each: the mean with its min-max over the draws,
+beside the spread of the per-training-seed means. And whether gradient attributions rank edges like exact patching."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import pandas as pd
 
 from .. import zoo
+from ..claims import Claim
+from ..formatting import DECIMAL1, DECIMAL2, DECIMAL3, PERCENT, PERCENT_WHOLE, SIGNIFICANT, TIMES, counted
 from .common import Unavailable, load_pair
-from ..formatting import PERCENT, SIGNIFICANT, TIMES
-from .seeds import Spread, spread, spread_table
-
-__all__ = ["CIRCUIT_TASKS", "CODE_MODEL", "heldout_names", "THRESHOLD", "PaperRange", "PAPER_RATIOS", "paper_table", "task_model", "CircuitSetup",
-           "circuit_setup", "CHANCE", "PASS_FACTOR", "task_performance", "performance_sentence", "SizeRatio", "TaskSizes", "measure_sizes", "combine_sizes", "measure_task",
-           "draws_text", "SizeComparison", "MethodAgreement", "method_agreement", "exact_affordable"]
+from .seeds import Seeds, Spread, spread, spread_table
 
 CIRCUIT_TASKS = ("addition", "induction", "docstring", "ioi", "greater-than")
 CODE_MODEL = "python-lm"  # the Docstring task needs a model of Python code
 THRESHOLD = 0.9
+DRAWS = "seeds x prompt sets"  # what a spread over draws is over
 _DRAW_KEYS = ["train_seed", "prompt_seed", "ablation", "kind"]
 
 
 @dataclass(frozen=True)
 class PaperRange:
-    """A range the paper reports (typed from the paper, shown labelled as the paper's): dense / sparse circuit size
-    at 90 % explained effect, over its tasks."""
+    """A range the paper reports, shown labelled as the paper's: dense / sparse circuit size at 90 % effect."""
 
     kind: str
     low: float
@@ -49,32 +43,42 @@ def paper_table() -> pd.DataFrame:
 
 
 def task_model(task: str, lm: str, gpt2_model: str) -> str:
-    """The model a task runs on: the addition toy, the profile's language model (induction), the code model
-    (Docstring), GPT-2 (its BPE tasks)."""
+    """The model a task runs on: the addition toy, the language model, the code model (Docstring) or GPT-2."""
     if task not in CIRCUIT_TASKS:
         raise ValueError(f"tasks: choose from {CIRCUIT_TASKS}, got {task!r}")
     return {"addition": "addition-4l", "induction": lm, "docstring": CODE_MODEL}.get(task, gpt2_model)
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def exact_affordable(tasks: Sequence[str], lm: str, gpt2_model: str) -> list[str]:
+    """The tasks whose models are trained here (small enough for exact patching on a CPU)."""
+    return [t for t in tasks if zoo.entry_for(task_model(t, lm, gpt2_model)).source == "toy"]
 
 
-def draws_text(values: Spread, train_seeds: int, prompt_sets: int, fmt: Callable[[float], str] = TIMES) -> str:
-    """``"4.0x (2.9x–5.8x over 3 training seeds x 3 prompt sets)"``: the mean and min-max of ``values``, one per
-    (training seed, prompt set) draw; fewer values than draws (a threshold never reached) are counted as such."""
-    grid = f"{_count(train_seeds, 'training seed')} x {_count(prompt_sets, 'prompt set')}"
-    if values.n < train_seeds * prompt_sets:
-        grid = f"{values.n} of {train_seeds * prompt_sets} draws of {grid}"
-    if values.n == 1:
-        return f"{fmt(values.mean)} ({grid})"
-    return f"{fmt(values.mean)} ({fmt(values.low)}–{fmt(values.high)} over {grid})"
+@dataclass(frozen=True)
+class CircuitSettings:
+    """How the chapter measures (the first ablation is the headline's); a text LM trains with the ``lm_`` steps,
+    and the default steps keep the registry's recipe."""
+
+    n_prompts: int = 16
+    method: str = "eap"
+    ablations: Sequence[str] = ("resample",)
+    points: int = 8
+    induction_half: int = 8
+    threshold: float = THRESHOLD
+    dense_steps: int = 0
+    sparse_steps: int = 0
+    lm_sparse_steps: int = 0
+    lm_floor_steps: int = -1
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping) -> CircuitSettings:
+        """The settings among a notebook's parameters (the others are ignored)."""
+        return cls(**{f.name: parameters[f.name] for f in fields(cls) if f.name in parameters})
 
 
 @dataclass(frozen=True)
 class CircuitSetup:
-    """One task on one model of training seed ``train_seed``: the dense and sparse models, ``make_task(seed)``
-    giving a prompt set, and the sparse model's kept fraction of attention edges."""
+    """One task on the dense and sparse models of one training seed; ``make_task(prompt_seed)`` gives a prompt set."""
 
     task: str
     model: str
@@ -84,57 +88,42 @@ class CircuitSetup:
     train_seed: int = 0
 
 
-def circuit_setup(task: str, model: str, *, n_prompts: int, seed: int = 0, dense_steps: int = 0,
-                  sparse_steps: int = 0, lm_sparse_steps: int = 0, lm_floor_steps: int = -1,
-                  induction_half: int = 8) -> CircuitSetup | Unavailable:
-    """Dense and sparse copies of ``model`` for training seed ``seed`` (a text LM takes the ``lm_`` recipe) and the
-    prompt-set generator."""
+def _seeded(make: Callable, *args, **options) -> Callable:
+    return lambda seed: make(*args, seed=seed, **options)
+
+
+def circuit_setup(task: str, model: str, settings: CircuitSettings, seed: int = 0) -> CircuitSetup | Unavailable:
+    """Dense and sparse copies of ``model`` for training seed ``seed`` and the prompt-set generator."""
     from .. import circuits
+    from ..data.code import heldout_names
     from ..data.induction import random_token_range
 
-    language_model = zoo.entry_for(model).language_model
-    pair = load_pair(model, seed=seed, dense_steps=dense_steps,
-                     sparse_steps=lm_sparse_steps if language_model else sparse_steps,
-                     floor_steps=lm_floor_steps if language_model else -1)
+    s = settings  # a text LM takes the lm_ recipe
+    text = zoo.entry_for(model).language_model
+    steps = dict(sparse_steps=s.lm_sparse_steps, floor_steps=s.lm_floor_steps) if text else dict(
+        sparse_steps=s.sparse_steps)
+    pair = load_pair(model, seed=seed, dense_steps=s.dense_steps, **steps)
     if isinstance(pair, Unavailable):
         return pair
-    dense = pair.dense.model.eval()
-    if task == "addition":
-        def make_task(prompt_seed):
-            return circuits.addition_task(n_prompts, seed=prompt_seed)
-    elif task == "induction":
-        low, bos = random_token_range(pair.dense.tokenizer, dense.config.vocab_size)
-
-        def make_task(prompt_seed):
-            return circuits.induction_task(dense.config.vocab_size, n_prompts, half=induction_half, seed=prompt_seed,
-                                           low=low, prefix=() if bos is None else (bos,))
-    elif task == "docstring":
-        names = heldout_names(pair.dense)
-
-        def make_task(prompt_seed):
-            return circuits.docstring_task(pair.dense.tokenizer, names["arguments"], names["functions"], n_prompts,
-                                           seed=prompt_seed)
+    dense, tokenizer = pair.dense.model.eval(), pair.dense.tokenizer
+    if task == "induction":
+        low, bos = random_token_range(tokenizer, dense.config.vocab_size)
+        make_task = _seeded(circuits.induction_task, dense.config.vocab_size, s.n_prompts, half=s.induction_half,
+                            low=low, prefix=() if bos is None else (bos,))
+    elif task == "docstring":  # names from the code model's held-out modules
+        names = heldout_names(zoo.entry_for(model).data["heldout_percent"])
+        make_task = _seeded(circuits.docstring_task, tokenizer, names["arguments"], names["functions"], s.n_prompts)
     else:
-        make = circuits.ioi_task if task == "ioi" else circuits.greater_than_task
-
-        def make_task(prompt_seed):
-            return make(n_prompts, seed=prompt_seed)
+        make_task = _seeded({"addition": circuits.addition_task, "ioi": circuits.ioi_task,
+                             "greater-than": circuits.greater_than_task}[task], s.n_prompts)
     return CircuitSetup(task, model, {"dense": dense, "sparse": pair.sparse.model.eval()}, make_task,
                         pair.after.kept_fraction, seed)
 
 
-def heldout_names(loaded) -> dict[str, list[str]]:
-    """Function and argument names of a code model's held-out modules (the Docstring task's names)."""
-    from ..data.code import heldout_names as names_of
-
-    return names_of(loaded.info["recipe"]["data"]["heldout_percent"])
-
-
 @dataclass(frozen=True)
 class SizeRatio:
-    """Dense / sparse circuit size at the threshold of one (task, ablation, kind): ``over_draws`` one value per
-    (training seed, prompt set), ``over_seeds`` the per-training-seed means; ``within`` the mean over training
-    seeds of the min-max width over prompt sets (0 with one prompt set)."""
+    """Dense / sparse circuit size at the threshold of one (task, ablation, kind) over the draws and as the
+    per-training-seed means; ``within``: the mean over training seeds of the min-max width over prompt sets."""
 
     task: str
     model: str
@@ -147,28 +136,25 @@ class SizeRatio:
     within: float
 
     @property
-    def ratio_mean(self) -> float:
-        return self.over_draws.mean
-
-    @property
     def text(self) -> str:
-        return draws_text(self.over_draws, self.train_seeds, self.prompt_sets)
-
-    @property
-    def seeds_text(self) -> str:
-        return self.over_seeds.text(TIMES)
+        """``"4.0× (2.9×–5.8× over 3 training seeds x 3 prompt sets)"``; draws that never reached the threshold
+        are counted out (``"2.0× (1 of 2 draws of 1 training seed x 2 prompt sets)"``)."""
+        values, draws = self.over_draws, self.train_seeds * self.prompt_sets
+        grid = f"{counted(self.train_seeds, 'training seed')} x {counted(self.prompt_sets, 'prompt set')}"
+        grid = grid if values.n == draws else f"{values.n} of {draws} draws of {grid}"
+        return f"{TIMES(values.mean)} ({grid})" if values.n == 1 else \
+            f"{TIMES(values.mean)} ({TIMES(values.low)}–{TIMES(values.high)} over {grid})"
 
     @property
     def variation(self) -> str:
-        """Which source of variation is the larger here: training seeds (the range of their means) or prompt sets
-        (the mean width within one training seed); empty when only one of the two varies."""
+        """Which moves the ratio more, the training seed or the prompt set; empty when only one of them varies."""
         if self.train_seeds < 2 or self.prompt_sets < 2:
             return ""
         between = self.over_seeds.high - self.over_seeds.low
         larger = "the training seed moves" if between > self.within else "the prompt set moves"
         return (f"the per-training-seed means run {TIMES(self.over_seeds.low)}–{TIMES(self.over_seeds.high)} (a "
-                f"width of {between:.1f}) against a mean width of {self.within:.1f} over the prompt sets of one "
-                f"training seed, so {larger} it more")
+                f"width of {DECIMAL1(between)}) against a mean width of {DECIMAL1(self.within)} over the prompt "
+                f"sets of one training seed, so {larger} it more")
 
     def row(self) -> dict:
         return {"task": self.task, "model": self.model, "ablation": self.ablation, "kind": self.kind,
@@ -182,34 +168,50 @@ RATIO_COLUMNS = list(SizeRatio("", "", "", "", spread([1.0]), spread([1.0]), 1, 
 
 
 @dataclass(frozen=True)
+class SeedSizes:
+    """One training seed's models on every prompt set: ``circuits.size_study``'s frames (with ``train_seed`` and
+    ``prompt_seed``), the clean-prompt scores of a task scored against distractors, the sparse kept fraction."""
+
+    seed: int
+    needed: pd.DataFrame
+    curves: pd.DataFrame
+    sparse_kept_fraction: float
+    performance: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def row(self) -> dict:
+        return {"sparse_kept_fraction": self.sparse_kept_fraction}
+
+
+@dataclass(frozen=True)
 class TaskSizes:
-    """Circuit sizes of one task over its training seeds: ``needed`` and ``curves`` of
-    :func:`spartan_core.circuits.size_study` with ``train_seed`` and ``prompt_seed`` columns, and each training
-    seed's sparse kept fraction of attention edges."""
+    """Circuit sizes of one task over its training seeds (``runs``) x prompt sets; ``needed``, ``curves`` and
+    ``performance`` stack every seed's rows."""
 
     task: str
     model: str
     method: str
     threshold: float
-    needed: pd.DataFrame
-    curves: pd.DataFrame
-    sparse_kept_fraction: dict
-    performance: pd.DataFrame = field(default_factory=pd.DataFrame)
+    runs: Seeds[SeedSizes]
+
+    def __post_init__(self):
+        if len(set(self.runs.seeds)) != len(self.runs):
+            raise ValueError(f"runs: a training seed appears twice ({self.runs.seeds})")
+
+    def _stacked(self, name: str) -> pd.DataFrame:
+        return pd.concat([getattr(run, name) for run in self.runs.runs], ignore_index=True)
+
+    needed = property(lambda self: self._stacked("needed"))
+    curves = property(lambda self: self._stacked("curves"))
+    performance = property(lambda self: self._stacked("performance"))
 
     def _at_threshold(self) -> pd.DataFrame:
         return self.needed[np.isclose(self.needed["threshold"], self.threshold)]
 
-    @property
-    def train_seeds(self) -> list[int]:
-        return sorted(self.needed["train_seed"].unique().tolist())
-
-    @property
-    def prompt_seeds(self) -> list[int]:
-        return sorted(self.needed["prompt_seed"].unique().tolist())
+    train_seeds = property(lambda self: sorted(self.needed["train_seed"].unique().tolist()))
+    prompt_seeds = property(lambda self: sorted(self.needed["prompt_seed"].unique().tolist()))
 
     def draws(self) -> pd.DataFrame:
-        """One row per training seed, prompt set, ablation and kind: dense and sparse counts at the threshold and
-        their ratio (NaN where either never reached it)."""
+        """One row per draw, ablation and kind: dense and sparse counts at the threshold, their ratio (or NaN)."""
         wide = self._at_threshold().pivot(index=_DRAW_KEYS, columns="model", values="needed")
         ratio = (wide["dense"] / wide["sparse"]).replace([np.inf, -np.inf], np.nan)
         table = wide[["dense", "sparse"]].assign(ratio=ratio).reset_index()
@@ -220,45 +222,36 @@ class TaskSizes:
     @property
     def ratios(self) -> list[SizeRatio]:
         """One :class:`SizeRatio` per (ablation, kind) reached in at least one draw."""
-        draws = self.draws().dropna(subset=["ratio"])
         out = []
-        for (ablation, kind), group in draws.groupby(["ablation", "kind"], sort=True):
+        for (ablation, kind), group in self.draws().dropna(subset=["ratio"]).groupby(["ablation", "kind"]):
             per_seed = group.groupby("train_seed")["ratio"]
-            width = float((per_seed.max() - per_seed.min()).mean())
-            out.append(SizeRatio(self.task, self.model, ablation, kind, spread(group["ratio"], "draws"),
+            out.append(SizeRatio(self.task, self.model, ablation, kind, spread(group["ratio"], DRAWS),
                                  spread(per_seed.mean(), "training seeds"), len(self.train_seeds),
-                                 len(self.prompt_seeds), width))
+                                 len(self.prompt_seeds), float((per_seed.max() - per_seed.min()).mean())))
         return out
 
     def sizes_table(self) -> pd.DataFrame:
-        """Edges / heads needed at the threshold: mean, min and max over training seeds x prompt sets, per
-        ablation, kind and model."""
+        """Edges / heads needed at the threshold: mean, min and max over the draws, per ablation, kind, model."""
         return self._at_threshold().groupby(["ablation", "kind", "model"])["needed"].agg(["mean", "min", "max"])
 
     def effect_table(self) -> pd.DataFrame:
-        """The effect being explained, m(model) - m(empty), mean over training seeds x prompt sets."""
+        """The effect being explained, m(model) - m(empty), mean over the draws."""
         at = self._at_threshold()
         effect = (at["m_model"] - at["m_empty"]).groupby([at["ablation"], at["kind"], at["model"]]).mean()
         return effect.rename("effect").to_frame()
 
-    def curves_of(self, train_seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(curves, needed) of one training seed, for the curves figure."""
-        return (self.curves[self.curves["train_seed"] == train_seed],
-                self.needed[self.needed["train_seed"] == train_seed])
-
     def to_metrics(self) -> dict:
-        sizes, effect = self.sizes_table()["mean"], self.effect_table()["effect"]
-
         def nested(series):
             out = {}
             for (ablation, kind, model), value in series.items():
                 out.setdefault(ablation, {}).setdefault(kind, {})[model] = float(value)
             return out
 
-        kept = spread(self.sparse_kept_fraction.values(), "training seeds")
         out = {"status": "measured", "model": self.model, "train_seeds": self.train_seeds,
-               "prompt_seeds": self.prompt_seeds, "sparse_kept_fraction": kept.to_dict(),
-               "needed_at_threshold": nested(sizes), "effect": nested(effect)}
+               "prompt_seeds": self.prompt_seeds,
+               "sparse_kept_fraction": self.runs.spread("sparse_kept_fraction", "training seeds").to_dict(),
+               "needed_at_threshold": nested(self.sizes_table()["mean"]),
+               "effect": nested(self.effect_table()["effect"])}
         if len(self.performance):
             out["performance"] = {label: {k: v.to_dict() for k, v in values.items()}
                                   for label, values in self.performance_spreads().items()}
@@ -268,7 +261,7 @@ class TaskSizes:
 
     def performance_spreads(self) -> dict[str, dict[str, Spread]]:
         """Per model: accuracy and metric on the clean prompts over training seeds x prompt sets."""
-        return {label: {"accuracy": spread(group["accuracy"], "draws"), "metric": spread(group["metric"], "draws")}
+        return {label: {"accuracy": spread(group["accuracy"], DRAWS), "metric": spread(group["metric"], DRAWS)}
                 for label, group in self.performance.groupby("model")}
 
     @property
@@ -280,23 +273,22 @@ class TaskSizes:
 
     @property
     def sentence(self) -> str:
-        ratios = self.ratios
+        ratios, share = self.ratios, PERCENT_WHOLE(self.threshold)
         if not ratios:
-            return (f"{self.task} on {self.model}: neither model reached {self.threshold:.0%} of the effect in any "
-                    f"draw, so there is no ratio.")
+            return f"{self.task} on {self.model}: neither model reached {share} of the effect in any draw, so there " \
+                   f"is no ratio."
         parts = [f"{r.text} fewer {r.kind} ({r.ablation} ablation)" for r in ratios]
-        sentence = (f"{self.task} on {self.model}: to explain {self.threshold:.0%} of the effect the sparse model "
-                    f"needs {', '.join(parts)} than the dense one.")
+        sentence = (f"{self.task} on {self.model}: to explain {share} of the effect the sparse model needs "
+                    f"{', '.join(parts)} than the dense one.")
         if len(self.train_seeds) > 1 and len(self.prompt_seeds) > 1:
             sentence += (" Per training seed (mean over its prompt sets): "
-                         + "; ".join(f"{r.kind}, {r.ablation}: {r.seeds_text}" for r in ratios) + ".")
+                         + "; ".join(f"{r.kind}, {r.ablation}: {r.over_seeds.text(TIMES)}" for r in ratios) + ".")
         effect = self.effect_table()["effect"]
-        dense = effect.xs("dense", level="model").abs().min()
-        sparse = effect.xs("sparse", level="model").abs().max()
+        dense, sparse = effect.xs("dense", level="model").abs().min(), effect.xs("sparse", level="model").abs().max()
         if sparse < 1e-2 * dense:
             sentence += (f" But the sparse model has almost no effect to explain (|m(model) − m(empty)| ≤ "
-                         f"{sparse:.3f} against at least {dense:.3f} dense), so these ratios say little about "
-                         f"circuit size.")
+                         f"{DECIMAL3(sparse)} against at least {DECIMAL3(dense)} dense), so these ratios say little "
+                         f"about circuit size.")
         return sentence
 
 
@@ -326,65 +318,42 @@ def task_performance(setup: CircuitSetup, prompt_seeds: Sequence[int]) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def performance_sentence(sizes: "TaskSizes") -> str:
+def performance_sentence(sizes: TaskSizes) -> str:
     """Whether the dense model does the task well enough to count (accuracy at least PASS_FACTOR x chance)."""
     chance = CHANCE[sizes.task]
-    bar = PASS_FACTOR * chance
     text = "; ".join(f"{label} {values['accuracy'].text(PERCENT)} right, logit difference "
                      f"{values['metric'].text(SIGNIFICANT)}" for label, values in sizes.performance_spreads().items())
     verdict = "clears" if sizes.counts else "does not clear"
     counts = "so its circuit sizes below count" if sizes.counts else (
         "so the task does not count: its circuit sizes below describe a model that cannot do it")
-    return (f"{sizes.task} on {sizes.model}, clean prompts: {text} (chance {chance:.0%}). The dense model "
-            f"{verdict} the bar of {bar:.0%} (twice chance), {counts}.")
+    return (f"{sizes.task} on {sizes.model}, clean prompts: {text} (chance {PERCENT_WHOLE(chance)}). The dense "
+            f"model {verdict} the bar of {PERCENT_WHOLE(PASS_FACTOR * chance)} (twice chance), {counts}.")
 
 
-def measure_sizes(setup: CircuitSetup, prompt_seeds: Sequence[int], *, method: str, ablations: Sequence[str],
-                  points: int, threshold: float = THRESHOLD) -> TaskSizes:
+def measure_sizes(setup: CircuitSetup, prompt_seeds: Sequence[int], settings: CircuitSettings) -> SeedSizes:
     """The sizes of one training seed's models (``setup``) on every prompt set of ``prompt_seeds``."""
     from ..circuits import size_study
 
-    needed, curves = size_study(setup.models, setup.make_task, prompt_seeds, method=method, ablations=ablations,
-                                points=points)
-    keys = {"task": setup.task, "train_seed": int(setup.train_seed)}
-    performance = task_performance(setup, prompt_seeds) if setup.task in CHANCE else pd.DataFrame()
-    return TaskSizes(setup.task, setup.model, method, threshold,
-                     needed.rename(columns={"seed": "prompt_seed"}).assign(**keys),
-                     curves.rename(columns={"seed": "prompt_seed"}).assign(**keys),
-                     {int(setup.train_seed): float(setup.sparse_kept_fraction)}, performance)
+    needed, curves = size_study(setup.models, setup.make_task, prompt_seeds, method=settings.method,
+                                ablations=settings.ablations, points=settings.points)
+    seed = int(setup.train_seed)
+    keys = {"task": setup.task, "train_seed": seed}
+    return SeedSizes(seed, needed.rename(columns={"seed": "prompt_seed"}).assign(**keys),
+                     curves.rename(columns={"seed": "prompt_seed"}).assign(**keys), float(setup.sparse_kept_fraction),
+                     task_performance(setup, prompt_seeds) if setup.task in CHANCE else pd.DataFrame())
 
 
-def combine_sizes(parts: Sequence[TaskSizes]) -> TaskSizes:
-    """One task's sizes over several training seeds, from one :class:`TaskSizes` per seed."""
-    if not parts:
-        raise ValueError("parts: need the sizes of at least one training seed")
-    first = parts[0]
-    if any((p.task, p.model, p.method, p.threshold) != (first.task, first.model, first.method, first.threshold)
-           for p in parts):
-        raise ValueError("parts: all must be the same task, model, method and threshold")
-    seeds = [s for p in parts for s in p.sparse_kept_fraction]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"parts: a training seed appears twice ({seeds})")
-    return TaskSizes(first.task, first.model, first.method, first.threshold,
-                     pd.concat([p.needed for p in parts], ignore_index=True),
-                     pd.concat([p.curves for p in parts], ignore_index=True),
-                     {s: f for p in parts for s, f in p.sparse_kept_fraction.items()},
-                     pd.concat([p.performance for p in parts], ignore_index=True))
-
-
-def measure_task(task: str, model: str, train_seeds: Sequence[int], prompt_seeds: Sequence[int], *, n_prompts: int,
-                 method: str, ablations: Sequence[str], points: int, threshold: float = THRESHOLD,
-                 **setup_options) -> TaskSizes | Unavailable:
+def measure_task(task: str, model: str, train_seeds: Sequence[int], prompt_seeds: Sequence[int],
+                 settings: CircuitSettings) -> TaskSizes | Unavailable:
     """One task for every training seed (its own dense and sparse models, loaded one seed at a time) on every
-    prompt set; ``setup_options`` go to :func:`circuit_setup`. Unavailable when a seed's models are."""
-    parts = []
+    prompt set; Unavailable when a seed's models are."""
+    runs = []
     for seed in train_seeds:
-        setup = circuit_setup(task, model, n_prompts=n_prompts, seed=int(seed), **setup_options)
+        setup = circuit_setup(task, model, settings, seed=int(seed))
         if isinstance(setup, Unavailable):
             return setup
-        parts.append(measure_sizes(setup, prompt_seeds, method=method, ablations=ablations, points=points,
-                                   threshold=threshold))
-    return combine_sizes(parts)
+        runs.append(measure_sizes(setup, prompt_seeds, settings))
+    return TaskSizes(task, model, settings.method, settings.threshold, Seeds(tuple(runs)))
 
 
 @dataclass(frozen=True)
@@ -393,19 +362,18 @@ class SizeComparison:
 
     tasks: dict
     method: str
-    ablations: list
+    ablations: Sequence[str]
     threshold: float = THRESHOLD
 
     @property
-    def measured(self) -> list:
+    def measured(self) -> list[TaskSizes]:
         return [t for t in self.tasks.values() if isinstance(t, TaskSizes)]
 
     def needed_table(self) -> pd.DataFrame:
         return pd.concat([t.needed for t in self.measured], ignore_index=True)
 
     def ratio_table(self) -> pd.DataFrame:
-        """One row per (task, ablation, kind): the ratio's mean, min and max over all draws, their number, and the
-        min and max of the per-training-seed means."""
+        """One row per (task, ablation, kind): :meth:`SizeRatio.row`."""
         return pd.DataFrame([r.row() for t in self.measured for r in t.ratios], columns=RATIO_COLUMNS)
 
     def draws_table(self) -> pd.DataFrame:
@@ -418,10 +386,10 @@ class SizeComparison:
         draws = self.draws_table()
         if draws.empty:
             return pd.DataFrame()
-        table = spread_table(draws.dropna(subset=["ratio"]), ["task", "ablation", "kind", "train_seed"], ["ratio"])
-        return table.sort_index()
+        keys = ["task", "ablation", "kind", "train_seed"]
+        return spread_table(draws.dropna(subset=["ratio"]), keys, ["ratio"]).sort_index()
 
-    def _pending(self) -> list[str]:
+    def pending(self) -> list[str]:
         """The unavailable tasks, grouped by model and reason: ``"ioi, greater-than on gpt2: pending (reason)"``."""
         groups = {}
         for task, result in self.tasks.items():
@@ -429,32 +397,15 @@ class SizeComparison:
                 groups.setdefault((result.model, result.reason), []).append(task)
         return [f"{', '.join(tasks)} on {model}: pending ({reason})" for (model, reason), tasks in groups.items()]
 
-    def _headline(self, kind: str) -> list[SizeRatio]:
-        """The headline ratio of ``kind`` of each measured task: the first ablation's."""
-        return [r for t in self.measured for r in t.ratios if r.kind == kind and r.ablation == self.ablations[0]]
-
-    def claim_line(self, kind: str) -> str:
-        parts = []
-        counts = {t.task: t.counts for t in self.measured}
-        for ratio in self._headline(kind):
-            both = ratio.train_seeds > 1 and ratio.prompt_sets > 1
-            seeds = f"; per-training-seed means {ratio.seeds_text}" if both else ""
-            caveat = "" if counts[ratio.task] else " (does not count: the dense model fails the task)"
-            parts.append(f"{ratio.task} on {ratio.model}: {ratio.text} fewer {kind}{seeds}{caveat}")
-        return (f"dense / sparse at {self.threshold:.0%} explained effect, {self.method}, {self.ablations[0]} "
-                f"ablation: " + "; ".join(parts + self._pending()))
-
-    def claim_values(self, kind: str) -> dict:
-        """The numbers behind :meth:`claim_line`: per task, the spread over draws and over training seeds."""
-        counts = {t.task: t.counts for t in self.measured}
-        return {r.task: {"over_draws": r.over_draws.to_dict(), "over_training_seeds": r.over_seeds.to_dict(),
-                         "train_seeds": r.train_seeds, "prompt_sets": r.prompt_sets, "counts": counts[r.task]}
-                for r in self._headline(kind)}
+    def headline(self, kind: str) -> list[tuple[SizeRatio, bool]]:
+        """The headline ratio of ``kind`` of each measured task (its first ablation's), and whether the task counts."""
+        return [(r, t.counts) for t in self.measured for r in t.ratios
+                if r.kind == kind and r.ablation == self.ablations[0]]
 
     @property
     def tasks_sentence(self) -> str:
         """A markdown list: each measured task's ratios, then the tasks not measured here."""
-        pending = self._pending()
+        pending = self.pending()
         sentences = [t.sentence for t in self.measured] + ([f"Not measured: {'; '.join(pending)}."] if pending else [])
         return "\n".join(f"- {sentence}" for sentence in sentences)
 
@@ -462,7 +413,7 @@ class SizeComparison:
     def variation_sentence(self) -> str:
         """Which source of variation dominates each headline ratio (training seeds or prompt sets)."""
         parts = [f"{r.task}, {r.kind} ({r.ablation}): {r.variation}" for kind in ("edges", "heads")
-                 for r in self._headline(kind) if r.variation]
+                 for r, _ in self.headline(kind) if r.variation]
         if not parts:
             return ("Only one of training seeds and prompt sets varies in this run, so the spread cannot be split "
                     "between them.")
@@ -478,8 +429,8 @@ class SizeComparison:
             ours = table[table["kind"] == reported.kind]["ratio"].dropna()
             inside = int(((ours >= reported.low) & (ours <= reported.high)).sum())
             parts.append(f"{reported.kind}: this run's draws (every task, ablation, training seed and prompt set) "
-                         f"run from {ours.min():.1f}× to {ours.max():.1f}×, {inside} of {len(ours)} inside the "
-                         f"paper's {reported.low:g}–{reported.high:g}×")
+                         f"run from {TIMES(ours.min())} to {TIMES(ours.max())}, {inside} of {len(ours)} inside the "
+                         f"paper's {SIGNIFICANT(reported.low)}–{SIGNIFICANT(reported.high)}×")
         sentence = "; ".join(parts)
         return sentence[0].upper() + sentence[1:] + "."
 
@@ -491,9 +442,33 @@ class SizeComparison:
                 "method": self.method, "threshold": self.threshold}
 
 
-def exact_affordable(tasks: Sequence[str], lm: str, gpt2_model: str) -> list[str]:
-    """The tasks whose models are trained here (small enough for exact patching on a CPU)."""
-    return [t for t in tasks if zoo.entry_for(task_model(t, lm, gpt2_model)).source == "toy"]
+# claim circuit_<kind>: (the ratio every task that counts must reach, the one a task must reach for "partly", rule)
+CLAIM_RULES = {
+    "heads": (1.4, 1.4, "reproduced when every task that counts needs ≥ 1.4× fewer heads (the paper's lowest); "
+                        "partly when one needs ≥ 1.4×"),
+    "edges": (5.4, 2.0, "reproduced when every task that counts needs ≥ 5.4× fewer edges (the paper's lowest); "
+                        "partly when one needs ≥ 2×"),
+}
+
+
+def circuit_claim(comparison: SizeComparison, kind: str) -> Claim:
+    """Claim ``circuit_<kind>``: each task's headline ratio over draws and over training seeds, and the verdict of
+    the claim's rule on the mean ratio of the tasks that count."""
+    parts, values = [], {}
+    for r, counts in comparison.headline(kind):
+        both = r.train_seeds > 1 and r.prompt_sets > 1
+        seeds = f"; per-training-seed means {r.over_seeds.text(TIMES)}" if both else ""
+        caveat = "" if counts else " (does not count: the dense model fails the task)"
+        parts.append(f"{r.task} on {r.model}: {r.text} fewer {kind}{seeds}{caveat}")
+        values[r.task] = {"over_draws": r.over_draws.to_dict(), "over_training_seeds": r.over_seeds.to_dict(),
+                          "train_seeds": r.train_seeds, "prompt_sets": r.prompt_sets, "counts": counts}
+    sentence = (f"dense / sparse at {PERCENT_WHOLE(comparison.threshold)} explained effect, {comparison.method}, "
+                f"{comparison.ablations[0]} ablation: " + "; ".join(parts + comparison.pending()))
+    every, some, rule = CLAIM_RULES[kind]
+    ratios = [values[task]["over_draws"]["mean"] for task in values if values[task]["counts"]]
+    verdict = ("cannot test here" if not ratios else "reproduced" if all(r >= every for r in ratios)
+               else "partly" if any(r >= some for r in ratios) else "not reproduced")
+    return Claim(f"circuit_{kind}", sentence, {"tasks": values}, verdict, rule)
 
 
 @dataclass(frozen=True)
@@ -511,7 +486,7 @@ class MethodAgreement:
 
     @property
     def sentence(self) -> str:
-        parts = [f"{model}: " + ", ".join(f"{method} {rho:.2f}" for method, rho in methods.items())
+        parts = [f"{model}: " + ", ".join(f"{method} {DECIMAL2(rho)}" for method, rho in methods.items())
                  for model, methods in self.spearman.items()]
         return (f"{self.task}: rank correlation with exact patching on {self.prompts} prompts, models of training "
                 f"seed {self.train_seed} only: {'; '.join(parts)}.")

@@ -149,7 +149,7 @@ def test_chapters_4_and_6_put_a_released_model_beside_its_dense_model(released_h
     synthetic file stands in for GPT-2, which the hub would serve) and measures both; other seeds do not exist."""
     from spartan_core.studies import common
     from spartan_core.studies.attention_patterns import attention_seeds
-    from spartan_core.studies.circuit_size import circuit_setup
+    from spartan_core.studies.circuit_size import CircuitSettings, circuit_setup
 
     monkeypatch.setenv("SPARTAN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(common.RELEASED_DENSE, "ansonisl/SparseGPT2", "ansonisl/SparseGPT2")
@@ -161,7 +161,7 @@ def test_chapters_4_and_6_put_a_released_model_beside_its_dense_model(released_h
     seeds, _ = attention_seeds([0], lambda seed: common.load_pair("ansonisl/SparseGPT2", seed=seed),
                                text_block=0, text_tokens=8, n_sequences=2, half=6, threshold=0.3, probe_seed=0)
     assert len(seeds.runs) == 1
-    setup = circuit_setup("induction", "ansonisl/SparseGPT2", n_prompts=4, induction_half=6)
+    setup = circuit_setup("induction", "ansonisl/SparseGPT2", CircuitSettings(n_prompts=4, induction_half=6))
     assert setup.sparse_kept_fraction == pair.after.kept_fraction
     missing = common.load_pair("ansonisl/SparseGPT2", seed=1)
     assert isinstance(missing, common.Unavailable) and "released one checkpoint" in missing.reason
