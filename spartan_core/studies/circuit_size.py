@@ -65,10 +65,10 @@ class CircuitSettings:
     points: int = 8
     induction_half: int = 8
     threshold: float = THRESHOLD
-    dense_steps: int = 0
-    sparse_steps: int = 0
-    lm_sparse_steps: int = 0
-    lm_floor_steps: int = -1
+    dense_steps: int | None = None
+    sparse_steps: int | None = None
+    lm_sparse_steps: int | None = None
+    lm_floor_steps: int | None = None
 
     @classmethod
     def from_parameters(cls, parameters: Mapping) -> CircuitSettings:
