@@ -19,6 +19,7 @@ from .patching import (
     evaluate_ablations,
     exact_edge_scores,
     graph_of,
+    rank_agreement,
     spearman,
 )
 from .size import (
@@ -35,6 +36,7 @@ from .tasks import (
     addition_task,
     answer_logprob,
     beats_distractors,
+    clean_performance,
     distractor_logit_difference,
     docstring_task,
     greater_than_task,
@@ -49,9 +51,9 @@ from .tasks import (
 __all__ = [
     "ComponentGraph", "RunState", "EMBEDDING", "LOGITS",
     "ABLATIONS", "METHODS", "EdgeScores", "attribute", "corrupt_outputs", "evaluate_ablations",
-    "exact_edge_scores", "graph_of", "spearman",
+    "exact_edge_scores", "graph_of", "rank_agreement", "spearman",
     "THRESHOLDS", "circuit_size", "explained_effect", "log_grid", "linear_grid", "size_study", "size_ratios",
     "CircuitTask", "addition_task", "induction_task", "ioi_task", "greater_than_task", "answer_logprob",
     "logit_difference", "probability_difference", "single_token_words", "docstring_task", "single_token_names",
-    "distractor_logit_difference", "beats_distractors",
+    "distractor_logit_difference", "beats_distractors", "clean_performance",
 ]

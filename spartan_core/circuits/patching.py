@@ -17,6 +17,7 @@ gradient methods see each head's kept edges but not gates that would switch; exa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -320,6 +321,13 @@ def attribute(graph, task: CircuitTask, method: str = "eap-ig", *, ablation: str
     scores = {"exact": partial(exact_edge_scores, rows_per_pass=rows_per_pass), "eap": _eap_scores,
               "eap-ig": partial(_eap_ig_scores, steps=steps)}[method]
     return scores(graph, task, ablation=ablation, batch_size=batch_size, reference=reference)
+
+
+def rank_agreement(graph, task: CircuitTask, methods: Sequence[str]) -> dict[str, float]:
+    """Spearman correlation of each gradient method's edge ranking (|score|) with exact patching's on ``task``:
+    how far an approximation can be trusted on this model."""
+    exact = attribute(graph, task, "exact").scores.abs()
+    return {method: spearman(attribute(graph, task, method).scores.abs(), exact) for method in methods}
 
 
 def spearman(a, b) -> float:

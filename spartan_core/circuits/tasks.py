@@ -420,6 +420,16 @@ def beats_distractors(logits: torch.Tensor, targets: dict[str, torch.Tensor]) ->
     return scored.gather(-1, targets["tokens"]).squeeze(-1) > scored.gather(-1, targets["wrong"]).amax(-1)
 
 
+@torch.no_grad()
+def clean_performance(model, task: CircuitTask) -> tuple[float, float]:
+    """(accuracy against the distractors, mean metric) of ``model`` on ``task``'s clean prompts: whether the model
+    does a task with distractors well enough for its circuit to mean anything."""
+    device = next(model.parameters()).device
+    mask = None if task.attention_mask is None else task.attention_mask.to(device)
+    logits = model(input_ids=task.clean_ids.to(device), attention_mask=mask).logits.float().cpu()
+    return float(beats_distractors(logits, task.targets).float().mean()), float(task.metric(logits).mean())
+
+
 def docstring_task(tokenizer, argument_names: Sequence[str], function_names: Sequence[str], n: int = 32, *,
                    seed: int = 0) -> CircuitTask:
     """The Docstring task (Heimersheim & Janiak 2023) on a code model's tokenizer.

@@ -1,5 +1,5 @@
 """spartan_core.studies.circuit_size: which model a task runs on, sizes and ratios dense vs sparse over training
-seeds x prompt sets, the paper's ranges in one place, method agreement, and the sentences they give."""
+seeds x prompt sets, the paper's ranges in one place, and the sentences they give; across tasks (spartan_core.studies.circuit_comparison): the claims and method agreement."""
 
 import copy
 import dataclasses
@@ -13,6 +13,7 @@ from conftest import tiny_gpt2
 from spartan_core import circuits
 from spartan_core.data import addition
 from spartan_core.mechanism.sparsify import sparsify
+from spartan_core.studies import circuit_comparison
 from spartan_core.studies import circuit_size as study
 from spartan_core.studies.common import Unavailable
 from spartan_core.studies.seeds import Seeds, spread
@@ -91,14 +92,14 @@ def test_ratios_aggregate_over_training_seeds_times_prompt_sets():
     assert edges.over_seeds.text(study.TIMES) == "5.0× (3.0×–7.0× over 2 training seeds)"
     assert "so the training seed moves it more" in edges.variation
     assert heads.over_seeds.values == (1.0, 3.0) and heads.within == 0.0 and "training seed moves" in heads.variation
-    comparison = study.SizeComparison({"addition": sizes}, "eap", ["resample"])
+    comparison = circuit_comparison.SizeComparison({"addition": sizes}, "eap", ["resample"])
     row = comparison.ratio_table().set_index("kind").loc["edges"]
     assert (row["draws"], row["train_seeds"], row["prompt_sets"]) == (4, 2, 2)
     assert (row["ratio_min"], row["ratio_mean"], row["ratio_max"]) == (2.0, 5.0, 8.0)
     assert (row["seed_mean_min"], row["seed_mean_max"]) == (3.0, 7.0)
     seeds = comparison.seed_table().sort_index().loc[("addition", "resample", "edges")]
     assert list(seeds["ratio mean"]) == [3.0, 7.0] and list(seeds["n"]) == [2, 2]
-    claim = study.circuit_claim(comparison, "edges")
+    claim = circuit_comparison.circuit_claim(comparison, "edges")
     assert claim.id == "circuit_edges" and claim.verdict == "partly"  # 5.0×: under 5.4×, over 2×
     assert "addition on addition-4l: 5.0× (2.0×–8.0× over 2 training seeds x 2 prompt sets) fewer edges" in \
         claim.sentence
@@ -148,14 +149,14 @@ def test_sizes_over_two_training_seeds(two_seeds):
 
 
 def test_comparison_tables_sentences_and_metrics(two_seeds):
-    comparison = study.SizeComparison({"addition": two_seeds, "ioi": Unavailable("gpt2", "offline")}, "eap",
+    comparison = circuit_comparison.SizeComparison({"addition": two_seeds, "ioi": Unavailable("gpt2", "offline")}, "eap",
                                       ["resample"])
     ratios = comparison.ratio_table()
     assert list(ratios.columns) == study.RATIO_COLUMNS and len(ratios) == 2
     assert (ratios["draws"] == 4).all() and (ratios["train_seeds"] == 2).all() and (ratios["prompt_sets"] == 2).all()
     assert ((ratios["ratio_min"] <= ratios["ratio_mean"]) & (ratios["ratio_mean"] <= ratios["ratio_max"])).all()
     assert len(comparison.draws_table()) == 2 * 2 * 2
-    claim = study.circuit_claim(comparison, "edges")
+    claim = circuit_comparison.circuit_claim(comparison, "edges")
     assert claim.sentence.endswith("; ioi on gpt2: pending (offline)")
     assert "over 2 training seeds x 2 prompt sets) fewer edges; per-training-seed means" in claim.sentence
     assert comparison.tasks_sentence.startswith("- addition on ")
@@ -183,14 +184,14 @@ def test_measure_task_loops_training_seeds_and_stops_at_an_unavailable_one(setup
 
 
 def test_method_agreement_per_model_and_method(setup):
-    agreement = study.method_agreement(setup, seed=0, methods=("eap",))
+    agreement = circuit_comparison.method_agreement(setup, seed=0, methods=("eap",))
     assert set(agreement.spearman) == {"dense", "sparse"} and -1 <= agreement.spearman["dense"]["eap"] <= 1
     assert agreement.table().shape == (1, 2) and agreement.sentence.startswith("addition: rank correlation")
     assert "training seed 0 only" in agreement.sentence
 
 
 def test_nothing_measured_says_so():
-    comparison = study.SizeComparison({"ioi": Unavailable("gpt2", "offline")}, "eap", ["resample"])
+    comparison = circuit_comparison.SizeComparison({"ioi": Unavailable("gpt2", "offline")}, "eap", ["resample"])
     assert comparison.ratio_table().empty and "No task could be measured" in comparison.sentence
     assert "cannot be split" in comparison.variation_sentence
     assert comparison.draws_table().empty and comparison.seed_table().empty
@@ -212,7 +213,7 @@ def test_the_notebook_check_rejects_wrong_aggregation():
 
     rows = [(t, p, kind, 10 * (t + p + 2), 10) for t in (0, 1) for p in (0, 1, 2) for kind in ("edges", "heads")]
     sizes = _sizes(_needed(rows), {0: 0.1, 1: 0.2})
-    metrics = json.loads(json.dumps(study.SizeComparison({"addition": sizes}, "eap", ["resample"]).to_metrics()))
+    metrics = json.loads(json.dumps(circuit_comparison.SizeComparison({"addition": sizes}, "eap", ["resample"]).to_metrics()))
     parameters = {"tasks": ["addition"], "ablations": ["resample"], "train_seeds": [0, 1], "prompt_seeds": [0, 1, 2],
                   "check_prompts": 0}
     check = checks_chapters_4_6.CHECKS["06_circuits"]
@@ -302,8 +303,8 @@ def test_the_claim_rules_reach_every_verdict():
             tasks["docstring"] = _sizes(_needed([(0, 0, kind, 10 * docstring, 10)]), {0: 0.1}, failing,
                                         task="docstring", model="python-lm")
         tasks["ioi"] = Unavailable("gpt2", "offline")
-        claim = study.circuit_claim(study.SizeComparison(tasks, "eap", ["resample"]), kind)
-        assert claim.rule == study.CLAIM_RULES[kind][2] and claim.id == f"circuit_{kind}"
+        claim = circuit_comparison.circuit_claim(circuit_comparison.SizeComparison(tasks, "eap", ["resample"]), kind)
+        assert claim.rule == circuit_comparison.CLAIM_RULES[kind][2] and claim.id == f"circuit_{kind}"
         return claim.verdict
 
     assert verdict("edges", {"addition": 6.0}, docstring=0.5) == "reproduced"
@@ -313,4 +314,4 @@ def test_the_claim_rules_reach_every_verdict():
     assert verdict("heads", {"addition": 1.4, "induction": 2.0}) == "reproduced"
     assert verdict("heads", {"addition": 1.5, "induction": 1.0}) == "partly"
     assert verdict("heads", {"addition": 1.3}) == "not reproduced"
-    assert study.CLAIM_RULES["edges"][2].startswith("reproduced when every task that counts needs ≥ 5.4× fewer edges")
+    assert circuit_comparison.CLAIM_RULES["edges"][2].startswith("reproduced when every task that counts needs ≥ 5.4× fewer edges")
