@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import seaborn as sns
 
+from ..formatting import SETTING
 from .style import DENSE, SEQUENCE, SPARSE, TARGET
 
 
@@ -47,7 +48,7 @@ def pareto_panels(points, *, dense_ce: float, dense_exact_match: float | None, t
         if column == "heldout_ce" and values.min() > 0 and values.max() / values.min() > 100:
             ax.set_yscale("log")
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: SETTING(value)))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("kept keys per query (held-out, log scale)")
         ax.set_ylabel(label)

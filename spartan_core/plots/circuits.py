@@ -12,6 +12,7 @@ import torch
 from matplotlib.patches import FancyArrowPatch
 
 from ..circuits.patching import EdgeScores
+from ..formatting import SETTING
 from .style import DENSE, SEQUENCE, SPARSE, TARGET, to_numpy
 
 
@@ -77,7 +78,7 @@ def edges_drawn(frame, *, min_weight: float):
     ax.set_yscale("log")
     ax.set_xticks(frame.index)
     ax.set_xticklabels([f"{p[:5]} ({c})" for p, c in zip(frame["problem"], frame["carry"])], rotation=90, fontsize=7)
-    ax.set_ylabel(f"edges with weight ≥ {min_weight:g}")
+    ax.set_ylabel(f"edges with weight ≥ {SETTING(min_weight)}")
     ax.set_title("Edges drawn per problem: each dot one model on one problem", fontsize=10)
     ax.legend(loc="center right")
     return fig
@@ -178,7 +179,7 @@ def ratio_draws(draws, paper: Sequence = (), *, ylabel: str = "dense / sparse"):
         for reported in paper:
             if reported.kind == kind:
                 ax.axhspan(reported.low, reported.high, color=TARGET, alpha=0.08, zorder=0,
-                           label=f"the paper, {kind}: {reported.low:g}–{reported.high:g}×")
+                           label=f"the paper, {kind}: {SETTING(reported.low)}–{SETTING(reported.high)}×")
         ax.axhline(1, color=TARGET, linewidth=0.8, linestyle=":")
         ax.set_yscale("log")
         ax.set_xticks(range(len(groups)), [f"{t}\n{a} ablation" for (t, a), _ in groups], fontsize=8)

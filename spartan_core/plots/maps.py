@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from ..formatting import DECIMAL2, SETTING
 from .style import ATTENTION_CMAP, DENSE, SPARSE, TARGET, to_numpy
 
 
@@ -110,7 +111,7 @@ def _score_panel(ax, scores: np.ndarray, threshold: float, cmap: str, title: str
     image = ax.imshow(scores, vmin=0.0, vmax=1.0, cmap=cmap, aspect="auto", interpolation="nearest")
     if annotate:
         for (layer, head), value in np.ndenumerate(scores):
-            ax.text(head, layer, f"{value:.2f}{'*' if value >= threshold else ''}", ha="center", va="center",
+            ax.text(head, layer, f"{DECIMAL2(value)}{'*' if value >= threshold else ''}", ha="center", va="center",
                     fontsize=7)
         ax.set_xticks(range(scores.shape[1]))
         ax.set_yticks(range(scores.shape[0]))
@@ -132,7 +133,7 @@ def induction_score_grids(scores: dict, threshold: float):
                              constrained_layout=True, squeeze=False)
     for ax, (label, values) in zip(axes[0], arrays.items()):
         cmap = "Oranges" if label == "sparse" else "Blues"
-        image = _score_panel(ax, values, threshold, cmap, f"{label}: induction score (* ≥ {threshold:g})", annotate)
+        image = _score_panel(ax, values, threshold, cmap, f"{label}: induction score (* ≥ {SETTING(threshold)})", annotate)
     fig.colorbar(image, ax=list(axes[0]), fraction=0.04)
     return fig
 

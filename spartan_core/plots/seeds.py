@@ -7,6 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from ..formatting import SETTING
 from .style import DENSE, SEQUENCE, SPARSE, TARGET
 
 
@@ -214,7 +215,7 @@ def edges_vs_loss_over_seeds(rows, *, paper_percent: tuple[float, float]):
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True)
     low, high = paper_percent
     ax.axvspan(low * 0.9, high * 1.1, color=TARGET, alpha=0.12, lw=0,
-               label=f"paper, reported: {low:g}–{high:g} % kept at no loss increase")
+               label=f"paper, reported: {SETTING(low)}–{SETTING(high)} % kept at no loss increase")
     ax.axhline(0.0, color=TARGET, ls="--", lw=1)
     for index, model in enumerate(models):
         group, colour = rows[rows["model"] == model], SEQUENCE[(index + 2) % len(SEQUENCE)]
