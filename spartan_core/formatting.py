@@ -26,7 +26,7 @@ class Number:
 
 DECIMAL1, DECIMAL2, DECIMAL3, DECIMAL4 = Number(".1f"), Number(".2f"), Number(".3f"), Number(".4f")
 SIGNIFICANT = Number(".3g")  # a plain measurement with no natural unit
-COUNT = Number(".3g")  # a mean count (heads, edges) over draws: 2, 2.33
+COUNT = SIGNIFICANT  # a mean count (heads, edges) over draws: 2, 2.33
 CE = Number(".4g")  # a cross-entropy in nats
 PERCENT, PERCENT1, PERCENT_WHOLE = Number(".2%"), Number(".1%"), Number(".0%")
 SIGNED_PERCENT = Number("+.1f", " %")  # a change in percent of a reference: "+0.3 %"

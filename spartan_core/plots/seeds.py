@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from ..formatting import SETTING
+from ..formatting import SETTING, counted
 from .style import DENSE, SEQUENCE, SPARSE, TARGET
 
 
@@ -194,7 +194,7 @@ def penalty_tradeoff_over_seeds(runs, *, dense_ce, tau, split: str):
     ax.set_yscale("log")
     ax.set_xlabel("kept attention edges (fraction, deterministic masks)")
     ax.set_ylabel(f"held-out CE ({split} split, nats)")
-    ax.set_title(f"{seeds} training seed{'s' if seeds > 1 else ''}: small markers one seed each", fontsize=10)
+    ax.set_title(f"{counted(seeds, 'training seed')}: small markers one seed each", fontsize=10)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 

@@ -12,7 +12,7 @@ import torch
 
 from ..claims import Claim
 from ..data import addition
-from ..formatting import DECIMAL1, DECIMAL2, PERCENT, PERCENT1, PERCENT_WHOLE, SIGNIFICANT
+from ..formatting import DECIMAL1, DECIMAL2, PERCENT, PERCENT1, PERCENT_WHOLE, SIGNIFICANT, counted
 from .addition_carry import ANSWER_QUERIES, POSITION_NAMES, CarryStudy, ClassMeans, carry_study, class_means, predicts
 from .common import ModelPair, attention_maps, head_name
 from .seeds import Seeds, spread_table
@@ -292,7 +292,7 @@ def accuracy_sentence(runs: Seeds[AdditionSeed]) -> str:
     sp, n, first = _spreads(runs), len(runs), runs.first
     layers = len(first.accuracy.kept_per_query_per_layer)
     by_layer = "; ".join(f"layer {i}: {sp[f'kept_per_query_layer{i}'].text(DECIMAL2)}" for i in range(layers))
-    return (f"Over {n} training seed{'s' if n > 1 else ''}, the sparse toy keeps "
+    return (f"Over {counted(n, 'training seed')}, the sparse toy keeps "
             f"{sp['kept_fraction'].text(PERCENT)} of causal attention edges, or {sp['kept_per_query'].text(DECIMAL2)} "
             f"keys per query, at exact match {sp['sparse_exact_match'].text(PERCENT1)} on "
             f"{first.accuracy.sparse_exact_match['n_all']} held-out problems; the dense toy's exact match "

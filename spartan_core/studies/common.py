@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from .. import zoo
-from ..formatting import DECIMAL2, DECIMAL3, PERCENT
 from ..training.evaluate import HeldOut
 from ..zoo.released import RELEASED, RELEASED_DENSE
 from .._util import eager_attention, eval_mode, model_device
@@ -28,12 +27,6 @@ class ModelPair:
     sparse: Any
     before: HeldOut
     after: HeldOut
-
-    @property
-    def sentence(self) -> str:
-        return (f"{self.name}: held-out CE {DECIMAL3(self.before.ce)} dense, {DECIMAL3(self.after.ce)} sparse; the "
-                f"sparse copy keeps {PERCENT(self.after.kept_fraction)} of causal attention edges "
-                f"({DECIMAL2(self.after.kept_per_query)} keys per query).")
 
 
 @dataclass(frozen=True)

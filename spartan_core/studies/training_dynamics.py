@@ -14,7 +14,7 @@ import pandas as pd
 from .. import zoo
 from ..claims import Claim
 from ..formatting import (CE, COUNT, DECIMAL2, DECIMAL4, PERCENT, PERCENT1, SCIENTIFIC, SETTING, SIGNIFICANT,
-                          occurrences, ratio, seed_list)
+                          counted, occurrences, ratio, seed_list)
 from ..training.evaluate import HeldOut
 from .common import pretrain_overrides
 from .seeds import Seeds, Spread, table_cell
@@ -212,7 +212,7 @@ def geco_sentence(runs: Seeds[GecoRun]) -> str:
         kept = f" The kept checkpoint is step {steps}."
     else:
         kept = f" The kept checkpoints are at steps {steps} (seeds {seed_list(runs.seeds)})."
-    return (f"Over {n} training seed{'s' if n > 1 else ''}, the expected edge fraction fell from "
+    return (f"Over {counted(n, 'training seed')}, the expected edge fraction fell from "
             f"{s['expected_fraction_first'].summary(DECIMAL4)} to {s['expected_fraction_last'].summary(DECIMAL4)} "
             f"while β rose from {s['beta_first'].summary(SCIENTIFIC)} to at most {s['beta_max'].summary(SCIENTIFIC)}; "
             f"β {fell}, and the evaluation CE met τ = {s['tau'].summary(DECIMAL4)} at "
@@ -223,7 +223,7 @@ def training_dynamics_claim(runs: Seeds[GecoRun]) -> Claim:
     """The training-dynamics row of the claims table: how far the expected edge fraction fell and β rose."""
     s, n = spreads(runs), len(runs)
     last, beta = s["expected_fraction_last"], s["beta_max"]
-    sentence = (f"{runs.first.model}, {runs.first.steps} steps, {n} seed{'s' if n > 1 else ''}: expected edge "
+    sentence = (f"{runs.first.model}, {runs.first.steps} steps, {counted(n, 'seed')}: expected edge "
                 f"fraction {s['expected_fraction_first'].summary(DECIMAL4)} → {last.summary(DECIMAL4)}; β max "
                 f"{beta.summary(SCIENTIFIC)}, falling back to its lower clamp {s['beta_collapses'].summary(COUNT)} "
                 f"times; eval CE ≤ τ at {s['evals_meeting_tau'].summary(COUNT)} of {len(runs.first.evals)} "
