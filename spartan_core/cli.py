@@ -30,6 +30,7 @@ from .objective.tau import TAU_REFERENCES  # noqa: E402
 from .training import (RunBusy, TrainingDiverged, iter_batches, load_checkpoint_weights,  # noqa: E402
                        resolve_device)
 from .training.checkpoint import weight_files  # noqa: E402
+from .training.posttrain import DENSE_CONTROL  # noqa: E402
 from .training.distributed import processes  # noqa: E402
 from .training.posttrain import SparseRecipe  # noqa: E402
 from .zoo.released import check_released_name  # noqa: E402
@@ -153,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "proportional term, nuPI)")
     p.add_argument("--kp", type=_positive_float("kp", allow_zero=True), default=None,
                    help="proportional gain of --controller pi (default eta / (1 - alpha))")
-    p.add_argument("--policy", choices=("gate", *POLICIES), default=recipe.policy,
-                   help="gate (learned, the paper) or a fixed mask baseline fine-tuned on plain CE")
+    p.add_argument("--policy", choices=("gate", DENSE_CONTROL, *POLICIES), default=recipe.policy,
+                   help="gate (learned, the paper), dense (the compute-matched control: the same steps with no "
+                        "gate) or a fixed mask baseline fine-tuned on plain CE")
     p.add_argument("--keys-per-query", type=_positive_float("keys-per-query"), default=None,
                    help="the budget of a fixed --policy: kept keys per query")
     p.add_argument("--eval-every", type=_nonneg_int("eval-every"), default=recipe.eval_every,
@@ -407,7 +409,7 @@ def post_train(args) -> dict:
             "trained_on": result.machine,
             "weights_are": (f"the evaluation with the fewest kept edges that met tau (step {weights_step})"
                             if result.best_step is not None else "the last step (no evaluation met tau)"
-                            if recipe.policy == "gate" else "the last step (a fixed policy has no tau)"),
+                            if recipe.policy == "gate" else "the last step (a control or fixed policy has no tau)"),
         }
         write_json(args.out / "summary.json", summary)
     return summary
@@ -421,6 +423,8 @@ def count_edges_command(args) -> dict:
     summary_file = args.checkpoint / "summary.json" if args.checkpoint is not None else None
     summary = json.loads(summary_file.read_text()) if summary_file is not None and summary_file.is_file() else None
     policy = summary.get("policy") if summary is not None else None
+    if isinstance(policy, dict) and policy["name"] == DENSE_CONTROL:
+        raise ValueError(f"checkpoint: {args.checkpoint} is a dense control run, which keeps every edge")
     model = sparsify(loaded.model.to(resolve_device(args.device)), gate_bias=args.gate_bias,
                      policy=MaskPolicy(**policy) if isinstance(policy, dict) else None)  # a baseline run's mask
     weights = "untrained gates"

@@ -27,10 +27,12 @@ from .loop import train
 from .lora import merge_lora, with_lora
 from .memory import MemoryEstimate, estimate_memory
 
-__all__ = ["SparseRecipe", "PostTrainResult", "post_train", "planned_memory", "CHECKPOINT_EVERY", "CHECKPOINT_SECONDS"]
+__all__ = ["SparseRecipe", "PostTrainResult", "post_train", "planned_memory", "CHECKPOINT_EVERY", "CHECKPOINT_SECONDS",
+           "DENSE_CONTROL"]
 
 CHECKPOINT_EVERY = 500  # a run killed midway resumes from the last of these ...
 CHECKPOINT_SECONDS = 120.0  # ... or of these, whichever came last: a kill loses at most two minutes
+DENSE_CONTROL = "dense"  # the policy of the compute-matched control: every edge kept, no gate
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,10 @@ class SparseRecipe:
     eta / (1 - alpha): the slack weighs as much as one EMA time constant of its integral). ``gate_bias`` b opens
     gates at the start. ``policy``: ``"gate"`` (the learned gate) or a fixed mask rule of
     :mod:`~spartan_core.mechanism.policies` keeping ``keys_per_query`` keys, fine-tuned on plain CE for the same
-    number of steps as the gate's floor and GECO phases together (a baseline; no tau, no multiplier).
+    number of steps as the gate's floor and GECO phases together (a baseline; no tau, no multiplier), or
+    ``"dense"``: the compute-matched control, the dense model fine-tuned on plain CE with the gate's data, steps
+    (floor and GECO phases together), batch, schedule, seed and threads, but no gate; what separates the sparse
+    model from it is sparsity, not the extra training.
     ``eval_every``: how often the deterministic-mask CE and edges are measured on training data, which is also
     where the best checkpoint meeting tau is chosen (never on the held-out split that results report);
     ``heldout_max_batches`` limits the reported held-out metrics to that many eval batches of blocks spread evenly
@@ -113,9 +118,13 @@ class SparseRecipe:
             raise ValueError(f"controller: a fixed mask policy ({self.policy}) is fine-tuned on plain CE, so no "
                              f"controller or kp applies (got controller={self.controller!r}, kp={self.kp!r})")
         self.multiplier(1.0)  # refuses bad controller settings by name before any work
-        if self.policy != "gate":
+        if self.policy == DENSE_CONTROL:
+            if self.keys_per_query is not None:
+                raise ValueError("keys_per_query: the dense control keeps every key; set it only with a mask policy")
+        elif self.policy != "gate":
             if self.policy not in POLICIES:
-                raise ValueError(f"policy: must be 'gate' or one of {', '.join(POLICIES)}, got {self.policy!r}")
+                raise ValueError(f"policy: must be 'gate', '{DENSE_CONTROL}' or one of {', '.join(POLICIES)}, got "
+                                 f"{self.policy!r}")
             if self.keys_per_query is None:
                 raise ValueError(f"keys_per_query: the {self.policy} policy needs a budget of kept keys per query")
             MaskPolicy(self.policy, self.keys_per_query)
@@ -183,7 +192,7 @@ class PostTrainResult:
     """One post-training run, as :func:`post_train` returns it and the zoo keeps it beside the loaded model.
     ``dense``, ``before`` and ``after`` are held-out numbers of the dense model, of the sparsified model before
     any training (the untrained gate, or the fixed policy as applied) and of the result; ``policy`` the fixed mask
-    policy's settings (None: the learned gate); ``history`` every training step (floor phase first, ``phase``
+    policy's settings (None: the learned gate; ``{"name": "dense"}``: the compute-matched control); ``history`` every training step (floor phase first, ``phase``
     says which), ``evals`` the selection runs. ``model`` is None when the run was read back from its record."""
 
     recipe: SparseRecipe
@@ -201,6 +210,10 @@ class PostTrainResult:
     wall_time_s: float = 0.0  # training time of its phases, each summed over a resumed run's segments
     machine: dict = field(default_factory=dict)
     model: torch.nn.Module | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def is_control(self) -> bool:
+        return self.policy is not None and self.policy["name"] == DENSE_CONTROL
 
     @property
     def metrics(self) -> dict:
@@ -291,6 +304,8 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
 
     dense_train_ce = evaluate(model, train_data, batch, recipe.eval_max_batches).ce
     dense_metrics = measure(model)
+    if recipe.policy == DENSE_CONTROL:
+        return _dense_control(model, phases, measure, dense_train_ce, dense_metrics)
     if recipe.policy != "gate":
         return _fixed_policy(model, phases, measure, dense_train_ce, dense_metrics)
     sparsify(model, gate_bias=recipe.gate_bias)
@@ -345,3 +360,16 @@ def _fixed_policy(model, phases: _Phases, measure, dense_train_ce: float, dense_
         best_step=None, dense=dense_metrics, before=applied, after=measure(model), policy=policy.to_dict(),
         history=[{**r, "phase": "policy"} for r in result.history], evals=result.evals,
         wall_time_s=result.wall_time_s, machine=result.machine, model=model)
+
+
+def _dense_control(model, phases: _Phases, measure, dense_train_ce: float, dense_metrics: HeldOut) -> PostTrainResult:
+    """The compute-matched control: the dense model fine-tuned on plain CE for the gate's floor and GECO steps
+    together, never sparsified, ending at its last step (the gate's kept checkpoint is at most that late)."""
+    recipe = phases.recipe
+    result = phases.run(model, "control", recipe.floor_steps + recipe.steps, Objective(), f"dense {phases.desc}",
+                        keep_best=False)
+    return PostTrainResult(
+        recipe=recipe, tau=None, tau_reference="none", dense_train_ce=dense_train_ce, floor_ce=None,
+        best_step=None, dense=dense_metrics, before=dense_metrics, after=measure(model),
+        policy={"name": DENSE_CONTROL}, history=[{**r, "phase": "control"} for r in result.history],
+        evals=result.evals, wall_time_s=result.wall_time_s, machine=result.machine, model=model)

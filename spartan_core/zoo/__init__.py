@@ -75,7 +75,7 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
     """The sparse-attention post-trained copy of ``load(name, **dense_overrides)`` under ``recipe`` (a dict of
     :class:`SparseRecipe` fields layered over :func:`default_sparse_recipe`, or a full ``SparseRecipe``),
     trained on first use and cached. The returned model is sparsified with the recipe's gate bias (or its fixed mask
-    policy, for a baseline recipe); ``history``
+    policy, for a baseline recipe; the ``"dense"`` policy's compute-matched control stays dense); ``history``
     holds every training step (floor phase first, ``phase`` says which) and ``run`` the post-training run: its τ
     and the held-out numbers (CE, edges, task metrics such as exact match) of the dense, the gated-untrained and
     the sparse model. ``weights=False`` returns the run without its weights (``model`` is None): what a study
@@ -110,15 +110,14 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
             trained_now = True
     info = verified_info(final, weights)
     model = from_cache(final, AutoModelForCausalLM.from_pretrained) if weights else None
+    run = PostTrainResult.from_record(info, read_jsonl(final / "history.jsonl"), read_jsonl(final / "evals.jsonl"))
     if model is not None:
-        policy = info["metrics"].get("policy")
-        sparsify(model, gate_bias=info["recipe"]["gate_bias"],
-                 policy=None if policy is None else MaskPolicy(**policy))
+        if not run.is_control:
+            sparsify(model, gate_bias=run.recipe.gate_bias,
+                     policy=None if run.policy is None else MaskPolicy(**run.policy))
         model = to_device(model, device).eval()
     info.update(cache_dir=str(final), trained_now=trained_now,
                 call={"fn": "load_sparse", "name": name, "recipe": asdict(resolved),
                       "dense_overrides": dict(dense_overrides or {})})
-    history, evals = read_jsonl(final / "history.jsonl"), read_jsonl(final / "evals.jsonl")
     return used(LoadedModel(name=name, model=model, tokenizer=dense_loaded.tokenizer, data=dense_loaded.data,
-                            info=info, history=history, evals=evals,
-                            run=PostTrainResult.from_record(info, history, evals)))
+                            info=info, history=run.history, evals=run.evals, run=run))

@@ -64,6 +64,29 @@ def test_a_fixed_policy_recipe_fine_tunes_the_same_budget_on_plain_ce(local_mode
     assert "beta" not in result.history[0]
 
 
+def test_the_dense_control_trains_the_gates_steps_without_a_gate(local_model):
+    """Same data, steps (floor and GECO phases together) and seed as the gate, plain CE, never sparsified: the
+    weights equal a plain fine-tuning of the dense model for those steps."""
+    from spartan_core.mechanism.sparsify import sparse_state
+    from spartan_core.objective.base import Objective
+    from spartan_core.training import train
+
+    model_dir, text = local_model
+    loaded = zoo.load(str(model_dir), progress=False)
+    data = {"input_ids": pack_blocks(loaded.tokenizer(text.read_text())["input_ids"], 16)["input_ids"]}
+    recipe = SparseRecipe(steps=2, floor_steps=1, batch_size=4, eval_every=1, policy="dense", heldout_max_batches=1,
+                          eval_batch_size=4, seed=5)
+    result = post_train(loaded.model, data, data, recipe, progress=False)
+    assert result.is_control and result.tau is None and sparse_state(result.model) is None
+    assert [r["phase"] for r in result.history] == ["control"] * 3 and result.after.edges is None
+    assert result.before == result.dense and result.after.ce != result.dense.ce
+
+    plain = zoo.load(str(model_dir), progress=False).model
+    train(plain, data, config=recipe.train_config(3, progress=False), objective=Objective())
+    for name, tensor in plain.state_dict().items():
+        assert torch.equal(tensor, result.model.state_dict()[name]), name
+
+
 def test_recipes_refuse_bad_controllers_and_policies_by_name():
     import pytest
 
@@ -72,7 +95,9 @@ def test_recipes_refuse_bad_controllers_and_policies_by_name():
                       (dict(keys_per_query=2), "keys_per_query"), (dict(heldout_max_batches=0), "heldout_max_batches"),
                       (dict(controller="pi", alpha=1.0), "alpha"), (dict(alpha=-0.1), "alpha"),
                       (dict(policy="topk", keys_per_query=2, controller="pi"), "controller"),
-                      (dict(policy="topk", keys_per_query=2, controller="fixed"), "controller")]:
+                      (dict(policy="topk", keys_per_query=2, controller="fixed"), "controller"),
+                      (dict(policy="dense", keys_per_query=2), "keys_per_query"),
+                      (dict(policy="dense", controller="pi"), "controller"), (dict(policy="dense", lora_rank=2), "lora_rank")]:
         with pytest.raises(ValueError, match=f"^{name}"):
             SparseRecipe(**bad)
     assert SparseRecipe(controller="pi", eta=0.5, alpha=0.9).multiplier(1.0).kp == pytest.approx(5.0)

@@ -59,6 +59,15 @@ def test_sparse_variant_is_post_trained_cached_and_sparsified(cache, monkeypatch
     assert not again.info["trained_now"] and is_sparse(again.model) and len(again.history) == 3
 
 
+def test_the_dense_control_is_cached_beside_the_sparse_copy_and_loads_dense(cache):
+    sparse = zoo.load_sparse("addition-4l", TINY_SPARSE, cache_dir=cache, progress=False, dense_overrides=TINY)
+    control = zoo.load_sparse("addition-4l", {**TINY_SPARSE, "policy": "dense"}, cache_dir=cache, progress=False,
+                              dense_overrides=TINY)
+    assert control.run.is_control and not is_sparse(control.model) and control.run.after.edges is None
+    assert control.info["key"] != sparse.info["key"] and control.run.dense == sparse.run.dense
+    assert "exact_match" in control.info["metrics"]["sparse"]
+
+
 def test_floor_phase_sets_tau_from_the_sampled_mask_loss(cache):
     recipe = {**TINY_SPARSE, "tau_reference": "floor", "floor_steps": 2, "tau_factor": 1.5}
     loaded = zoo.load_sparse("addition-4l", recipe, cache_dir=cache, progress=False, dense_overrides=TINY)
