@@ -1,3 +1,5 @@
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -84,15 +86,16 @@ def test_cache_keys_match_the_pretrained_models(tiny_zoo):
                         ("addition-4l", {"seed": 2, "eta": 0.0, "beta_init": 3.0}, {"seed": 2})]
 
 
-def _run(seed, kept, ce, collapses=0, beta_max=10.0, dense_ce=0.06):
-    log_beta = [-10.0, -2.0] + ([-10.0, -1.0] if collapses else [-1.0, -1.0])
+def _run(seed, kept, ce, collapses=0, beta_max=10.0, dense_ce=0.06, best_step=4):
+    """A made-up 4-step run; ``collapses="unrecovered"``: β falls back onto its clamp at step 3 and stays."""
+    log_beta = [-10.0, -2.0] + {0: [-1.0, -1.0], 1: [-10.0, -1.0], "unrecovered": [-10.0, -10.0]}[collapses]
     history = pd.DataFrame({"step": [1, 2, 3, 4], "phase": "geco", "log_beta": log_beta,
                             "beta": [1e-4, 1.0, beta_max, 1.0], "beta_used": [1e-4, 1.0, 1.0, 1.0],
                             "expected_fraction": [0.5, 0.3, 0.1, kept], "ce": 0.1, "ce_ema": 0.1, "tau": 0.2})
     evals = pd.DataFrame({"step": [2, 4], "eval_ce": [0.1, 0.3], "eval_kept_fraction": [0.3, kept]})
     return study.GecoRun(model="m", history=history, evals=evals, tau=0.2, tau_reference="dense",
                          beta_min=2.718281828459045 ** -10, dense_train_ce=0.05, dense_heldout_ce=dense_ce,
-                         heldout_split="test", best_step=4, train_wall_time_s=1.0,
+                         heldout_split="test", best_step=best_step, train_wall_time_s=1.0,
                          outcome=PenaltyOutcome(None, kept, 10 * kept, ce), seed=seed,
                          dense_exact_match=0.99, sparse_exact_match=1.0)
 
@@ -131,15 +134,24 @@ def test_one_seed_reads_like_one_run():
     assert "The kept checkpoint is step 4." in study.geco_sentence(runs)
 
 
-@pytest.mark.parametrize("kept, beta_max, verdict", [
-    (0.02, 1000.0, "reproduced"), (0.01, 999.0, "partly"), (0.05, 5000.0, "partly"), (0.051, 5000.0, "not reproduced"),
+@pytest.mark.parametrize("kept, best_step, collapses, verdict", [
+    (0.04, 4, 1, "reproduced"), (0.06, 4, 0, "not reproduced"), (0.02, None, 0, "partly"),
+    (0.02, 4, "unrecovered", "partly"), (0.5, 4, 0, "not reproduced"),
 ])
-def test_the_training_dynamics_rule(kept, beta_max, verdict):
-    runs = Seeds((_run(0, kept, 0.004, beta_max=beta_max), _run(1, kept, 0.004, beta_max=1.0)))
+def test_the_training_dynamics_rule_judges_the_shape(kept, best_step, collapses, verdict):
+    runs = Seeds((_run(0, kept, 0.004, collapses=collapses, best_step=best_step), _run(1, 0.01, 0.004)))
     claim = study.training_dynamics_claim(runs)
-    assert claim.id == "training_dynamics" and claim.verdict == verdict and "β reaches ≥ 1000" in claim.rule
-    assert claim.values["seeds"] == [0, 1] and claim.values["beta_max"]["max"] == beta_max
-    assert set(claim.values) == {"seeds", "beta_max", "beta_collapses", "expected_fraction_last"}
+    assert claim.id == "training_dynamics" and claim.verdict == verdict and "falls ≥ 10×" in claim.rule
+    assert claim.values["seeds"] == [0, 1] and claim.values["sparsity_fall"]["values"] == [0.5 / kept, 50.0]
+    assert claim.values["seeds_not_recovered"] == ([0] if collapses == "unrecovered" else [])
+    assert claim.values["seeds_never_meeting_tau"] == ([0] if best_step is None else [])
+
+
+def test_beta_must_rise_for_the_shape():
+    run = _run(0, 0.02, 0.004)
+    flat = dataclasses.replace(run, history=run.history.assign(beta=[1e-4, 2e-4, 5e-4, 5e-4], beta_used=1e-4))
+    assert flat.beta_rise == pytest.approx(5.0)
+    assert study.training_dynamics_claim(Seeds((flat,))).verdict == "partly"
 
 
 @pytest.mark.parametrize("kept, ce, verdict", [
