@@ -79,7 +79,7 @@ def cuda_tests(dry_run: bool) -> dict:
 def toy_child(work: Path, device: str, dense: dict, steps: int, checkpoint_every: int) -> None:
     """One (possibly resumed) post-training run of the addition toy; writes ``work/summary.json`` at the end."""
     from spartan_core import zoo
-    from spartan_core.training import SparseRecipe, post_train
+    from spartan_core.training import RunFolder, SparseRecipe, post_train
     from spartan_core.zoo.registry import default_sparse_recipe, entry_for
 
     loaded = zoo.load("addition-4l", cache_dir=work / "models", progress=False, device=device, **dense)
@@ -88,7 +88,8 @@ def toy_child(work: Path, device: str, dense: dict, steps: int, checkpoint_every
     entry = entry_for("addition-4l")
     train_data, heldout = entry.sparse_data(loaded, recipe, work / "models")
     result = post_train(loaded.model, train_data, heldout, recipe, extra_metrics=entry.heldout_metrics,
-                        out_dir=work / "run", progress=False, device=device, checkpoint_every=checkpoint_every)
+                        folder=RunFolder(work / "run"), progress=False, device=device,
+                        checkpoint_every=checkpoint_every)
     (work / "summary.json").write_text(json.dumps({"metrics": result.metrics, "wall_time_s": result.wall_time_s,
                                                    "dense_pretrain_s": loaded.info.get("train_wall_time_s")}))
 

@@ -27,7 +27,7 @@ from .data.files import context_length, read_text_file, text_file_blocks  # noqa
 from .mechanism.policies import POLICIES  # noqa: E402
 from .objective.geco import CONTROLLERS  # noqa: E402
 from .objective.tau import TAU_REFERENCES  # noqa: E402
-from .training import (RunBusy, TrainingDiverged, iter_batches, load_checkpoint_weights,  # noqa: E402
+from .training import (RunBusy, RunFolder, TrainingDiverged, iter_batches, load_checkpoint_weights,  # noqa: E402
                        resolve_device)
 from .training.checkpoint import weight_files  # noqa: E402
 from .training.posttrain import DENSE_CONTROL  # noqa: E402
@@ -388,8 +388,8 @@ def post_train(args) -> dict:
             write_json(args.out / "run.json", identity)
         result = run_recipe(
             loaded.model, train_data, heldout, recipe, extra_metrics=entry_for(args.model).heldout_metrics,
-            out_dir=args.out, progress=not args.no_progress, device=args.device, identity=identity, fresh=args.fresh,
-            desc=f"post-train {args.model}", grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every,
+            folder=RunFolder(args.out, identity, args.fresh), desc=f"post-train {args.model}",
+            progress=not args.no_progress, device=args.device, grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every,
             bf16=not args.no_bf16, activation_checkpointing=args.activation_checkpointing, fsdp=args.fsdp)
         if not ranks.main:
             return {"process": ranks.index, "of": ranks.count, "written_by": "process 0"}

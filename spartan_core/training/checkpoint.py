@@ -20,13 +20,31 @@ from safetensors.torch import load_model, save_model
 from .._util import check_finite, first_non_finite, model_device, open_lock, write_json, write_jsonl
 from .config import TrainConfig, TrainingDiverged
 
-__all__ = ["RunMismatch", "RunBusy", "CheckpointUnreadable", "Checkpointer", "load_checkpoint_weights",
+__all__ = ["RunFolder", "RunMismatch", "RunBusy", "CheckpointUnreadable", "Checkpointer", "load_checkpoint_weights",
            "check_checkpoint_fits", "weight_files", "run_manifest", "manifest_difference", "exclusive", "open_run_dir", "read_log",
            "Resumed"]
 
 # TrainConfig fields that change how a run is carried out but not what it learns: a run may resume with others
 _UNIDENTIFYING = ("progress", "device", "checkpoint_every", "checkpoint_seconds", "grad_accum",
                   "activation_checkpointing", "fsdp")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Where a run keeps its log and checkpoints so that a killed run resumes: ``path``; ``identity``, what besides
+    its settings makes it the same run (e.g. a cache key); ``fresh`` discards another run found there instead of
+    refusing it (:class:`RunMismatch`)."""
+
+    path: Path
+    identity: dict | None = None
+    fresh: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    def sub(self, name: str) -> RunFolder:
+        """The folder of one phase of the run, inside this one."""
+        return RunFolder(self.path / name, self.identity, self.fresh)
 
 
 class RunMismatch(ValueError):
@@ -89,7 +107,7 @@ def _check_manifest(out: Path, wanted: dict) -> None:
     difference = "its run.json is missing or unreadable" if stored is None else manifest_difference(stored, wanted)
     if difference:
         raise RunMismatch(f"out: {out} holds another run ({difference}); use another directory or start fresh "
-                          "(post-train --fresh, train(fresh=True)), which discards it")
+                          "(post-train --fresh, a fresh RunFolder), which discards it")
 
 
 class Checkpointer:

@@ -18,7 +18,7 @@ from safetensors.torch import load_model, save_model
 
 from ..objective.base import Objective
 from .batches import find_grad_accum, sample_rows, take, validate_blocks
-from .checkpoint import Checkpointer, Resumed, exclusive, open_run_dir, run_manifest
+from .checkpoint import Checkpointer, Resumed, RunFolder, exclusive, open_run_dir, run_manifest
 from .config import (TrainConfig, TrainingDiverged, TrainResult, autocast_for, describe_machine, lr_factor,
                      resolve_device, torch_threads)
 from .distributed import Placement, processes
@@ -34,18 +34,17 @@ def train(
     config: TrainConfig,
     eval_data: dict | None = None,
     objective: Objective | None = None,
-    out_dir: str | os.PathLike | None = None,
+    folder: RunFolder | None = None,
     desc: str = "train",
     on_step: Callable[[dict], None] | None = None,
-    identity: dict | None = None,
-    fresh: bool = False,
 ) -> TrainResult:
     """Train ``model`` for ``config.steps`` optimiser steps on ``objective`` (default: plain CE).
 
-    With ``out_dir`` the run logs to ``log.jsonl`` (one record per step, evaluations as ``"eval_*"`` fields),
-    checkpoints every ``checkpoint_every`` steps or ``checkpoint_seconds``, and resumes from the last checkpoint
-    if ``run.json`` says it is the same run (settings, objective, the caller's ``identity``); another run raises
-    :class:`~spartan_core.training.checkpoint.RunMismatch` unless ``fresh`` discards it. A step whose loss or
+    With a ``folder`` (:class:`~spartan_core.training.checkpoint.RunFolder`) the run logs to ``log.jsonl`` there
+    (one record per step, evaluations as ``"eval_*"`` fields), checkpoints every ``checkpoint_every`` steps or
+    ``checkpoint_seconds``, and resumes from the last checkpoint if ``run.json`` says it is the same run (settings,
+    objective, the folder's ``identity``); another run raises
+    :class:`~spartan_core.training.checkpoint.RunMismatch` unless the folder is ``fresh``. A step whose loss or
     gradients are not finite is not applied (:class:`TrainingDiverged`). With ``keep_best`` the model ends with
     the weights of the evaluation the objective scores best (for sparsity: fewest edges meeting tau).
     Under ``torchrun`` or ``accelerate launch`` the same call trains data-parallel, or sharded with ``fsdp``
@@ -79,7 +78,7 @@ def train(
     result = TrainResult(model=model)
     best = {"score": math.inf, "step": None, "state": None}
     torch.manual_seed(config.seed)  # sampled gates and dropout; a resumed run restores the checkpoint's RNG states
-    out = Path(out_dir) if out_dir is not None else None
+    out = folder.path if folder is not None else None
     checkpointer = log_path = None
     start_step, earlier = 0, 0.0  # earlier: training time of a resumed run's earlier segments
     with contextlib.ExitStack() as held:
@@ -88,8 +87,8 @@ def train(
         if out is not None and ranks.main:
             out.mkdir(parents=True, exist_ok=True)
             held.enter_context(exclusive(out))
-            checkpointer, log_path, resumed = open_run_dir(out, run_manifest(config, objective, identity), fresh,
-                                                          model, saved_optimizer, scheduler, objective)
+            checkpointer, log_path, resumed = open_run_dir(out, run_manifest(config, objective, folder.identity),
+                                                          folder.fresh, model, saved_optimizer, scheduler, objective)
         ranks.barrier()  # the other processes resume from what process 0 has just checked
         if out is not None and not ranks.main:
             resumed = _resume_from(out, model, saved_optimizer, scheduler, objective)

@@ -8,7 +8,6 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
 import torch
 
@@ -23,6 +22,7 @@ from .batches import iter_batches, validate_blocks
 from .config import TrainConfig
 from .distributed import fsdp_requested, processes
 from .evaluate import HeldOut, evaluate, measure_heldout
+from .checkpoint import RunFolder
 from .loop import train
 from .lora import merge_lora, with_lora
 from .memory import MemoryEstimate, estimate_memory
@@ -174,14 +174,14 @@ class SparseRecipe:
             raise ValueError(f"{unknown[0]}: unknown sparse recipe setting (known: {', '.join(sorted(known))})")
         return cls(**recipe)
 
-    def train_config(self, steps: int, progress: bool = True, device: str = "auto", **changes) -> TrainConfig:
-        """The TrainConfig of one phase; ``changes`` are execution settings (grad_accum, bf16, checkpoints ...)."""
+    def train_config(self, steps: int, **changes) -> TrainConfig:
+        """The TrainConfig of one phase; ``changes`` are execution settings (progress, device, grad_accum, bf16,
+        checkpoints ...)."""
         settings = dict(
             steps=steps, batch_size=self.batch_size, lr=self.lr, schedule=self.schedule,
             warmup_steps=self.warmup_steps, weight_decay=self.weight_decay, grad_clip=self.grad_clip,
             eval_every=self.eval_every, eval_batch_size=self.eval_batch_size,
-            eval_max_batches=self.eval_max_batches, seed=self.seed, threads=self.threads, progress=progress,
-            device=device,
+            eval_max_batches=self.eval_max_batches, seed=self.seed, threads=self.threads,
             checkpoint_every=CHECKPOINT_EVERY, checkpoint_seconds=CHECKPOINT_SECONDS,
         )
         return TrainConfig(**{**settings, **changes})
@@ -258,43 +258,37 @@ def planned_memory(model: torch.nn.Module, train_data: dict, recipe: SparseRecip
 
 @dataclass(frozen=True)
 class _Phases:
-    """How every training phase of one post-training run executes (floor, GECO or a fixed policy's fine-tuning):
-    in its own folder under ``out`` so a killed run resumes, on ``train_data``, with the run's execution settings."""
+    """How every training phase of one post-training run executes (floor, GECO, a fixed policy's or the control's
+    fine-tuning): in its own folder inside ``folder`` so a killed run resumes, on ``train_data``, with the run's
+    execution settings."""
 
     recipe: SparseRecipe
     train_data: dict
-    out: Path | None
-    progress: bool
-    device: str
-    identity: dict | None
-    fresh: bool
+    folder: RunFolder | None
     desc: str
     execution: dict
 
     def run(self, model, name: str, steps: int, objective: Objective, desc: str, evaluate_on_train: bool = True,
             **config):
-        return train(model, self.train_data, config=self.recipe.train_config(
-            steps, self.progress, self.device, **config, **self.execution),
-            eval_data=self.train_data if evaluate_on_train else None, objective=objective,
-            out_dir=self.out / name if self.out else None, desc=desc, identity=self.identity, fresh=self.fresh)
+        return train(model, self.train_data, config=self.recipe.train_config(steps, **config, **self.execution),
+                     eval_data=self.train_data if evaluate_on_train else None, objective=objective,
+                     folder=self.folder.sub(name) if self.folder else None, desc=desc)
 
 
 def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: SparseRecipe, *,
                extra_metrics: Callable[[torch.nn.Module, dict], dict] | None = None,
-               out_dir: str | Path | None = None, progress: bool = True, device: str = "auto",
-               identity: dict | None = None, fresh: bool = False, desc: str = "sparse",
-               **execution) -> PostTrainResult:
+               folder: RunFolder | None = None, desc: str = "sparse", **execution) -> PostTrainResult:
     """Sparsify ``model`` in place and post-train it under ``recipe``.
 
     The deterministic-mask CE on ``train_data`` is both tau's ``"dense"`` reference and where the kept checkpoint
     is chosen (never on ``heldout``, which only the reported metrics see). ``extra_metrics(model, heldout)``
-    returns the task's fields of :class:`HeldOut` (the addition toy's exact match). ``out_dir`` holds the phases'
-    run directories (``floor``, ``geco``) so a killed run resumes; ``execution`` passes TrainConfig settings that do not change what is
-    learnt (grad_accum, bf16, activation_checkpointing, checkpoint_every, checkpoint_seconds).
+    returns the task's fields of :class:`HeldOut` (the addition toy's exact match). ``folder`` holds the phases'
+    run directories (``floor``, ``geco``) so a killed run resumes; ``execution`` passes TrainConfig settings that
+    do not change what is learnt (progress, device, grad_accum, bf16, activation_checkpointing, checkpoint_every,
+    checkpoint_seconds).
     """
     recipe = SparseRecipe.from_any(recipe)
-    phases = _Phases(recipe, train_data, Path(out_dir) if out_dir is not None else None, progress, device, identity,
-                     fresh, desc, execution)
+    phases = _Phases(recipe, train_data, folder, desc, execution)
     batch = recipe.eval_batch_size
     if recipe.heldout_max_batches is not None:
         heldout = spread_rows(heldout, recipe.heldout_max_batches * batch)
@@ -314,7 +308,7 @@ def post_train(model: torch.nn.Module, train_data: dict, heldout: dict, recipe: 
         with torch.random.fork_rng(devices=[]):  # adapters drawn from the recipe's seed, not the caller's RNG
             torch.manual_seed(recipe.seed)
             model = with_lora(model, recipe.lora_rank, recipe.lora_mlp)
-    if progress and processes().main:
+    if execution.get("progress", True) and processes().main:
         print(planned_memory(model, train_data, recipe, execution).sentence, file=sys.stderr, flush=True)
     history: list[dict] = []
     floor_ce, floor_time = None, 0.0

@@ -19,6 +19,7 @@ from .._util import HubUnavailableError, read_jsonl
 from ..mechanism.policies import MaskPolicy
 from ..mechanism.sparsify import dense as to_dense
 from ..mechanism.sparsify import sparsify
+from ..training.checkpoint import RunFolder
 from ..training.posttrain import PostTrainResult, SparseRecipe, post_train
 from .cache import (FORMAT_VERSION, CacheCorrupt, config_hash, from_cache, is_built, locked, model_cache_dir,
                     publish, verified_info)
@@ -95,8 +96,8 @@ def load_sparse(name: str, recipe=None, *, cache_dir=None, progress: bool = True
             train_data, heldout = entry.sparse_data(dense_loaded, resolved, cache_dir)
             run_dir = final.with_name(final.name + ".run")
             result = post_train(dense_loaded.model, train_data, heldout, resolved,
-                                extra_metrics=entry.heldout_metrics, out_dir=run_dir, progress=progress,
-                                device=device, identity={"cache_key": key}, desc=f"sparse {name}")
+                                extra_metrics=entry.heldout_metrics, folder=RunFolder(run_dir, {"cache_key": key}),
+                                desc=f"sparse {name}", progress=progress, device=device)
             info = {
                 "name": name, "dense_cache_dir": str(dense_dir), "key": key, "recipe": asdict(resolved),
                 "heldout_split": entry.heldout_split, "tau": result.tau, "tau_reference": result.tau_reference,

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .._util import read_jsonl
+from ..training.checkpoint import RunFolder
 from ..training.config import TrainConfig
 from ..training.posttrain import CHECKPOINT_EVERY, CHECKPOINT_SECONDS
 from .cache import FORMAT_VERSION, config_hash, from_cache, is_built, locked, model_cache_dir, publish, verified_info
@@ -64,8 +65,8 @@ def load_toy(entry: ModelEntry, *, cache_dir, progress: bool, overrides: dict) -
             torch.manual_seed(config.seed)  # the initial weights: a model trained here is the same model everywhere
             model = _gpt2(architecture, tokenizer)
             run_dir = final.with_name(final.name + ".run")
-            result = train(model, splits["train"], config=config, out_dir=run_dir, desc=f"pretrain {entry.name}",
-                           identity={"cache_key": key})
+            result = train(model, splits["train"], config=config, folder=RunFolder(run_dir, {"cache_key": key}),
+                           desc=f"pretrain {entry.name}")
             info = {
                 "name": entry.name, "source": "trained here", "key": key, "recipe": keyed,
                 "heldout_split": entry.heldout_split,

@@ -14,7 +14,7 @@ import transformers
 from spartan_core import sparsify
 from spartan_core.objective.geco import GECO
 from spartan_core.objective.sparsity import SparsityUnderCE
-from spartan_core.training import TrainConfig, train
+from spartan_core.training import RunFolder, TrainConfig, train
 from spartan_core.training.distributed import processes
 from spartan_core.training.lora import merge_lora, with_lora
 
@@ -32,7 +32,7 @@ ids = torch.randint(1, 50, (32, 16), generator=torch.Generator().manual_seed(0))
 result = train(model, {"input_ids": ids}, eval_data={"input_ids": ids[:8]},
                config=TrainConfig(steps=steps, batch_size=8, grad_accum=accum, lr=3e-3, eval_every=3, threads=1,
                                   progress=False, checkpoint_every=1, fsdp=variant.startswith("fsdp")),
-               objective=SparsityUnderCE(GECO(tau=3.5, eta=1.0, beta_init=0.1)), out_dir=out,
+               objective=SparsityUnderCE(GECO(tau=3.5, eta=1.0, beta_init=0.1)), folder=RunFolder(out),
                on_step=lambda record: time.sleep(pause))
 model = merge_lora(model)
 if processes().main:

@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from conftest import tiny_gpt2
 from spartan_core import GECO, SparsityUnderCE, TrainConfig, TrainingDiverged, evaluate, sparsify, train
-from spartan_core.training import CheckpointUnreadable, RunBusy, RunMismatch
+from spartan_core.training import CheckpointUnreadable, RunBusy, RunFolder, RunMismatch
 
 
 def blocks(n=64, t=12, vocab=50, seed=0):
@@ -30,7 +30,8 @@ def test_geco_post_training_logs_every_field_and_counts_edges(tmp_path):
     model = sparsify(tiny_gpt2())
     geco = GECO(tau=10.0, eta=1.0)
     config = TrainConfig(steps=6, batch_size=8, eval_every=3, progress=False)
-    result = train(model, data, config=config, eval_data=data, objective=SparsityUnderCE(geco), out_dir=tmp_path)
+    result = train(model, data, config=config, eval_data=data, objective=SparsityUnderCE(geco),
+                   folder=RunFolder(tmp_path))
     lines = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
     assert [l["step"] for l in lines] == list(range(1, 7))
     for key in ("ce", "ce_ema", "tau", "beta", "log_beta", "expected_fraction", "tokens_per_s"):
@@ -52,7 +53,8 @@ def _run(out_dir, steps, interrupt_at=None, controller="geco"):
         if record["step"] == interrupt_at:
             raise KeyboardInterrupt
 
-    return train(model, blocks(), config=config, objective=SparsityUnderCE(geco), out_dir=out_dir, on_step=stop), geco
+    return train(model, blocks(), config=config, objective=SparsityUnderCE(geco), folder=RunFolder(out_dir),
+                 on_step=stop), geco
 
 
 @pytest.mark.parametrize("controller", ["geco", "pi"])
@@ -99,7 +101,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_p
                                                  if isinstance(o, tuple) else poison(m, a, o))
     config = TrainConfig(steps=5, batch_size=4, checkpoint_every=1, progress=False)
     with pytest.raises(TrainingDiverged, match="step 3: loss is nan.*Last finite checkpoint"):
-        train(model, blocks(), config=config, out_dir=tmp_path)
+        train(model, blocks(), config=config, folder=RunFolder(tmp_path))
     saved = json.load(open(tmp_path / "checkpoint" / "trainer.json"))
     assert saved["step"] == 2
     weights = load_file(tmp_path / "checkpoint" / "model.safetensors")
@@ -170,12 +172,13 @@ def test_activation_checkpointing_gives_the_same_sparse_training_step():
 # ---- a run directory knows what it is; finite or nothing; torn and corrupt state (robustness of train()) ----
 
 
-def _sparse_run(out_dir, steps=4, lr=1e-3, seed=0, tau=4.0, **kwargs):
+def _sparse_run(out_dir, steps=4, lr=1e-3, seed=0, tau=4.0, identity=None, fresh=False, on_step=None):
     torch.manual_seed(0)
     model = sparsify(tiny_gpt2())
     config = TrainConfig(steps=steps, batch_size=8, lr=lr, seed=seed, checkpoint_every=2, keep_best=False,
                          progress=False)
-    return train(model, blocks(), config=config, objective=SparsityUnderCE(GECO(tau=tau, eta=0.5)), out_dir=out_dir, **kwargs)
+    return train(model, blocks(), config=config, objective=SparsityUnderCE(GECO(tau=tau, eta=0.5)),
+                 folder=RunFolder(out_dir, identity, fresh), on_step=on_step)
 
 
 @pytest.mark.parametrize("change, named", [
@@ -216,7 +219,7 @@ def test_non_finite_gradients_are_not_applied_nor_checkpointed(tmp_path):
     model.transformer.wte.weight.register_hook(poison)
     config = TrainConfig(steps=5, batch_size=4, checkpoint_every=1, progress=False)
     with pytest.raises(TrainingDiverged, match="step 3: gradient norm is nan.*not applied.*Last finite checkpoint"):
-        train(model, blocks(), config=config, out_dir=tmp_path)
+        train(model, blocks(), config=config, folder=RunFolder(tmp_path))
     assert all(torch.isfinite(p).all() for p in model.parameters()), "the poisoned step must not be applied"
     assert json.load(open(tmp_path / "checkpoint" / "trainer.json"))["step"] == 2
     weights = load_file(tmp_path / "checkpoint" / "model.safetensors")
@@ -233,7 +236,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
                 model.lm_head.weight[0, 0] = float("inf")
 
     with pytest.raises(TrainingDiverged, match="step 3: parameter .* is not finite; not checkpointed"):
-        train(model, blocks(), config=config, out_dir=tmp_path, on_step=corrupt)
+        train(model, blocks(), config=config, folder=RunFolder(tmp_path), on_step=corrupt)
     assert json.load(open(tmp_path / "checkpoint" / "trainer.json"))["step"] == 2
 
 
@@ -245,7 +248,7 @@ def test_checkpoints_by_wall_time_as_well_as_steps(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_gpt2(), blocks(), config=config, out_dir=tmp_path, on_step=stop)
+        train(tiny_gpt2(), blocks(), config=config, folder=RunFolder(tmp_path), on_step=stop)
     assert json.load(open(tmp_path / "checkpoint" / "trainer.json"))["step"] == 3
 
 
