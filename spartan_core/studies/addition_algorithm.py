@@ -13,8 +13,9 @@ import torch
 from ..claims import Claim
 from ..data import addition
 from ..formatting import DECIMAL1, DECIMAL2, PERCENT, PERCENT1, PERCENT_WHOLE, SIGNIFICANT, counted
+from ..mechanism.attention import attention_maps
 from .addition_carry import ANSWER_QUERIES, POSITION_NAMES, CarryStudy, ClassMeans, carry_study, class_means, predicts
-from .common import ModelPair, attention_maps, head_name
+from .common import ModelPair, head_name
 from .seeds import Seeds, spread_table
 
 __all__ = ["POSITION_NAMES", "parse_problem", "ToyAccuracy", "toy_accuracy", "ExampleGraphs", "example_graphs",

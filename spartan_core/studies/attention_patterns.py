@@ -14,8 +14,9 @@ from .. import zoo
 from ..claims import Claim
 from ..data.induction import induction_data, induction_scores, random_token_range
 from ..formatting import COUNT, DECIMAL1, DECIMAL2, DECIMAL3, PERCENT, SIGNIFICANT, counted, seed_list
+from ..mechanism.attention import attention_maps, heads_at_or_above
 from ..training.evaluate import HeldOut
-from .common import ModelPair, Unavailable, attention_maps, head_name, heads_at_or_above, heldout_blocks, token_labels
+from .common import ModelPair, Unavailable, head_name, heldout_blocks, token_labels
 from .seeds import Seeds, Spread
 
 __all__ = ["TextAttention", "InductionHeads", "SeedRun", "attention_seeds", "text_attention", "control_heads",
