@@ -279,7 +279,7 @@ def seeds_metrics(runs: Seeds[SeedRun]) -> dict:
                                "sparse": run.sparse.to_metrics()}}
                 for run, row in zip(runs.runs, runs.per_seed().to_dict(orient="records"))]
     return {"model": runs.first.dense.model, "seeds": runs.seeds, "per_seed": per_seed,
-            "spreads": {name: s.to_dict() for name, s in runs.spreads(HEADLINES).items()},
+            "spreads": runs.spread_record(HEADLINES),
             "testable_seeds": runs.where(lambda r: r.testable), "threshold": runs.first.dense.threshold,
             "fewer_sparse_heads_seeds": runs.where(lambda r: r.row()["fewer_sparse_heads"])}
 

@@ -19,9 +19,9 @@ from ..training.evaluate import HeldOut
 from .common import pretrain_overrides
 from .seeds import Seeds, Spread, table_cell
 
-__all__ = ["GecoRun", "PenaltyOutcome", "Tradeoff", "HEADLINE", "geco_run", "geco_over_seeds", "spreads",
-           "spread_record", "per_seed_table", "summary_table", "geco_sentence", "training_dynamics_claim",
-           "edges_kept_claim", "RUN_NUMBERS", "compare_fixed_penalties", "penalties_over_seeds", "tradeoff_spreads",
+__all__ = ["GecoRun", "PenaltyOutcome", "Tradeoff", "HEADLINE", "geco_run", "geco_over_seeds", "spread_record",
+           "per_seed_table", "summary_table", "geco_sentence", "training_dynamics_claim", "edges_kept_claim",
+           "RUN_NUMBERS", "compare_fixed_penalties", "penalties_over_seeds", "tradeoff_spreads",
            "tradeoff_spread_record", "wins", "tradeoff_table", "tradeoff_sentence"]
 
 
@@ -137,15 +137,9 @@ HEADLINE = ("kept_fraction", "kept_per_query", "sparse_heldout_ce", "dense_heldo
             "beta_collapses", "evals_meeting_tau", "dense_exact_match", "sparse_exact_match", "train_wall_time_s")
 
 
-def spreads(runs: Seeds[GecoRun]) -> dict[str, Spread]:
-    """Mean and min-max over seeds of every headline number (:data:`HEADLINE`) the runs have."""
-    frame = runs.per_seed()
-    return runs.spreads([key for key in HEADLINE if key in frame and frame[key].notna().all()])
-
-
 def spread_record(runs: Seeds[GecoRun]) -> dict[str, dict]:
-    """:func:`spreads` as plain dicts (``mean``, ``min``, ``max``, ``n``, ``values``) for metrics.json."""
-    return {key: value.to_dict() for key, value in spreads(runs).items()}
+    """Mean and min-max over seeds of every headline number (:data:`HEADLINE`) the runs have, for metrics.json."""
+    return runs.spread_record(HEADLINE)
 
 
 def per_seed_table(runs: Seeds[GecoRun]) -> pd.DataFrame:
@@ -166,7 +160,7 @@ def per_seed_table(runs: Seeds[GecoRun]) -> pd.DataFrame:
 
 def summary_table(runs: Seeds[GecoRun]) -> pd.DataFrame:
     """Dense against sparse, as displayed: each number's mean with its min-max over seeds."""
-    s = spreads(runs)
+    s = runs.spreads(HEADLINE)
     rows = {f"held-out CE ({runs.first.heldout_split} split)":
             (table_cell(s["dense_heldout_ce"], CE), table_cell(s["sparse_heldout_ce"], CE)),
             "kept edges": (PERCENT(1.0), table_cell(s["kept_fraction"], PERCENT))}
@@ -196,7 +190,7 @@ def _clause(count: int, total: int, yes: str, no: str | None = None) -> str:
 
 def geco_sentence(runs: Seeds[GecoRun]) -> str:
     """What the runs did, for the chapter's reader."""
-    s, n = spreads(runs), len(runs)
+    s, n = runs.spreads(HEADLINE), len(runs)
     collapses = s["beta_collapses"]
     if collapses.high == 0:
         fell = "never fell back onto its lower clamp"
@@ -221,7 +215,7 @@ def geco_sentence(runs: Seeds[GecoRun]) -> str:
 
 def training_dynamics_claim(runs: Seeds[GecoRun]) -> Claim:
     """The training-dynamics row of the claims table: how far the expected edge fraction fell and β rose."""
-    s, n = spreads(runs), len(runs)
+    s, n = runs.spreads(HEADLINE), len(runs)
     last, beta = s["expected_fraction_last"], s["beta_max"]
     sentence = (f"{runs.first.model}, {runs.first.steps} steps, {counted(n, 'seed')}: expected edge "
                 f"fraction {s['expected_fraction_first'].summary(DECIMAL4)} → {last.summary(DECIMAL4)}; β max "
@@ -238,7 +232,7 @@ def training_dynamics_claim(runs: Seeds[GecoRun]) -> Claim:
 
 def edges_kept_claim(runs: Seeds[GecoRun]) -> Claim:
     """The edges-kept row of the claims table: the edges GECO kept and the held-out CE it kept them at."""
-    s = spreads(runs)
+    s = runs.spreads(HEADLINE)
     kept, ce, dense = s["kept_fraction"], s["sparse_heldout_ce"], s["dense_heldout_ce"]
     sentence = (f"{runs.first.model}: {kept.summary(PERCENT)} of attention edges kept "
                 f"({s['kept_per_query'].summary(DECIMAL2)} keys per query), held-out CE {ce.summary(DECIMAL4)} vs "
