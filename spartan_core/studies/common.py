@@ -12,7 +12,8 @@ from .. import zoo
 from ..training.evaluate import HeldOut
 from ..zoo.released import RELEASED, RELEASED_DENSE
 
-__all__ = ["ModelPair", "Unavailable", "load_pair", "heldout_blocks", "pretrain_overrides", "head_name", "token_labels"]
+__all__ = ["ModelPair", "Unavailable", "load_pair", "load_run", "heldout_blocks", "pretrain_overrides", "head_name",
+           "token_labels"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,13 @@ def pretrain_overrides(name: str, dense_steps: int | None = None, seed: int = 0,
         return {}
     return {"seed": seed, **({"steps": dense_steps} if dense_steps is not None else {}),
             **({"threads": threads} if threads is not None else {})}
+
+
+def load_run(name: str, recipe: dict, seed: int, dense_steps: int | None = None, dense_seed: int | None = None):
+    """``name``'s sparse copy under ``recipe`` for training seed ``seed``, loaded for its run record (no weights): the
+    post-training and a toy's pretraining both use ``seed`` unless ``dense_seed`` names the dense model's own."""
+    overrides = pretrain_overrides(name, dense_steps, seed if dense_seed is None else dense_seed)
+    return zoo.load_sparse(name, {**recipe, "seed": seed}, dense_overrides=overrides, progress=False, weights=False)
 
 
 def load_pair(name: str, *, seed: int = 0, threads: int | None = None, dense_steps: int | None = None,

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .. import zoo
 from ..claims import Claim
 from ..formatting import (CE, COUNT, DECIMAL2, DECIMAL4, PERCENT, PERCENT1, SCIENTIFIC, SETTING, SIGNIFICANT,
                           counted, occurrences, ratio, seed_list)
 from ..training.evaluate import HeldOut
-from .common import pretrain_overrides
+from .common import load_run
 from .seeds import Seeds, Spread, table_cell
 
 __all__ = ["GecoRun", "PenaltyOutcome", "Tradeoff", "HEADLINE", "geco_run", "geco_over_seeds", "spread_record",
@@ -111,9 +110,7 @@ def geco_run(name: str, recipe: dict, dense_steps: int | None = None, seed: int 
     """The sparse post-trained copy of ``name`` under ``recipe`` (over the model's default) for training seed
     ``seed`` (a toy's pretraining and the post-training both use it, unless ``dense_seed`` names the dense
     model's own), read as a run."""
-    overrides = pretrain_overrides(name, dense_steps, seed if dense_seed is None else dense_seed)
-    loaded = zoo.load_sparse(name, {**recipe, "seed": seed}, dense_overrides=overrides, progress=False,
-                             weights=False)
+    loaded = load_run(name, recipe, seed, dense_steps, dense_seed)
     run = loaded.run
     return GecoRun(model=name, history=pd.DataFrame(run.history), evals=pd.DataFrame(run.evals), tau=run.tau,
                    tau_reference=run.tau_reference, beta_min=run.recipe.beta_min, dense_train_ce=run.dense_train_ce,
@@ -289,10 +286,8 @@ def compare_fixed_penalties(name: str, recipe: dict, betas, geco: GecoRun,
     the same training seed as ``geco`` (the same dense toy)."""
     if not betas:
         raise ValueError("betas: need at least one fixed penalty to compare with GECO")
-    overrides = pretrain_overrides(name, dense_steps, geco.seed)
-    fixed = [PenaltyOutcome.of(float(beta), zoo.load_sparse(
-        name, {**recipe, "seed": geco.seed, "eta": 0.0, "beta_init": float(beta)}, dense_overrides=overrides,
-        progress=False, weights=False).run.after) for beta in betas]
+    fixed = [PenaltyOutcome.of(float(beta), load_run(name, {**recipe, "eta": 0.0, "beta_init": float(beta)}, geco.seed,
+                                                     dense_steps).run.after) for beta in betas]
     return Tradeoff(geco=geco.outcome, fixed=tuple(fixed), seed=geco.seed)
 
 
