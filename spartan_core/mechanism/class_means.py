@@ -1,5 +1,6 @@
 """Attention averaged per class of input: for each class of rows (a carry class of addition problems, say), the
-mean attention weight of every edge and how often the edge is kept (non-zero), accumulated over batches of maps.
+mean attention weight of every edge and how often the edge is kept (non-zero), accumulated over batches of maps
+(:func:`attention_by_class` runs a model over the rows in batches).
 For a sparsified model "kept" is the gate's deterministic mask; for a dense model every causal edge is kept."""
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ClassMeans", "class_means_of"]
+from .attention import attention_maps
+
+__all__ = ["ClassMeans", "class_means_of", "attention_by_class"]
 
 
 @dataclass
@@ -57,3 +60,15 @@ def class_means_of(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], n_class
         raise ValueError("batches: no rows to average")
     denominator = count.clamp_min(1)[:, None, None, None, None]
     return ClassMeans(weight=weight_sum / denominator, kept=kept_sum / denominator, count=count)
+
+
+@torch.no_grad()
+def attention_by_class(model, input_ids: torch.Tensor, classes: torch.Tensor, n_classes: int,
+                       batch_size: int = 500) -> ClassMeans:
+    """Average attention weights and kept-edge frequencies per class over all rows of ``input_ids`` [N, T]
+    (``classes`` [N] in 0..n_classes-1), streamed in batches of ``batch_size``."""
+    if len(classes) != len(input_ids):
+        raise ValueError(f"classes: need one class per row ({len(input_ids)}), got {len(classes)}")
+    starts = range(0, len(input_ids), batch_size)
+    return class_means_of(((attention_maps(model, input_ids[s:s + batch_size]), classes[s:s + batch_size])
+                           for s in starts), n_classes)

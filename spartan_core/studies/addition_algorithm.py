@@ -13,8 +13,9 @@ import torch
 from ..claims import Claim
 from ..data import addition
 from ..formatting import DECIMAL1, DECIMAL2, PERCENT, PERCENT1, PERCENT_WHOLE, SIGNIFICANT, counted
+from ..mechanism.attention import attention_maps
 from .addition_carry import ANSWER_QUERIES, POSITION_NAMES, CarryStudy, ClassMeans, carry_study, class_means, predicts
-from .common import ModelPair, attention_maps, head_name
+from .common import ModelPair, head_name
 from .seeds import Seeds, spread_table
 
 __all__ = ["POSITION_NAMES", "parse_problem", "ToyAccuracy", "toy_accuracy", "ExampleGraphs", "example_graphs",
@@ -247,11 +248,10 @@ def addition_seeds(train_seeds: Sequence[int], load: Callable[[int], ModelPair],
 def _spreads(runs: Seeds[AdditionSeed]) -> dict:
     """Each headline number over the training seeds (not a per-carry edge's: a carry may have no problem)."""
     layers = len(runs.first.accuracy.kept_per_query_per_layer)
-    names = ["dense_exact_match", "sparse_exact_match", "dense_heldout_ce", "sparse_heldout_ce", "kept_fraction",
-             "kept_per_query", *[f"kept_per_query_layer{i}" for i in range(layers)], "dense_edges_drawn",
-             "sparse_edges_drawn", "with_carry", "without_carry", "selectivity", "dense_selectivity"]
-    circuits = all(run.circuit is not None for run in runs.runs)
-    return runs.spreads(names + (["dense_circuit_heads", "sparse_circuit_heads"] if circuits else []))
+    return runs.spreads(["dense_exact_match", "sparse_exact_match", "dense_heldout_ce", "sparse_heldout_ce",
+                         "kept_fraction", "kept_per_query", *[f"kept_per_query_layer{i}" for i in range(layers)],
+                         "dense_edges_drawn", "sparse_edges_drawn", "with_carry", "without_carry", "selectivity",
+                         "dense_selectivity", "dense_circuit_heads", "sparse_circuit_heads"])
 
 
 def _selective(runs: Seeds[AdditionSeed]) -> list[int]:

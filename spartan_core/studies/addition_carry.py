@@ -6,16 +6,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import pandas as pd
-import torch
 
 from ..data import addition
 from ..formatting import DECIMAL3, PERCENT1
-from ..mechanism.class_means import ClassMeans, class_means_of
-from .common import ModelPair, attention_maps, head_name
+from ..mechanism.class_means import ClassMeans, attention_by_class
+from .common import ModelPair, head_name
 
 __all__ = ["POSITION_NAMES", "ANSWER_QUERIES", "OPERAND_KEYS", "CARRY_FLAGS", "CARRY_RELEVANT_KEYS", "predicts",
-           "ClassMeans", "attention_by_class", "class_means", "carry_selectivity", "with_position_names",
-           "CarryEdge", "CarryStudy", "carry_study"]
+           "ClassMeans", "class_means", "carry_selectivity", "with_position_names", "CarryEdge", "CarryStudy",
+           "carry_study"]
 
 # Addition toy positions: a = a1 a0, b = b1 b0, sum = s4 s3 s2 s1 s0 (s4 = ten-thousands ... s0 = units).
 POSITION_NAMES = ("a1", "a0", "+", "b1", "b0", "=", "s4", "s3", "s2", "s1", "s0")
@@ -31,18 +30,6 @@ CARRY_RELEVANT_KEYS = {"units": (1, 4), "tens": (0, 3)}
 def predicts(query: int) -> str:
     """The token a query position predicts (the next one), ``-`` after the last."""
     return POSITION_NAMES[query + 1] if query + 1 < len(POSITION_NAMES) else "-"
-
-
-@torch.no_grad()
-def attention_by_class(model, input_ids: torch.Tensor, classes: torch.Tensor, n_classes: int,
-                       batch_size: int = 500) -> ClassMeans:
-    """Average attention weights and kept-edge frequencies per class over all rows of ``input_ids`` [N, T]
-    (``classes`` [N] in 0..n_classes-1), streamed in batches of ``batch_size``."""
-    if len(classes) != len(input_ids):
-        raise ValueError(f"classes: need one class per row ({len(input_ids)}), got {len(classes)}")
-    starts = range(0, len(input_ids), batch_size)
-    return class_means_of(((attention_maps(model, input_ids[s:s + batch_size]), classes[s:s + batch_size])
-                           for s in starts), n_classes)
 
 
 def class_means(pair: ModelPair, batch_size: int) -> dict[str, ClassMeans]:

@@ -14,8 +14,9 @@ from .. import zoo
 from ..claims import Claim
 from ..data.induction import induction_data, induction_scores, random_token_range
 from ..formatting import COUNT, DECIMAL1, DECIMAL2, DECIMAL3, PERCENT, SIGNIFICANT, counted, seed_list
+from ..mechanism.attention import attention_maps, heads_at_or_above
 from ..training.evaluate import HeldOut
-from .common import ModelPair, Unavailable, attention_maps, head_name, heads_at_or_above, heldout_blocks, token_labels
+from .common import ModelPair, Unavailable, head_name, heldout_blocks, token_labels
 from .seeds import Seeds, Spread
 
 __all__ = ["TextAttention", "InductionHeads", "SeedRun", "attention_seeds", "text_attention", "control_heads",
@@ -278,7 +279,7 @@ def seeds_metrics(runs: Seeds[SeedRun]) -> dict:
                                "sparse": run.sparse.to_metrics()}}
                 for run, row in zip(runs.runs, runs.per_seed().to_dict(orient="records"))]
     return {"model": runs.first.dense.model, "seeds": runs.seeds, "per_seed": per_seed,
-            "spreads": {name: s.to_dict() for name, s in runs.spreads(HEADLINES).items()},
+            "spreads": runs.spread_record(HEADLINES),
             "testable_seeds": runs.where(lambda r: r.testable), "threshold": runs.first.dense.threshold,
             "fewer_sparse_heads_seeds": runs.where(lambda r: r.row()["fewer_sparse_heads"])}
 

@@ -15,14 +15,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from .. import zoo
 from ..claims import Claim
 from ..formatting import (CE, COUNT, DECIMAL2, DECIMAL3, DECIMAL4, PERCENT, PERCENT1, PERCENT_WHOLE, SETTING, TIMES,
                           WHOLE, ratio)
 from ..mechanism.policies import INTEGER_POLICIES, POLICIES
 from ..training.evaluate import HeldOut
 from ..training.posttrain import PostTrainResult
-from .common import pretrain_overrides
+from .common import load_run
 from .seeds import Seeds, Spread, spread, table_cell
 from .training_dynamics import GecoRun, geco_run
 
@@ -79,16 +78,10 @@ def pareto(name: str, policies, budgets, recipe: dict, seed: int = 0, learned_re
     policies = list(policies)
     if not policies:
         raise ValueError("policies: need at least one fixed mask policy")
-    overrides = pretrain_overrides(name, dense_steps, seed)
-
-    def post_trained(over: dict) -> PostTrainResult:
-        return zoo.load_sparse(name, {**over, "seed": seed}, dense_overrides=overrides, progress=False,
-                               weights=False).run
-
-    gate, points = post_trained(learned_recipe or {}), []
+    gate, points = load_run(name, learned_recipe or {}, seed, dense_steps).run, []
     for policy in policies:
         for budget in policy_budgets(policy, budgets):
-            run = post_trained({**recipe, "policy": policy, "keys_per_query": budget})
+            run = load_run(name, {**recipe, "policy": policy, "keys_per_query": budget}, seed, dense_steps).run
             points += [ParetoPoint.of(name, policy, "as is", budget, run.before),
                        ParetoPoint.of(name, policy, "fine-tuned", budget, run.after, run)]
     learned = ParetoPoint.of(name, LEARNED, "learned", None, gate.after, gate)

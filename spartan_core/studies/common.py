@@ -1,5 +1,5 @@
-"""What several chapters' studies share: a dense model with its sparse copy (or why it is unavailable here), the
-attention maps of a model, a held-out sample of its data, and the display names of heads and tokens."""
+"""What several chapters' studies share: a dense model with its sparse copy (or why it is unavailable here), a
+held-out sample of its data, and the display names of heads and tokens."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import torch
 from .. import zoo
 from ..training.evaluate import HeldOut
 from ..zoo.released import RELEASED, RELEASED_DENSE
-from .._util import eager_attention, eval_mode, model_device
 
-__all__ = ["ModelPair", "Unavailable", "load_pair", "attention_maps", "heldout_blocks", "heads_at_or_above",
-           "pretrain_overrides", "head_name", "token_labels"]
+__all__ = ["ModelPair", "Unavailable", "load_pair", "load_run", "heldout_blocks", "pretrain_overrides", "head_name",
+           "token_labels"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,13 @@ def pretrain_overrides(name: str, dense_steps: int | None = None, seed: int = 0,
         return {}
     return {"seed": seed, **({"steps": dense_steps} if dense_steps is not None else {}),
             **({"threads": threads} if threads is not None else {})}
+
+
+def load_run(name: str, recipe: dict, seed: int, dense_steps: int | None = None, dense_seed: int | None = None):
+    """``name``'s sparse copy under ``recipe`` for training seed ``seed``, loaded for its run record (no weights): the
+    post-training and a toy's pretraining both use ``seed`` unless ``dense_seed`` names the dense model's own."""
+    overrides = pretrain_overrides(name, dense_steps, seed if dense_seed is None else dense_seed)
+    return zoo.load_sparse(name, {**recipe, "seed": seed}, dense_overrides=overrides, progress=False, weights=False)
 
 
 def load_pair(name: str, *, seed: int = 0, threads: int | None = None, dense_steps: int | None = None,
@@ -101,19 +107,6 @@ def _released_pair(name: str, seed: int) -> ModelPair | Unavailable:
                      measure_heldout(sparse.model, heldout, batch))
 
 
-@torch.no_grad()
-def attention_maps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Float [B, layers, heads, T, T] attention weights (CPU) in eval mode; kept weights for a sparsified model.
-    Grouped-query models report one map per query head."""
-    if input_ids.ndim != 2:
-        raise ValueError(f"input_ids: expected [batch, time], got shape {tuple(input_ids.shape)}")
-    device = model_device(model)
-    with eval_mode(model), eager_attention(model):
-        out = model(input_ids=input_ids.to(device), output_attentions=True, use_cache=False,
-                    attention_mask=None if attention_mask is None else attention_mask.to(device))
-    return torch.stack([a.float().cpu() for a in out.attentions], dim=1)
-
-
 def heldout_blocks(loaded, max_blocks: int, block_size: int, cache_dir=None, spread: bool = True) -> tuple[str, dict]:
     """(name, token-block data) of at most ``max_blocks`` held-out rows of a loaded model: from its own held-out
     split when it has one (the registry entry names it), else blocks of ``block_size`` tokens of the Shakespeare validation
@@ -134,14 +127,6 @@ def heldout_blocks(loaded, max_blocks: int, block_size: int, cache_dir=None, spr
     elif count < total:
         name = f"{name} ({count} of {total} rows)"
     return name, data
-
-
-def heads_at_or_above(scores: torch.Tensor, threshold: float) -> list[tuple[int, int]]:
-    """(layer, head) of every head of ``scores`` [layers, heads] at or above ``threshold``, strongest first."""
-    flat = [(float(scores[layer, head]), layer, head)
-            for layer in range(scores.shape[0]) for head in range(scores.shape[1])]
-    return [(layer, head) for score, layer, head in sorted(flat, key=lambda t: (-t[0], t[1], t[2]))
-            if score >= threshold]
 
 
 def head_name(layer: int, head: int) -> str:

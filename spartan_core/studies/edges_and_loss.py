@@ -16,7 +16,7 @@ from ..mechanism.sparsify import sparsify
 from ..training.evaluate import HeldOut, evaluate
 from .common import ModelPair, Unavailable, heldout_blocks, load_pair, pretrain_overrides
 from .model_cards import EdgeSettings, ModelCard, measure_card
-from .seeds import Seeds, Spread, spread_table, table_cell
+from .seeds import Seeds, spread_table, table_cell
 
 # The paper's percent of attention edges kept at no loss increase (typed from the paper, shown labelled as such).
 PAPER_KEPT_PERCENT = {"v1, models up to 1B parameters": 0.3, "v2+, models up to 7B parameters": 0.4}
@@ -95,19 +95,13 @@ class EdgesStudy:
                 for model, rows in self.rows.items() if rows.first.measured}
 
 
-def spreads(rows: Seeds[EdgesAndLoss]) -> dict[str, Spread]:
-    """The spread over one model's rows of every number of :data:`ROW_NUMBERS` that all of them have."""
-    frame = rows.per_seed()
-    return rows.spreads([key for key in ROW_NUMBERS if key in frame and frame[key].notna().all()])
-
-
 def records(models: EdgesStudy, flat=EdgesAndLoss.to_record) -> pd.DataFrame:
     """One row per measured model and seed: its :meth:`~EdgesAndLoss.to_record` (or ``flat``)."""
     return pd.DataFrame([flat(row) for rows in models.measured.values() for row in rows.runs])
 
 
 def spread_record(models: EdgesStudy) -> dict[str, dict[str, dict]]:
-    return {model: {k: v.to_dict() for k, v in spreads(rows).items()} for model, rows in models.measured.items()}
+    return {model: rows.spread_record(ROW_NUMBERS) for model, rows in models.measured.items()}
 
 
 def seed_spread_table(models: EdgesStudy) -> pd.DataFrame:
@@ -121,7 +115,7 @@ def edges_table(models: EdgesStudy) -> pd.DataFrame:
     def shown(model: str, first: EdgesAndLoss) -> dict:
         if not first.measured:
             return {"model": model, "status": "pending", "held-out data": first.reason}
-        s, seeds = spreads(models.measured[model]), [row.seed for row in models.measured[model].runs]
+        s, seeds = models.measured[model].spreads(ROW_NUMBERS), [row.seed for row in models.measured[model].runs]
         values = {"model": model, "status": "measured", "held-out data": first.heldout, "training seeds":
                   "none (not trained here)" if first.seed is None else str(len(seeds)), "T": first.context_length,
                   "dense CE": table_cell(s.get("dense_ce"), SIGNIFICANT)}
@@ -183,7 +177,7 @@ def seeds_sentence(models: EdgesStudy) -> str:
 def _model_sentence(models: EdgesStudy, model: str, first: EdgesAndLoss) -> str:
     if not first.measured:
         return f"{model}: pending ({first.reason.split(': ')[0]})"
-    s = spreads(models.measured[model])
+    s = models.measured[model].spreads(ROW_NUMBERS)
     if "sparse_kept_fraction" in s:
         return (f"{model}: {s['sparse_kept_fraction'].summary(PERCENT)} of edges kept "
                 f"({s['sparse_kept_per_query'].summary(DECIMAL2)} keys/query, T = {first.context_length}), CE "

@@ -137,8 +137,13 @@ class Seeds(Generic[Row]):
         return spread((run.row()[name] for run in self.runs), over)
 
     def spreads(self, names: Iterable[str]) -> dict[str, Spread]:
+        """Each of headline numbers ``names`` over the seeds, leaving out any that some seed's row lacks."""
         frame = self.per_seed()
-        return {name: spread(frame[name]) for name in names}
+        return {name: spread(frame[name]) for name in names if name in frame and frame[name].notna().all()}
+
+    def spread_record(self, names: Iterable[str]) -> dict[str, dict]:
+        """:meth:`spreads` as plain dicts (``mean``, ``min``, ``max``, ``n``, ``values``) for metrics.json."""
+        return {name: values.to_dict() for name, values in self.spreads(names).items()}
 
     def where(self, holds: Callable[[Row], bool]) -> list[int]:
         """The seeds whose row ``holds``."""

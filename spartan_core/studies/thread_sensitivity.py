@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..formatting import CE, PERCENT, PERCENT1, counted, listing
 from .common import Unavailable
-from .edges_and_loss import EdgesAndLoss, EdgesStudy, measure_model, spreads
+from .edges_and_loss import ROW_NUMBERS, EdgesAndLoss, EdgesStudy, measure_model
 from .model_cards import EdgeSettings
 from .seeds import Seeds, Spread
 
@@ -123,6 +123,6 @@ def thread_check(models: EdgesStudy, name: str, threads: int, *, seed: int | Non
     pending = next((row for row in (reference, retrained) if not row.measured), None)
     if pending is not None:
         return Unavailable(name, pending.reason)
-    seeds = spreads(Seeds(tuple(rows or [reference])))
+    seeds = Seeds(tuple(rows or [reference])).spreads(ROW_NUMBERS)
     return ThreadCheck(model=name, seed=seed, threads=threads, reference=reference, retrained=retrained,
                        seeds={key: seeds[key] for key, _, _ in NUMBERS if key in seeds})

@@ -11,17 +11,16 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .. import zoo
 from ..claims import Claim
 from ..formatting import (CE, COUNT, DECIMAL1, DECIMAL2, DECIMAL4, PERCENT, PERCENT1, SCIENTIFIC, SETTING, SIGNIFICANT,
                           counted, occurrences, ratio, seed_list)
 from ..training.evaluate import HeldOut
-from .common import pretrain_overrides
+from .common import load_run
 from .seeds import Seeds, Spread, spread, table_cell
 
-__all__ = ["GecoRun", "PenaltyOutcome", "Tradeoff", "HEADLINE", "geco_run", "geco_over_seeds", "spreads",
-           "spread_record", "per_seed_table", "summary_table", "geco_sentence", "training_dynamics_claim",
-           "edges_kept_claim", "RUN_NUMBERS", "compare_fixed_penalties", "penalties_over_seeds", "tradeoff_spreads",
+__all__ = ["GecoRun", "PenaltyOutcome", "Tradeoff", "HEADLINE", "geco_run", "geco_over_seeds", "spread_record",
+           "per_seed_table", "summary_table", "geco_sentence", "training_dynamics_claim", "edges_kept_claim",
+           "RUN_NUMBERS", "compare_fixed_penalties", "penalties_over_seeds", "tradeoff_spreads",
            "tradeoff_spread_record", "wins", "tradeoff_table", "tradeoff_sentence"]
 
 
@@ -133,9 +132,7 @@ def geco_run(name: str, recipe: dict, dense_steps: int | None = None, seed: int 
     """The sparse post-trained copy of ``name`` under ``recipe`` (over the model's default) for training seed
     ``seed`` (a toy's pretraining and the post-training both use it, unless ``dense_seed`` names the dense
     model's own), read as a run."""
-    overrides = pretrain_overrides(name, dense_steps, seed if dense_seed is None else dense_seed)
-    loaded = zoo.load_sparse(name, {**recipe, "seed": seed}, dense_overrides=overrides, progress=False,
-                             weights=False)
+    loaded = load_run(name, recipe, seed, dense_steps, dense_seed)
     run = loaded.run
     return GecoRun(model=name, history=pd.DataFrame(run.history), evals=pd.DataFrame(run.evals), tau=run.tau,
                    tau_reference=run.tau_reference, beta_min=run.recipe.beta_min, dense_train_ce=run.dense_train_ce,
@@ -159,15 +156,9 @@ HEADLINE = ("kept_fraction", "kept_per_query", "sparse_heldout_ce", "dense_heldo
             "beta_collapses", "evals_meeting_tau", "dense_exact_match", "sparse_exact_match", "train_wall_time_s")
 
 
-def spreads(runs: Seeds[GecoRun]) -> dict[str, Spread]:
-    """Mean and min-max over seeds of every headline number (:data:`HEADLINE`) the runs have."""
-    frame = runs.per_seed()
-    return runs.spreads([key for key in HEADLINE if key in frame and frame[key].notna().all()])
-
-
 def spread_record(runs: Seeds[GecoRun]) -> dict[str, dict]:
-    """:func:`spreads` as plain dicts (``mean``, ``min``, ``max``, ``n``, ``values``) for metrics.json."""
-    return {key: value.to_dict() for key, value in spreads(runs).items()}
+    """Mean and min-max over seeds of every headline number (:data:`HEADLINE`) the runs have, for metrics.json."""
+    return runs.spread_record(HEADLINE)
 
 
 def per_seed_table(runs: Seeds[GecoRun]) -> pd.DataFrame:
@@ -188,7 +179,7 @@ def per_seed_table(runs: Seeds[GecoRun]) -> pd.DataFrame:
 
 def summary_table(runs: Seeds[GecoRun]) -> pd.DataFrame:
     """Dense against sparse, as displayed: each number's mean with its min-max over seeds."""
-    s = spreads(runs)
+    s = runs.spreads(HEADLINE)
     rows = {f"held-out CE ({runs.first.heldout_split} split)":
             (table_cell(s["dense_heldout_ce"], CE), table_cell(s["sparse_heldout_ce"], CE)),
             "kept edges": (PERCENT(1.0), table_cell(s["kept_fraction"], PERCENT))}
@@ -218,7 +209,7 @@ def _clause(count: int, total: int, yes: str, no: str | None = None) -> str:
 
 def geco_sentence(runs: Seeds[GecoRun]) -> str:
     """What the runs did, for the chapter's reader."""
-    s, n = spreads(runs), len(runs)
+    s, n = runs.spreads(HEADLINE), len(runs)
     collapses = s["beta_collapses"]
     if collapses.high == 0:
         fell = "never fell back onto its lower clamp"
@@ -249,7 +240,7 @@ def training_dynamics_claim(runs: Seeds[GecoRun]) -> Claim:
     """The training-dynamics row of the claims table, judged on the shape of the paper's figure rather than on β's
     scale (which depends on the clamp and on how the CE is normalised): sparsity falls, β rises while the CE
     meets τ, and β recovers after a violation."""
-    s, n = spreads(runs), len(runs)
+    s, n = runs.spreads(HEADLINE), len(runs)
     fall = spread(run.sparsity_fall for run in runs.runs)
     rise = spread(run.beta_rise for run in runs.runs)
     never_met = [run.seed for run in runs.runs if run.best_step is None]
@@ -278,7 +269,7 @@ def training_dynamics_claim(runs: Seeds[GecoRun]) -> Claim:
 
 def edges_kept_claim(runs: Seeds[GecoRun]) -> Claim:
     """The edges-kept row of the claims table: the edges GECO kept and the held-out CE it kept them at."""
-    s = spreads(runs)
+    s = runs.spreads(HEADLINE)
     kept, ce, dense = s["kept_fraction"], s["sparse_heldout_ce"], s["dense_heldout_ce"]
     sentence = (f"{runs.first.model}: {kept.summary(PERCENT)} of attention edges kept "
                 f"({s['kept_per_query'].summary(DECIMAL2)} keys per query), held-out CE {ce.summary(DECIMAL4)} vs "
@@ -335,10 +326,8 @@ def compare_fixed_penalties(name: str, recipe: dict, betas, geco: GecoRun,
     the same training seed as ``geco`` (the same dense toy)."""
     if not betas:
         raise ValueError("betas: need at least one fixed penalty to compare with GECO")
-    overrides = pretrain_overrides(name, dense_steps, geco.seed)
-    fixed = [PenaltyOutcome.of(float(beta), zoo.load_sparse(
-        name, {**recipe, "seed": geco.seed, "eta": 0.0, "beta_init": float(beta)}, dense_overrides=overrides,
-        progress=False, weights=False).run.after) for beta in betas]
+    fixed = [PenaltyOutcome.of(float(beta), load_run(name, {**recipe, "eta": 0.0, "beta_init": float(beta)}, geco.seed,
+                                                     dense_steps).run.after) for beta in betas]
     return Tradeoff(geco=geco.outcome, fixed=tuple(fixed), seed=geco.seed)
 
 

@@ -12,10 +12,12 @@ import torch
 
 from conftest import tiny_gpt2
 from spartan_core.data import addition
+from spartan_core.mechanism.attention import attention_maps
+from spartan_core.mechanism.class_means import attention_by_class
 from spartan_core.mechanism.sparsify import sparsify
 from spartan_core.studies import addition_algorithm as study
 from spartan_core.studies import addition_carry
-from spartan_core.studies.common import ModelPair, attention_maps
+from spartan_core.studies.common import ModelPair
 from spartan_core.studies.seeds import Seeds
 
 
@@ -48,7 +50,7 @@ def test_attention_by_class_matches_manual_means():
     model = tiny_gpt2().eval()
     ids = torch.randint(0, 50, (7, 11))
     classes = torch.tensor([0, 1, 0, 2, 1, 1, 0])
-    means = addition_carry.attention_by_class(model, ids, classes, n_classes=4, batch_size=3)
+    means = attention_by_class(model, ids, classes, n_classes=4, batch_size=3)
     maps = attention_maps(model, ids).double()
     for c in range(3):
         assert torch.allclose(means.weight[c], maps[classes == c].mean(0), atol=1e-6)
@@ -58,7 +60,7 @@ def test_attention_by_class_matches_manual_means():
     assert torch.allclose(means.pooled([0, 2], "weight"), maps[(classes == 0) | (classes == 2)].mean(0), atol=1e-6)
     assert torch.isnan(means.pooled([3])).all()
     with pytest.raises(ValueError, match="classes"):
-        addition_carry.attention_by_class(model, ids, torch.tensor([0, 1, 0, 5, 1, 1, 0]), n_classes=4)
+        attention_by_class(model, ids, torch.tensor([0, 1, 0, 5, 1, 1, 0]), n_classes=4)
     with pytest.raises(ValueError, match="measure"):
         means.pooled([0], "mean")
 

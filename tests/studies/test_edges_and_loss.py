@@ -132,7 +132,7 @@ def test_post_trained_models_are_measured_per_training_seed(toy_zoo):
     assert [call[2:] for call in sparse_calls] == [({"seed": 0}, {"seed": 0}), ({"seed": 1}, {"seed": 1})], \
         "the same models as the ones trained ahead: recipe {'seed': s}, dense overrides {'seed': s}"
     assert ("load", "tiny-hub", {}) in toy_zoo, "a model not trained here is loaded once, with no seed"
-    spreads = {model: study.spreads(seeds) for model, seeds in models.measured.items()}
+    spreads = {model: seeds.spreads(study.ROW_NUMBERS) for model, seeds in models.measured.items()}
     kept = spreads["addition-4l"]["sparse_kept_fraction"]
     assert kept.n == 2 and kept.low <= kept.mean <= kept.high and list(kept.values) == \
         [row.sparse.kept_fraction for row in rows[:2]]
@@ -215,4 +215,4 @@ def test_a_downloaded_model_post_trained_per_seed_has_one_card(toy_zoo):
     assert models.rows["tiny-hub"].seeds == [0, 1] and len(models.cards) == 1 and models.cards[0].seed is None
     assert [call[2:] for call in toy_zoo if call[0] == "load_sparse"] == [({"seed": 0}, {}), ({"seed": 1}, {})], \
         "its post-training is seeded; its dense weights are downloaded, not trained per seed"
-    assert study.spreads(models.measured["tiny-hub"])["sparse_kept_fraction"].n == 2
+    assert models.measured["tiny-hub"].spreads(study.ROW_NUMBERS)["sparse_kept_fraction"].n == 2

@@ -1,4 +1,5 @@
-"""spartan_core.studies.common: attention maps, held-out samples, head and token names."""
+"""spartan_core.studies.common (held-out samples, head and token names) and the attention maps of
+spartan_core.mechanism.attention that the studies read."""
 
 import math
 from types import SimpleNamespace
@@ -7,6 +8,7 @@ import torch
 
 from conftest import tiny_gpt2
 from spartan_core.data import addition
+from spartan_core.mechanism.attention import attention_maps, heads_at_or_above
 from spartan_core.mechanism.sparsify import dense, layer_stats, sparsify
 from spartan_core.studies import common
 
@@ -14,14 +16,14 @@ from spartan_core.studies import common
 def test_attention_maps_dense_sparse_and_open_gates():
     model = tiny_gpt2().eval()
     ids = torch.randint(0, 50, (6, 11))
-    dense_maps = common.attention_maps(model, ids)
+    dense_maps = attention_maps(model, ids)
     assert dense_maps.shape == (6, 2, 4, 11, 11)
     assert torch.allclose(dense_maps.sum(-1), torch.ones(6, 2, 4, 11), atol=1e-5)
     assert (dense_maps.triu(1) == 0).all()
     sparsify(model, gate_bias=math.inf)
-    assert torch.allclose(common.attention_maps(model, ids), dense_maps, atol=1e-6)
+    assert torch.allclose(attention_maps(model, ids), dense_maps, atol=1e-6)
     sparsify(model, gate_bias=0.0)
-    kept_maps = common.attention_maps(model, ids)
+    kept_maps = attention_maps(model, ids)
     kept_by_layer = (kept_maps > 0).sum(dim=(0, 3, 4)).double()  # [L, H]
     assert torch.equal(kept_by_layer, torch.stack([s.kept.double().cpu() for s in layer_stats(model)]))
     first = kept_maps[:, 0]  # layer 0 sees the same input in both models
@@ -45,8 +47,8 @@ def test_heldout_blocks_caps_rows_of_a_models_own_split():
 
 def test_heads_at_or_above_are_layer_head_pairs_strongest_first():
     scores = torch.tensor([[0.1, 0.5], [0.7, 0.3]])
-    assert common.heads_at_or_above(scores, 0.3) == [(1, 0), (0, 1), (1, 1)]
-    assert common.heads_at_or_above(scores, 0.9) == []
+    assert heads_at_or_above(scores, 0.3) == [(1, 0), (0, 1), (1, 1)]
+    assert heads_at_or_above(scores, 0.9) == []
     assert common.head_name(1, 0) == "a1.h0"
 
 

@@ -104,7 +104,7 @@ def test_seed_runs_report_every_seed_and_the_spread():
     runs = Seeds((_run(0, 0.02, 0.004, collapses=1), _run(1, 0.01, 0.002), _run(2, 0.03, 0.003, beta_max=40.0)))
     frame = runs.per_seed()
     assert frame["seed"].tolist() == [0, 1, 2] and frame["kept_fraction"].tolist() == [0.02, 0.01, 0.03]
-    s = study.spreads(runs)
+    s = runs.spreads(study.HEADLINE)
     assert s["kept_fraction"].n == 3 and (s["kept_fraction"].low, s["kept_fraction"].high) == (0.01, 0.03)
     assert abs(s["kept_fraction"].mean - 0.02) < 1e-12 and s["beta_max"].high == 40.0
     assert s["beta_collapses"].values == (1.0, 0.0, 0.0)
@@ -192,7 +192,7 @@ def test_seed_tradeoffs_count_the_seeds_a_fixed_beta_beats_geco():
 def test_over_seeds_runs_every_seed(tiny_zoo):
     runs = geco_over_seeds("addition-4l", {}, [0, 1])
     tradeoffs = penalties_over_seeds("addition-4l", {}, [1.0], runs)
-    assert runs.seeds == tradeoffs.seeds == [0, 1] and study.spreads(runs)["kept_fraction"].n == 2
+    assert runs.seeds == tradeoffs.seeds == [0, 1] and runs.spreads(study.HEADLINE)["kept_fraction"].n == 2
     assert study.per_seed_table(runs).index.tolist() == [0, 1]
     assert tradeoffs.stacked(Tradeoff.frame)["seed"].tolist() == [0, 0, 1, 1]
     with pytest.raises(ValueError, match="^seeds:"):
