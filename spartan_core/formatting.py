@@ -8,8 +8,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = ["Number", "CE", "COUNT", "DECIMAL1", "DECIMAL2", "DECIMAL3", "DECIMAL4", "PERCENT", "PERCENT1",
-           "PERCENT_WHOLE", "SCIENTIFIC", "SETTING", "SIGNED_PERCENT", "SIGNIFICANT", "TIMES", "WHOLE", "ratio",
-           "counted", "listing", "seed_list", "occurrences"]
+           "PERCENT_WHOLE", "SCIENTIFIC", "SETTING", "SIGNED_NATS", "SIGNED_PERCENT", "SIGNIFICANT", "TIMES",
+           "WHOLE", "ratio", "counted", "listing", "seed_list", "occurrences"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ COUNT = SIGNIFICANT  # a mean count (heads, edges) over draws: 2, 2.33
 CE = Number(".4g")  # a cross-entropy in nats
 PERCENT, PERCENT1, PERCENT_WHOLE = Number(".2%"), Number(".1%"), Number(".0%")
 SIGNED_PERCENT = Number("+.1f", " %")  # a change in percent of a reference: "+0.3 %"
+SIGNED_NATS = Number("+.4f", " nats")  # a change of a CE: "-0.0108 nats"
 TIMES = Number(".1f", "×")  # a ratio: "2.3×"
 SCIENTIFIC = Number(".1e")
 WHOLE = Number(".0f")  # a mean of whole things over draws (steps, seconds): "1050"

@@ -10,6 +10,7 @@ import torch
 
 from .. import zoo
 from ..training.evaluate import HeldOut
+from ..training.posttrain import DENSE_CONTROL
 from ..zoo.released import RELEASED, RELEASED_DENSE
 
 __all__ = ["ModelPair", "Unavailable", "load_pair", "load_run", "heldout_blocks", "pretrain_overrides", "head_name",
@@ -19,13 +20,15 @@ __all__ = ["ModelPair", "Unavailable", "load_pair", "load_run", "heldout_blocks"
 @dataclass(frozen=True)
 class ModelPair:
     """A dense model of the zoo and its sparse post-trained copy (both ``zoo.LoadedModel``), with the held-out
-    numbers of each on the split the sparse copy was measured on (``before``: dense, ``after``: sparse)."""
+    numbers of each on the split the sparse copy was measured on (``before``: dense, ``after``: sparse) and, where
+    asked for, of the compute-matched control (the dense model trained as long as the sparse copy, gate off)."""
 
     name: str
     dense: Any
     sparse: Any
     before: HeldOut
     after: HeldOut
+    control: HeldOut | None = None
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,12 @@ def load_run(name: str, recipe: dict, seed: int, dense_steps: int | None = None,
 
 
 def load_pair(name: str, *, seed: int = 0, threads: int | None = None, dense_steps: int | None = None,
-              sparse_steps: int | None = None, floor_steps: int | None = None,
-              recipe: dict | None = None) -> ModelPair | Unavailable:
+              sparse_steps: int | None = None, floor_steps: int | None = None, recipe: dict | None = None,
+              control: bool = False) -> ModelPair | Unavailable:
     """Dense and sparse copies of ``name`` for training seed ``seed`` (a toy's pretraining and the
     post-training both use it); steps and floor steps None keep the registry's recipe, ``recipe`` sets other
-    post-training fields. ``threads`` retrains both at another CPU thread count (None: the recipe's)."""
+    post-training fields. ``threads`` retrains both at another CPU thread count (None: the recipe's). ``control``
+    also loads the held-out numbers of the compute-matched control (the recipe with the ``"dense"`` policy)."""
     if sparse_steps is not None and sparse_steps < 1:
         raise ValueError(f"sparse_steps: must be >= 1 or None (the recipe's default), got {sparse_steps!r}")
     if name in RELEASED:
@@ -75,9 +79,11 @@ def load_pair(name: str, *, seed: int = 0, threads: int | None = None, dense_ste
     try:
         sparse = zoo.load_sparse(name, recipe, dense_overrides=dense_overrides, progress=False)
         dense = zoo.load(name, progress=False, **dense_overrides)
+        matched = zoo.load_sparse(name, {**recipe, "policy": DENSE_CONTROL}, dense_overrides=dense_overrides,
+                                  progress=False, weights=False) if control else None
     except (zoo.HubUnavailableError, FileNotFoundError) as error:
         return Unavailable(name, str(error).splitlines()[0])
-    return ModelPair(name, dense, sparse, sparse.run.dense, sparse.run.after)
+    return ModelPair(name, dense, sparse, sparse.run.dense, sparse.run.after, matched.run.after if control else None)
 
 
 RELEASED_HELDOUT_BLOCKS = 64  # held-out blocks (128 tokens or the context) a released pair is measured on

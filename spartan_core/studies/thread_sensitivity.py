@@ -97,17 +97,18 @@ class ThreadCheck:
         outside = [(label, row, f) for label, row, f in rows if not row["within seed spread"]]
         if n < 2:
             return text + " With a single training seed there is no seed spread to compare the change with."
+        chance = (f" This is one retrained draw: a fresh seed lands outside the range of {n} others with probability "
+                  f"2/{n + 1} by chance alone, so one draw against the range of {n} is no evidence either way of "
+                  f"whether the thread count moves the numbers more or less than the seed does.")
         if not outside:
             return text + (f" Every change is within the spread over the {n} training seeds (no larger than the "
-                           f"seeds' max − min): here another thread count moves the numbers no more than another seed "
-                           f"does.")
+                           f"seeds' max − min).{chance}")
         inside = [label for label, row, _ in rows if row["within seed spread"]]
         ranges = "; ".join(f"{label}: {f(abs(row['change']))} against a seed range of {f(row['seeds range'])}"
                            for label, row, f in outside)
         kept = f" ({listing(inside)} within it)" if inside else ""
         return text + (f" The change is larger than the spread over the {n} training seeds for "
-                       f"{listing([label for label, _, _ in outside])}{kept} ({ranges}): there, another thread count "
-                       f"moves the numbers more than another seed does.")
+                       f"{listing([label for label, _, _ in outside])}{kept} ({ranges}).{chance}")
 
 
 def thread_check(models: EdgesStudy, name: str, threads: int, *, seed: int | None = None,

@@ -11,6 +11,7 @@ from spartan_core.studies import edges_and_loss as study
 from spartan_core.studies.edges_and_loss import (PAPER_KEPT_PERCENT, EdgesAndLoss, EdgesStudy, measure_model,
                                                 measure_models)
 from spartan_core.studies.model_cards import EdgeSettings, card_table, cards_sentence
+from spartan_core.claims import VERDICTS
 from spartan_core.studies.seeds import Seeds, spread
 from spartan_core.studies.thread_sensitivity import ThreadCheck, thread_check
 from spartan_core.training.evaluate import HeldOut
@@ -31,7 +32,7 @@ def tiny_zoo(monkeypatch, one_torch_thread):
         return LoadedModel(name=name, model=tiny_gpt2().eval(), tokenizer=None, data={"validation": _blocks()},
                            info={"heldout_split": "validation", "source": "test"})
 
-    def load_sparse(name, recipe, *, dense_overrides=None, progress=True, cache_dir=None):
+    def load_sparse(name, recipe, *, dense_overrides=None, progress=True, cache_dir=None, weights=True):
         resolved = SparseRecipe.from_any({"steps": 4, "batch_size": 4, "eval_every": 2, "eval_batch_size": 8,
                                           "block_size": 12, **recipe})
         result = post_train(tiny_gpt2(), _blocks(), _blocks(seed=1), resolved, progress=False)
@@ -107,7 +108,7 @@ def toy_zoo(monkeypatch, one_torch_thread):
         return LoadedModel(name=name, model=tiny_gpt2().eval(), tokenizer=None,
                            data={"validation": _blocks(seed=overrides.get("seed", 0))}, info=info_of({}, overrides))
 
-    def load_sparse(name, recipe, *, dense_overrides=None, progress=True, cache_dir=None):
+    def load_sparse(name, recipe, *, dense_overrides=None, progress=True, cache_dir=None, weights=True):
         calls.append(("load_sparse", name, dict(recipe), dict(dense_overrides or {})))
         resolved = SparseRecipe.from_any({"steps": 4, "batch_size": 4, "eval_every": 2, "eval_batch_size": 8,
                                           "block_size": 12, **{k: v for k, v in recipe.items() if k != "threads"}})
@@ -129,8 +130,10 @@ def test_post_trained_models_are_measured_per_training_seed(toy_zoo):
     rows = [row for seeds in models.rows.values() for row in seeds.runs]
     assert [(row.model, row.seed) for row in rows] == [("addition-4l", 0), ("addition-4l", 1), ("tiny-hub", None)]
     sparse_calls = [call for call in toy_zoo if call[0] == "load_sparse"]
-    assert [call[2:] for call in sparse_calls] == [({"seed": 0}, {"seed": 0}), ({"seed": 1}, {"seed": 1})], \
-        "the same models as the ones trained ahead: recipe {'seed': s}, dense overrides {'seed': s}"
+    assert [call[2:] for call in sparse_calls] == [
+        ({"seed": 0}, {"seed": 0}), ({"seed": 0, "policy": "dense"}, {"seed": 0}),
+        ({"seed": 1}, {"seed": 1}), ({"seed": 1, "policy": "dense"}, {"seed": 1})], \
+        "the same models as the ones trained ahead: recipe {'seed': s}, its control, dense overrides {'seed': s}"
     assert ("load", "tiny-hub", {}) in toy_zoo, "a model not trained here is loaded once, with no seed"
     spreads = {model: seeds.spreads(study.ROW_NUMBERS) for model, seeds in models.measured.items()}
     kept = spreads["addition-4l"]["sparse_kept_fraction"]
@@ -157,8 +160,10 @@ def test_post_trained_models_are_measured_per_training_seed(toy_zoo):
     assert list(study.per_layer_percent(models).columns) == ["addition-4l", "tiny-hub"]
     assert "2 training seeds" in cards_sentence(models.cards)
     assert "Both seeds of addition-4l's sparse model keep" in study.spread_sentence(models)
+    assert "vs its compute-matched control" in sentence and rows[0].row()["control_ce"] == rows[0].control.ce
     claim = study.edges_kept_claim(models)
-    assert claim.id == "edges_kept" and claim.verdict is None and claim.rule is None, "chapter 2 judges the claim"
+    assert claim.id == "edges_kept" and claim.verdict in VERDICTS and list(claim.values["post_trained"]) == \
+        ["addition-4l"], "judged on every post-trained model, against its control"
     assert claim.sentence == sentence and claim.values["measured"] == ["addition-4l", "tiny-hub"]
     assert claim.values["train_seeds"] == [0, 1] and claim.values["spread"] == study.spread_record(models)
 
@@ -182,13 +187,42 @@ def test_thread_check_retrains_one_seed_and_compares_with_the_seed_spread(toy_zo
     assert list(check.table().columns[:2]) == ["seed 0, 2 threads", "seed 0, 1 thread"]
 
 
-def _row(seed, kept, ce, sha="a"):
+def _row(seed, kept, ce, sha="a", control=None, model="m"):
     edges = EdgeCounts(kept_fraction=kept, per_layer=[kept], per_head=[[kept]], kept_per_query=kept * 5,
                        kept_per_query_per_layer=[kept * 5], by_position=[], fraction_by_position=[], kept=1, possible=1,
                        queries=1)
-    return EdgesAndLoss(model="m", status="measured", post_trained=True, seed=seed, context_length=8,
+    return EdgesAndLoss(model=model, status="measured", post_trained=True, seed=seed, context_length=8,
                         dense=HeldOut(1.0), gated=HeldOut(1.1, edges), sparse=HeldOut(ce, edges),
-                        dense_sha256="d" + sha, sparse_sha256="s" + sha, threads=2)
+                        control=control, dense_sha256="d" + sha, sparse_sha256="s" + sha, threads=2)
+
+
+def _study(**models) -> EdgesStudy:
+    """Made-up post-trained models: name -> (kept fraction, sparse CE, control CE) over two seeds."""
+    rows = {name: Seeds(tuple(_row(seed, kept, ce, control=HeldOut(control), model=name) for seed in (0, 1)))
+            for name, (kept, ce, control) in models.items()}
+    return EdgesStudy(seeds=[0, 1], cards=(), rows=rows)
+
+
+@pytest.mark.parametrize("models, verdict", [
+    ({"a": (0.2, 4.0, 4.0), "b": (0.3, 1.0, 1.005)}, "reproduced"),  # 1.0 and 1.5 keys per query, loss kept
+    ({"a": (0.2, 4.0, 4.0), "b": (0.4, 1.0, 1.0)}, "partly"),  # b keeps 2 keys per query, above the paper's 1.54
+    ({"a": (0.2, 4.1, 4.0), "b": (0.2, 1.0, 1.0)}, "partly"),  # a's CE 2.5 % above its control
+    ({"a": (0.2, 4.1, 4.0), "b": (0.2, 1.1, 1.0)}, "not reproduced"),  # no model keeps its control's loss
+    ({}, "cannot test here"),
+])
+def test_the_edges_kept_rule_reads_every_post_trained_model_against_its_control(models, verdict):
+    claim = study.edges_kept_claim(_study(**models))
+    assert claim.verdict == verdict and "compute-matched control" in claim.rule and "1.54 keys per query" in claim.rule
+    assert sorted(claim.values["post_trained"]) == sorted(models)
+
+
+def test_a_ce_change_is_in_nats_and_in_percent_only_against_a_large_enough_ce():
+    toy = _row(0, 0.01, 0.002, control=HeldOut(0.001))
+    assert toy.row()["sparse_ce_change"] == pytest.approx(0.001) and "sparse_ce_increase_pct" not in toy.row()
+    lm = _row(0, 0.01, 4.04, control=HeldOut(4.0))
+    assert lm.row()["sparse_ce_increase_pct"] == pytest.approx(1.0)
+    sentence = study.edges_sentence(_study(toy=(0.01, 0.002, 0.001)))
+    assert "+0.0010 nats (both seeds) vs its compute-matched control" in sentence and "%)" not in sentence
 
 
 @pytest.mark.parametrize("retrained_kept, within", [(0.021, True), (0.05, False)])
@@ -202,6 +236,7 @@ def test_thread_check_says_whether_the_change_is_within_the_seed_spread(retraine
         assert "Every change is within the spread over the 3 training seeds" in check.sentence
     else:
         assert "larger than the spread over the 3 training seeds for sparse kept edges" in check.sentence
+    assert "one draw against the range of 3 is no evidence either way" in check.sentence
     same = ThreadCheck(model="m", seed=0, threads=2, reference=_row(0, 0.02, 1.0), retrained=_row(0, 0.02, 1.0),
                        seeds=seeds)
     assert "is the same model" in same.sentence and same.weights_differ == {"dense": False, "sparse": False}
@@ -213,6 +248,7 @@ def test_thread_check_says_whether_the_change_is_within_the_seed_spread(retraine
 def test_a_downloaded_model_post_trained_per_seed_has_one_card(toy_zoo):
     models = measure_models(["tiny-hub"], ["tiny-hub"], seeds=[0, 1], settings=EdgeSettings(eval_blocks=2))
     assert models.rows["tiny-hub"].seeds == [0, 1] and len(models.cards) == 1 and models.cards[0].seed is None
-    assert [call[2:] for call in toy_zoo if call[0] == "load_sparse"] == [({"seed": 0}, {}), ({"seed": 1}, {})], \
+    assert [call[2:] for call in toy_zoo if call[0] == "load_sparse"] == [
+        ({"seed": 0}, {}), ({"seed": 0, "policy": "dense"}, {}), ({"seed": 1}, {}), ({"seed": 1, "policy": "dense"}, {})], \
         "its post-training is seeded; its dense weights are downloaded, not trained per seed"
     assert models.measured["tiny-hub"].spreads(study.ROW_NUMBERS)["sparse_kept_fraction"].n == 2
