@@ -285,7 +285,8 @@ def seeds_metrics(runs: Seeds[SeedRun]) -> dict:
 
 
 INDUCTION_RULE = ("reproduced when the sparse copies have at most half the dense model's induction heads; partly at "
-                  "most three quarters")
+                  "most three quarters; cannot test here when no dense model has an induction head, or when the "
+                  "model was made to have them (the claim is about heads a general LM learns incidentally)")
 
 
 def induction_claim(runs: Seeds[SeedRun] | Unavailable, control: InductionHeads | Unavailable | None,
@@ -298,12 +299,17 @@ def induction_claim(runs: Seeds[SeedRun] | Unavailable, control: InductionHeads 
         summary, testable = induction_sentence(runs, per_seed=False), runs.where(lambda r: r.testable)
         counts = [runs.spread("dense_induction_heads"), runs.spread("sparse_induction_heads")]
     d, s = (counts[0].mean, counts[1].mean) if counts else (0.0, 0.0)
-    verdict = ("cannot test here" if not testable or d == 0 else "reproduced" if s <= d / 2
+    by_design = None if isinstance(runs, Unavailable) else zoo.entry_for(runs.first.dense.model).induction_by_design
+    verdict = ("cannot test here" if not testable or d == 0 or by_design else "reproduced" if s <= d / 2
                else "partly" if s <= 0.75 * d else "not reproduced")
+    if by_design:
+        summary += (f" Cannot test the paper's claim here: {runs.first.dense.model}'s induction heads are there by "
+                    f"design ({by_design}), so keeping them says nothing about heads a general LM learns.")
     if isinstance(control, InductionHeads):
         summary += (f" Positive control {control.model} (dense, not trained here: no seeds): {len(control.heads)} of "
                     f"{control.n_heads} heads.")
     values = {"available": bool(counts), "seeds": list(train_seeds), "testable_seeds": testable,
+              "induction_by_design": by_design,
               "dense_heads": counts[0].to_dict() if counts else None,
               "sparse_heads": counts[1].to_dict() if counts else None}
     return Claim("induction_heads", summary, values, verdict, INDUCTION_RULE)

@@ -53,7 +53,9 @@ class ModelEntry:
     ``sparse_data(loaded, recipe, cache_dir) -> (train, heldout)`` is what post-training uses. ``text``: an
     English-text LM (its CE on other English text means something); ``language_model``: a next-token model of a
     corpus (text or code), as opposed to a task toy. ``data_identity(data_settings)``: what a toy's data is beyond
-    its settings (a corpus hash), part of the cache key and the provenance.
+    its settings (a corpus hash), part of the cache key and the provenance. ``induction_by_design``: why the model
+    has induction heads on purpose (None: any it has, it learnt incidentally), which a claim about heads an LM
+    happens to learn cannot be tested on.
     """
 
     name: str
@@ -72,6 +74,7 @@ class ModelEntry:
     dense_metrics: Callable[[Any, dict, int], dict] | None = None
     sparse_data: Callable[[Any, SparseRecipe, Any], tuple[dict, dict]] | None = None
     data_identity: Callable[[dict], dict] | None = None
+    induction_by_design: str | None = None
 
 
 def _addition_data(settings: dict, cache_dir) -> tuple[Any, dict]:
@@ -203,6 +206,8 @@ REGISTRY: dict[str, ModelEntry] = {
                     eval_every=50, eval_batch_size=64, eval_max_batches=4, block_size=64, threads=TOY_THREADS),
         build_data=_code_data, link=_shakespeare_link, dense_metrics=_lm_card("train_code"), sparse_data=_own_splits,
         data_identity=_code_identity,
+        induction_by_design=("half of its pretraining blocks repeat a random token sequence, a copying curriculum "
+                             "that makes most of its layer-1 heads induction heads"),
     ),
     "smollm2-135m": ModelEntry(
         name="smollm2-135m", source="gguf",

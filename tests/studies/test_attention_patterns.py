@@ -110,15 +110,15 @@ def test_the_contrast_model_sentence_says_whether_it_could_test_the_claim():
     assert "1 of its 2 heads reach 0.3" in study.contrast_sentence(some)
 
 
-def _run(seed, dense_scores, sparse_scores, kept_fraction, threshold=0.3, text=None):
+def _run(seed, dense_scores, sparse_scores, kept_fraction, threshold=0.3, text=None, model="m"):
     """A planted seed: induction scores of both models and the pair's held-out numbers."""
     sparse_maps = torch.zeros(1, 2, 4, 4)
     sparse_maps[..., 0] = 0.5
     text = text or study.TextAttention("m", ["a", "b", "c", "d"], torch.ones(1, 2, 4, 4), sparse_maps)
     before = HeldOut(1.0 + seed)
     after = SimpleNamespace(ce=1.5 + seed, kept_fraction=kept_fraction, kept_per_query=2.0)
-    return study.SeedRun(seed, before, after, text, study.InductionHeads("m", torch.as_tensor(dense_scores), threshold),
-                         study.InductionHeads("m", torch.as_tensor(sparse_scores), threshold), torch.zeros(1, 4))
+    return study.SeedRun(seed, before, after, text, study.InductionHeads(model, torch.as_tensor(dense_scores), threshold),
+                         study.InductionHeads(model, torch.as_tensor(sparse_scores), threshold), torch.zeros(1, 4))
 
 
 def test_seed_spreads_aggregate_each_seed_and_keep_every_row():
@@ -184,6 +184,15 @@ def test_the_rule_reaches_every_verdict():
     assert claim.rule == study.INDUCTION_RULE and claim.id == "induction_heads"
     assert claim.to_record()["verdict"] == "not reproduced" and claim.values["sparse_heads"]["mean"] == 3.5
     assert study.induction_claim(Unavailable("gpt2", "offline"), None, [0]).verdict == "cannot test here"
+
+
+def test_a_model_made_to_have_induction_heads_cannot_test_the_claim():
+    """python-lm's copying curriculum builds its induction heads in: however few its sparse copy keeps, the claim about
+    heads a general LM learns is not tested there, and the claim says why."""
+    runs = Seeds(tuple(_run(seed, [[0.5] * 4], [[0.5, 0.0, 0.0, 0.0]], 0.1, model="python-lm") for seed in (0, 1)))
+    claim = study.induction_claim(runs, None, [0, 1])
+    assert claim.verdict == "cannot test here" and "copying curriculum" in claim.values["induction_by_design"]
+    assert "there by design" in claim.sentence and claim.values["sparse_heads"]["mean"] == 1.0
 
 
 def test_attention_seeds_loads_every_seed_and_keeps_the_first_pair():
