@@ -86,7 +86,8 @@ def test_control_sentences_say_what_the_control_shows():
     assert claim.sentence == ("gpt2: pending, not measured here (offline) Positive control smollm2-135m (dense, not "
                               "trained here: no seeds): 1 of 2 heads.")
     assert claim.verdict == "cannot test here" and claim.values == {
-        "available": False, "seeds": [0, 1], "testable_seeds": [], "dense_heads": None, "sparse_heads": None}
+        "available": False, "seeds": [0, 1], "testable_seeds": [], "induction_by_design": None, "dense_heads": None,
+        "sparse_heads": None}
 
 
 def test_heldout_induction_scores_both_models_on_their_own_heldout_blocks():
