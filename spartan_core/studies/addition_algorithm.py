@@ -14,7 +14,8 @@ from ..claims import Claim
 from ..data import addition
 from ..formatting import DECIMAL1, DECIMAL2, PERCENT, PERCENT1, PERCENT_WHOLE, SIGNIFICANT, counted
 from ..mechanism.attention import attention_maps
-from .addition_carry import ANSWER_QUERIES, POSITION_NAMES, CarryStudy, ClassMeans, carry_study, class_means, predicts
+from .addition_carry import (ANSWER_QUERIES, CARRY_SELECTIVITY, POSITION_NAMES, CarryStudy, ClassMeans, carry_study,
+                             class_means, predicts)
 from .common import ModelPair, head_name
 from .seeds import Seeds, spread_table
 
@@ -113,6 +114,13 @@ def top_reads(means: ClassMeans, layer: int, measure: str = "weight", k: int = 2
     return pd.DataFrame(rows)
 
 
+# Figure 1's layer-0 "matching digit" reads: the operand digits of the place value of the answer digit a query predicts
+# (the units digit s0 from a0 and b0, the tens digit s1 from a1 and b1), and the share of problems in which some head
+# must keep such an edge for the layer to count as reading it.
+MATCHING_DIGITS = {"s0": ("a0", "b0"), "s1": ("a1", "b1")}
+MATCHING_READ_SHARE = 0.5
+
+
 @dataclass(frozen=True)
 class LayerReads:
     """What each answer position reads in one layer: the dense model's mean weights and the sparse model's kept
@@ -123,6 +131,20 @@ class LayerReads:
     sparse_kept: torch.Tensor
     dense: pd.DataFrame
     sparse: pd.DataFrame
+
+    @property
+    def matching_reads(self) -> dict[str, float]:
+        """Per answer digit of :data:`MATCHING_DIGITS`: the largest share of problems in which a head of this layer
+        keeps an edge from the query that predicts it to an operand digit of the same place value."""
+        shares = {}
+        for digit, operands in MATCHING_DIGITS.items():
+            query, keys = POSITION_NAMES.index(digit) - 1, [POSITION_NAMES.index(k) for k in operands]
+            shares[digit] = float(self.sparse_kept[:, query, keys].max())
+        return shares
+
+    @property
+    def reads_matching_digits(self) -> bool:
+        return all(share >= MATCHING_READ_SHARE for share in self.matching_reads.values())
 
     def side_by_side(self) -> pd.DataFrame:
         columns = ["head", "query_token", "predicts", "key_1", "value_1", "key_2", "value_2"]
@@ -220,7 +242,8 @@ class AdditionSeed:
                "selective": c.selective, "head": head_name(c.best.layer, c.best.head), "edge": c.best.reads,
                "carry": c.best.carry, "with_carry": c.best.with_carry, "without_carry": c.best.without_carry,
                "selectivity": c.best.selectivity, "dense_edge": c.dense_best.reads,
-               "dense_selectivity": c.dense_best.selectivity}
+               "dense_selectivity": c.dense_best.selectivity, "reads_matching_digits": self.reads.reads_matching_digits,
+               **{f"layer0_reads_{digit}": share for digit, share in self.reads.matching_reads.items()}}
         for kind, edge in c.best_by_carry.items():
             row.update({f"{kind}_edge": edge.reads, f"{kind}_selectivity": edge.selectivity})
         if self.circuit is not None:
@@ -255,7 +278,7 @@ def _spreads(runs: Seeds[AdditionSeed]) -> dict:
 
 
 def _selective(runs: Seeds[AdditionSeed]) -> list[int]:
-    """Seeds whose sparse model has a kept edge to a carry-deciding digit kept more often with the carry."""
+    """Seeds whose sparse model has a carry-selective kept edge (:attr:`CarryStudy.selective`)."""
     return runs.where(lambda run: run.carry.selective)
 
 
@@ -315,8 +338,8 @@ def carry_sentence(runs: Seeds[AdditionSeed]) -> str:
                          f"{PERCENT_WHOLE(row.without_carry)}" if row.selective else f"seed {row.seed}: none"
                          for row in table.itertuples())
     if not selective:
-        head = (f"In none of {n} seeds does the sparse model keep an edge to a carry-deciding digit more often "
-                f"when a carry is needed ({per_seed}).")
+        head = (f"In none of {n} seeds does the sparse model keep an edge to a carry-deciding digit in a share of "
+                f"carry problems at least {CARRY_SELECTIVITY} above the share without ({per_seed}).")
     else:
         heads = sorted({row.head for row in table.itertuples() if row.selective})
         same = (f"the same head, {heads[0]}, in every selective seed" if len(heads) == 1 else
@@ -355,8 +378,12 @@ def addition_metrics(runs: Seeds[AdditionSeed]) -> dict:
             "exact_match_by_class": exact_match_spread(runs).reset_index().to_dict(orient="records")}
 
 
-ADDITION_RULE = ("reproduced when the sparse toy solves ≥ 99 % and keeps a carry-selective edge in every seed; "
-                 "partly in some seeds")
+ADDITION_RULE = (f"reproduced when, in every seed, the sparse toy solves ≥ 99 %, keeps a carry-selective edge (kept in "
+                 f"a share of carry problems ≥ {CARRY_SELECTIVITY} above the share without, from a query that is not "
+                 f"itself the carry) and its layer 0 reads the matching digits (some head keeps the edge from the "
+                 f"query predicting s0 to a0 or b0, and from the one predicting s1 to a1 or b1, in ≥ "
+                 f"{MATCHING_READ_SHARE:.0%} of problems); partly when it solves ≥ 99 % and either holds in some "
+                 f"seed; not reproduced otherwise")
 
 
 def addition_claim(runs: Seeds[AdditionSeed]) -> Claim:
@@ -368,17 +395,22 @@ def addition_claim(runs: Seeds[AdditionSeed]) -> Claim:
                 f"{sp['kept_per_query_layer0'].inline(DECIMAL2)}) at exact match "
                 f"{sp['sparse_exact_match'].text(PERCENT1)}, dense {sp['dense_exact_match'].text(PERCENT1)}; ")
     if not selective:
-        sentence += f"no kept edge to a carry-deciding digit is kept more often with a carry in any of {n} seeds"
+        sentence += (f"no kept edge to a carry-deciding digit reaches carry selectivity {CARRY_SELECTIVITY} in any of "
+                     f"{n} seeds")
     else:
         edges = ", ".join(f"{run.seed}: {run.carry.best.reads}" for run in runs.runs if run.carry.selective)
         sentence += (f"a carry-selective kept edge in {len(selective)} of {n} seeds (by seed {edges}); best edge per "
                      f"seed kept {sp['with_carry'].text(PERCENT1)} with the carry vs "
                      f"{sp['without_carry'].text(PERCENT1)} without, selectivity {sp['selectivity'].text(DECIMAL2)}; "
                      f"dense best weight gap {sp['dense_selectivity'].text(DECIMAL2)}")
-    if sp["sparse_exact_match"].mean < 0.99 or not selective:
-        verdict = "not reproduced"
-    else:
-        verdict = "reproduced" if len(selective) == n else "partly"
-    values = {"seeds": runs.seeds, "selective_seeds": selective,
+    matching = runs.where(lambda run: run.reads.reads_matching_digits)
+    sentence += (f"; layer 0 reads the matching digits in {len(matching)} of {n} seeds (shares of problems, per "
+                 f"seed: " + "; ".join(f"{run.seed}: " + ", ".join(f"{d} {PERCENT_WHOLE(v)}" for d, v in
+                                                                   run.reads.matching_reads.items())
+                                      for run in runs.runs) + ")")
+    solved = sp["sparse_exact_match"].low >= 0.99
+    verdict = ("reproduced" if solved and len(selective) == len(matching) == n else
+               "partly" if solved and (selective or matching) else "not reproduced")
+    values = {"seeds": runs.seeds, "selective_seeds": selective, "matching_digit_seeds": matching,
               **{name: sp[name].to_dict() for name in ("selectivity", "kept_fraction", "sparse_exact_match")}}
     return Claim("addition_circuit", sentence, values, verdict, ADDITION_RULE)
