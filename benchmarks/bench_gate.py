@@ -15,7 +15,7 @@ import torch
 
 from common import machine, median_times, record
 from spartan_core.mechanism import gate
-from spartan_core.mechanism.gate import causal_allowed, gated_attention
+from spartan_core.mechanism.gate import AttentionPath, causal_allowed, gated_attention
 
 
 def main():
@@ -35,14 +35,14 @@ def main():
 
     def gate_step(**paths):
         def step():
-            out, _, stats = gated_attention(q, k, v, allowed, sample=True, **paths)
+            out, _, stats = gated_attention(q, k, v, allowed, sample=True, path=AttentionPath(**paths))
             (out.square().mean() + stats.expected_fraction).backward()
         return step
 
     def evaluation(need_weights):
         def call():
             with torch.no_grad():
-                gated_attention(q, k, v, allowed, need_weights=need_weights)
+                gated_attention(q, k, v, allowed, path=AttentionPath(need_weights=need_weights))
         return call
 
     def sdpa_step():

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -29,6 +30,7 @@ from .book import BOOK_DIR, publish_chapter
 from .params import (
     ALLOW_CPU_ENV,
     NOTEBOOKS_DIR,
+    PROFILES_DIR,
     VALIDATED_ENV,
     check_device,
     cpu_allowed,
@@ -41,7 +43,7 @@ from .params import (
 from .results import LOCK_HELD_ENV, REPO_ROOT, ResultsBusy, ResultsLock
 from .results import results_root as default_results_root
 
-__all__ = ["NotebookFailed", "ResultsBusy", "run_notebook", "run_profile", "main"]
+__all__ = ["Folders", "NotebookFailed", "ResultsBusy", "run_notebook", "run_profile", "main"]
 
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -51,6 +53,19 @@ OFFLINE_ENV = {
     "TQDM_DISABLE": "1",
     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
 }
+
+
+@dataclass(frozen=True)
+class Folders:
+    """Where a run reads its notebooks and profiles and writes executed notebooks, chapters and results: the
+    repository's own unless told otherwise, so that tests can run the real notebooks without touching the
+    committed ``results/`` and ``book/``. The defaults are read when a ``Folders`` is made, not at import."""
+
+    notebooks: Path = field(default_factory=lambda: NOTEBOOKS_DIR)
+    executed: Path = field(default_factory=lambda: BOOK_DIR / "executed")
+    chapters: Path = field(default_factory=lambda: BOOK_DIR / "chapters")
+    results: Path | None = None  # None: the run's SPARTAN_RESULTS, else companion.results.results_root()
+    profiles: Path = field(default_factory=lambda: PROFILES_DIR)
 
 
 class NotebookFailed(RuntimeError):
@@ -87,35 +102,33 @@ def _resolve(profile: str, names: Sequence[str], overrides: Mapping[str, Any] | 
 
 
 def run_notebook(name: str, profile: str, overrides: Mapping[str, Any] | None = None, *,
-                 notebooks_dir: Path | None = None, executed_dir: Path | None = None,
-                 chapters_dir: Path | None = None, results_root: Path | None = None,
-                 profiles_dir: Path | None = None, env: Mapping[str, str] | None = None,
-                 timeout_s: int | None = None, publish: bool | None = None, allow_cpu: bool = False) -> Path:
+                 folders: Folders | None = None, env: Mapping[str, str] | None = None, timeout_s: int | None = None,
+                 publish: bool | None = None, allow_cpu: bool = False) -> Path:
     """Execute one notebook and publish it as a chapter; returns the executed copy's path.
 
     ``publish`` defaults to every profile but ``smoke``: smoke numbers are meaningless, so a smoke run never
-    replaces a chapter of the book. ``results_root`` (exported to the kernel as ``SPARTAN_RESULTS``) and the
-    folders exist so tests can run the real notebooks without touching the committed ``results/`` and ``book/``.
+    replaces a chapter of the book. ``folders`` (default: the repository's) says where the run reads and writes;
+    its results folder is exported to the kernel as ``SPARTAN_RESULTS``.
     ``allow_cpu`` runs the ``paper`` profile without CUDA (the book labels such a result with its device).
     Raises :class:`ResultsBusy` before any kernel starts when another run is writing the same results folder.
     """
-    return _execute(name, resolve_parameters(name, profile, overrides, profiles_dir), notebooks_dir=notebooks_dir,
-                    executed_dir=executed_dir, chapters_dir=chapters_dir, results_root=results_root, env=env,
+    folders = folders or Folders()
+    return _execute(name, resolve_parameters(name, profile, overrides, folders.profiles), folders=folders, env=env,
                     timeout_s=timeout_s, publish=publish, allow_cpu=allow_cpu)
 
 
-def _execute(name: str, params: Mapping[str, Any], *, notebooks_dir: Path | None = None,
-             executed_dir: Path | None = None, chapters_dir: Path | None = None, results_root: Path | None = None,
+def _execute(name: str, params: Mapping[str, Any], *, folders: Folders | None = None,
              env: Mapping[str, str] | None = None, timeout_s: int | None = None, publish: bool | None = None,
              allow_cpu: bool = False) -> Path:
     """:func:`run_notebook` with ``params`` already validated."""
+    folders = folders or Folders()
     run_env = {**OFFLINE_ENV, **dict(env or {})}
     allow_cpu = allow_cpu or cpu_allowed({**os.environ, **run_env})
     check_device(params["profile"], allow_cpu)
-    source = Path(notebooks_dir or NOTEBOOKS_DIR) / f"{name}.ipynb"
+    source = Path(folders.notebooks) / f"{name}.ipynb"
     if not source.exists():
         raise ValueError(f"notebook: {source} does not exist")
-    root = Path(results_root or run_env.get("SPARTAN_RESULTS") or default_results_root()).resolve()
+    root = Path(folders.results or run_env.get("SPARTAN_RESULTS") or default_results_root()).resolve()
     run_env["SPARTAN_RESULTS"] = str(root)
     if allow_cpu:
         run_env[ALLOW_CPU_ENV] = "1"
@@ -125,7 +138,7 @@ def _execute(name: str, params: Mapping[str, Any], *, notebooks_dir: Path | None
         import papermill
         from papermill.exceptions import PapermillExecutionError
 
-        executed = Path(executed_dir or BOOK_DIR / "executed") / f"{name}.ipynb"
+        executed = Path(folders.executed) / f"{name}.ipynb"
         executed.parent.mkdir(parents=True, exist_ok=True)
         with _environment(run_env):
             try:
@@ -138,18 +151,20 @@ def _execute(name: str, params: Mapping[str, Any], *, notebooks_dir: Path | None
         if publish is None:
             publish = params["profile"] != "smoke"
         if publish:
-            publish_chapter(executed, Path(chapters_dir or BOOK_DIR / "chapters"))
+            publish_chapter(executed, Path(folders.chapters))
     return executed
 
 
-def run_profile(profile: str, names: Sequence[str] | None = None,
-                overrides: Mapping[str, Any] | None = None, **kwargs) -> list[Path]:
-    """Run ``names`` (default: every notebook) in order under ``profile``; stops at the first failure."""
-    names = list(names or notebook_names(kwargs.get("notebooks_dir")))
-    parameters = _resolve(profile, names, overrides, kwargs.pop("profiles_dir", None))
+def run_profile(profile: str, names: Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None, *,
+                folders: Folders | None = None, **kwargs) -> list[Path]:
+    """Run ``names`` (default: every notebook) in order under ``profile``; stops at the first failure. The other
+    keywords are :func:`run_notebook`'s."""
+    folders = folders or Folders()
+    names = list(names or notebook_names(folders.notebooks))
+    parameters = _resolve(profile, names, overrides, folders.profiles)
     allow_cpu = kwargs.get("allow_cpu", False) or cpu_allowed({**os.environ, **dict(kwargs.get("env") or {})})
     check_device(resolve_profile(profile), allow_cpu)
-    return [_execute(name, parameters[name], **kwargs) for name in names]
+    return [_execute(name, parameters[name], folders=folders, **kwargs) for name in names]
 
 
 def _parse_overrides(name: str | None, pairs: Sequence[Sequence[str]]) -> dict[str, Any]:

@@ -60,8 +60,9 @@ CHECKS = {**checks_chapters_1_3.CHECKS, **checks_chapters_4_6.CHECKS, **checks_c
 
 def _run(name, profile, tmp_path, overrides=None):
     executed = notebook_runner.run_notebook(
-        name, profile, overrides, executed_dir=tmp_path / "executed", chapters_dir=tmp_path / "chapters",
-        results_root=tmp_path / "results", timeout_s=300, publish=True, allow_cpu=True,
+        name, profile, overrides, timeout_s=300, publish=True, allow_cpu=True,
+        folders=notebook_runner.Folders(executed=tmp_path / "executed", chapters=tmp_path / "chapters",
+                                        results=tmp_path / "results"),
     )
     return executed, read_metrics(tmp_path / "results" / profile / name)
 

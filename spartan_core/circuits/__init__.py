@@ -24,6 +24,7 @@ from .patching import (
 )
 from .size import (
     THRESHOLDS,
+    SizeSettings,
     circuit_size,
     explained_effect,
     linear_grid,
@@ -52,7 +53,7 @@ __all__ = [
     "ComponentGraph", "RunState", "EMBEDDING", "LOGITS",
     "ABLATIONS", "METHODS", "EdgeScores", "attribute", "corrupt_outputs", "evaluate_ablations",
     "exact_edge_scores", "graph_of", "rank_agreement", "spearman",
-    "THRESHOLDS", "circuit_size", "explained_effect", "log_grid", "linear_grid", "size_study", "size_ratios",
+    "THRESHOLDS", "SizeSettings", "circuit_size", "explained_effect", "log_grid", "linear_grid", "size_study", "size_ratios",
     "CircuitTask", "addition_task", "induction_task", "ioi_task", "greater_than_task", "answer_logprob",
     "logit_difference", "probability_difference", "single_token_words", "docstring_task", "single_token_names",
     "distractor_logit_difference", "beats_distractors", "clean_performance",

@@ -15,6 +15,7 @@ dicts and pandas DataFrames, ready for CSV/JSON.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from .tasks import CircuitTask
 
 __all__ = [
     "THRESHOLDS",
+    "SizeSettings",
     "explained_effect",
     "log_grid",
     "linear_grid",
@@ -36,6 +38,19 @@ __all__ = [
 ]
 
 THRESHOLDS = (0.8, 0.9, 0.95)
+
+
+@dataclass(frozen=True)
+class SizeSettings:
+    """How a circuit's size is measured, whichever ablation: the thresholds of explained effect, the grids of the
+    curves, whether to bisect between grid points, and the prompts per forward pass. The defaults are
+    :func:`size_study`'s (a lone :func:`circuit_size` measures in batches of 64)."""
+
+    thresholds: Sequence[float] = THRESHOLDS
+    points: int = 16  # the edge curve: about this many counts on a log grid
+    head_points: int | None = None  # the head curve: every count (None), or about this many on a linear grid
+    refine: bool = True  # bisect between the grid points around each threshold
+    batch_size: int = 32
 
 
 def explained_effect(m_circuit, m_model: float, m_empty: float):
@@ -148,28 +163,30 @@ def linear_grid(n_max: int, points: int | None = None) -> list[int]:
     return [int(n) for n in np.unique(np.round(np.linspace(0, n_max, points)).astype(int))]
 
 
-def circuit_size(graph, task: CircuitTask, scores, *, thresholds: Sequence[float] = THRESHOLDS,
-                 ablation: str = "resample", points: int = 16, head_points: int | None = None,
-                 refine: bool = True, batch_size: int = 64) -> dict:
-    """Curves (edges on a log grid of ~``points``, heads on a linear grid: every count, or ~``head_points`` for
-    big models) and the edges/heads needed for each threshold (refined by bisection between grid points).
+def circuit_size(graph, task: CircuitTask, scores, *, ablation: str = "resample",
+                 settings: SizeSettings = SizeSettings(batch_size=64)) -> dict:
+    """Curves (edges on a log grid of ~``settings.points``, heads on a linear grid: every count, or
+    ~``settings.head_points`` for big models) and the edges/heads needed for each threshold (refined by bisection
+    between grid points unless ``settings.refine`` is False).
 
     Returns ``{"edges": {threshold: n | None}, "heads": {...}, "edge_curve": DataFrame, "head_curve":
     DataFrame, "m_model": float, "m_empty_edges": float, "m_empty_heads": float, "n_edges": int,
     "n_heads": int}`` (None: the threshold is never reached).
     """
-    for t in thresholds:
+    for t in settings.thresholds:
         if not 0 < t <= 1:
             raise ValueError(f"thresholds: each must be in (0, 1], got {t}")
     graph = graph_of(graph)
-    corrupt = corrupt_outputs(graph, task, ablation, batch_size=batch_size)
+    corrupt = corrupt_outputs(graph, task, ablation, batch_size=settings.batch_size)
     result = {"n_edges": graph.n_edges, "n_heads": len(graph.heads), "ablation": ablation}
     for kind in ("edges", "heads"):
-        curve = _Curve(graph, task, kind, _ordering(scores, kind, graph), ablation, corrupt, batch_size)
-        grid = log_grid(curve.n_max, points) if kind == "edges" else linear_grid(curve.n_max, head_points)
+        curve = _Curve(graph, task, kind, _ordering(scores, kind, graph), ablation, corrupt, settings.batch_size)
+        edges = kind == "edges"
+        grid = log_grid(curve.n_max, settings.points) if edges else linear_grid(curve.n_max, settings.head_points)
         m_empty, m_model = curve.at([0, curve.n_max])
         result[f"{kind[:-1]}_curve"] = _curve_frame(curve, grid, m_model, m_empty)
-        result[kind] = {float(t): _needed(curve, grid, m_model, m_empty, t, refine) for t in thresholds}
+        result[kind] = {float(t): _needed(curve, grid, m_model, m_empty, t, settings.refine)
+                        for t in settings.thresholds}
         result["m_model"] = m_model
         result[f"m_empty_{kind}"] = m_empty
     return result
@@ -179,19 +196,19 @@ def circuit_heads(graph, task: CircuitTask, scores, threshold: float = 0.9, *, a
                   batch_size: int = 64) -> list[str]:
     """The heads of the circuit at ``threshold`` explained effect: the fewest top-scored heads (the ordering
     :func:`circuit_size` counts in) whose circuit explains at least that much; empty when none does."""
-    size = circuit_size(graph, task, scores, thresholds=[threshold], ablation=ablation, points=2,
-                        batch_size=batch_size)
+    size = circuit_size(graph, task, scores, ablation=ablation,
+                        settings=SizeSettings(thresholds=(threshold,), points=2, batch_size=batch_size))
     needed = size["heads"][float(threshold)]
     graph = graph_of(graph)
     return [graph.heads[i] for i in _ordering(scores, "heads", graph)[:needed or 0]]
 
 
 def size_study(models: dict, make_task: Callable[[int], CircuitTask], seeds: Iterable[int], *,
-               method: str = "eap-ig", ablations: Sequence[str] = ("resample",),
-               thresholds: Sequence[float] = THRESHOLDS, steps: int = 8, points: int = 16,
-               head_points: int | None = None, batch_size: int = 32,
+               method: str = "eap-ig", ablations: Sequence[str] = ("resample",), steps: int = 8,
+               settings: SizeSettings = SizeSettings(),
                progress: Callable[[Iterable], Iterable] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Circuit sizes for every model x ablation x prompt set (``make_task(seed)``), scored by ``method``.
+    """Circuit sizes for every model x ablation x prompt set (``make_task(seed)``), scored by ``method`` (with
+    ``steps`` for EAP-IG) and measured by ``settings``, whose batch size the attribution takes too.
 
     Each model is attributed and measured on the same prompt sets, so dense and sparse differ only in weights.
     Returns ``(needed, curves)``: ``needed`` has one row per model, ablation, seed, kind (``edges``/``heads``) and
@@ -209,9 +226,8 @@ def size_study(models: dict, make_task: Callable[[int], CircuitTask], seeds: Ite
     for seed, ablation, name in (progress(jobs) if progress else jobs):
         task = tasks.setdefault(seed, make_task(int(seed)))
         graph = graphs[name]
-        scores = attribute(graph, task, method, ablation=ablation, steps=steps, batch_size=batch_size)
-        size = circuit_size(graph, task, scores, thresholds=thresholds, ablation=ablation, points=points,
-                            head_points=head_points, batch_size=batch_size)
+        scores = attribute(graph, task, method, ablation=ablation, steps=steps, batch_size=settings.batch_size)
+        size = circuit_size(graph, task, scores, ablation=ablation, settings=settings)
         keys = {"model": name, "ablation": ablation, "seed": int(seed)}
         for kind in ("edges", "heads"):
             total = size[f"n_{kind}"]

@@ -17,13 +17,13 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["GateStats", "gated_attention", "sparse_attention", "causal_allowed", "compile_enabled",
-           "query_rows_per_chunk", "CHUNK_ABOVE", "CHUNK_ROWS"]
+__all__ = ["GateStats", "AttentionLayer", "AttentionPath", "gated_attention", "sparse_attention", "causal_allowed",
+           "compile_enabled", "query_rows_per_chunk", "CHUNK_ABOVE", "CHUNK_ROWS"]
 
 CHUNK_ABOVE = 512  # a training call with more queries than this runs in query chunks
 CHUNK_ROWS = 128  # query rows per chunk
@@ -53,6 +53,27 @@ class GateStats:
     @property
     def kept_fraction(self) -> float:
         return float(self.kept.sum() / self.possible.sum().clamp_min(1))
+
+
+@dataclass(frozen=True)
+class AttentionLayer:
+    """What the calling attention layer brings besides q, k and v: its score scale and dropout, and the fixed mask
+    policy that replaces the gate there, which needs the layer's index (a random pattern differs by layer)."""
+
+    scale: float | None = None  # None: 1 / sqrt(head_dim)
+    dropout: float = 0.0  # training only: drops kept edges after gating
+    policy: object = None  # a MaskPolicy; None: the gate decides the mask
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class AttentionPath:
+    """How a call is computed, never what: every path gives the reference result (tests hold them to it), so a
+    caller chooses one for speed or memory alone."""
+
+    compiled: bool = False  # the reference rows through torch.compile
+    query_chunk: int | None = None  # query rows per chunk of a training call (see query_rows_per_chunk)
+    need_weights: bool = True  # False lets an evaluation call on CPU take the fused kernel, which returns no weights
 
 
 def causal_allowed(
@@ -164,28 +185,32 @@ def _scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
     return scores.to(torch.promote_types(scores.dtype, torch.float32))  # at least float32; float64 stays float64
 
 
-def _gated_rows(q, k, v, allowed, gate_bias: float, sample: bool, scale: float, dropout: float, policy, layer: int):
-    """The reference computation for a block of query rows (k, v already one per query head).
+def _gated_rows(q, k, v, allowed, gate_bias: float, sample: bool, layer: AttentionLayer):
+    """The reference computation for a block of query rows (k, v already one per query head; ``layer.scale`` set).
     Returns (output, masked weights, expected kept count per head, kept edges per row [B, H, Tq] int32)."""
-    scores = _scores(q, k, scale)
+    scores = _scores(q, k, layer.scale)
     noise = keep = None
-    if policy is not None:
-        keep = policy.keep(scores.detach(), allowed, layer)
+    if layer.policy is not None:
+        keep = layer.policy.keep(scores.detach(), allowed, layer.index)
     elif sample:
         noise = _logistic_noise(scores)
     weights, expected, hard = _GatedSoftmax.apply(scores, allowed, gate_bias, noise, keep)
     weights = weights.to(v.dtype)
+    dropout = layer.dropout
     out = torch.matmul(torch.nn.functional.dropout(weights, p=dropout) if dropout else weights, v)
     return out, weights, expected, hard.sum(-1, dtype=torch.int32)
 
 
-def _fused_eval_rows(q, k, v, allowed, gate_bias: float, sample: bool, scale: float):
+def _fused_eval_rows(q, k, v, allowed, gate_bias: float, sample: bool, layer: AttentionLayer):
     """Exact evaluation through the CPU's fused attention kernel, which returns each row's log-sum-exp.
 
     The gate keeps softmax-over-allowed weights without renormalising: out = attn_kept · exp(lse_kept − lse_all),
     where attn_kept is fused attention over the kept keys only. Same masks as :func:`_gated_rows` (same scores,
     same noise draw), output equal to rounding; no [B, H, Tq, Tk] tensor beyond the scores and the mask.
+    It takes the arguments of :func:`_gated_rows`, so that either stands in for the other; the layer's dropout and
+    policy never reach this path.
     """
+    scale = layer.scale
     scores = _scores(q, k, scale)
     _, keep, gate_probs = _gate_decision(scores, allowed, gate_bias, _logistic_noise(scores) if sample else None)
     expected = gate_probs.sum((0, 2, 3))
@@ -232,52 +257,49 @@ def gated_attention(
     *,
     gate_bias: float = 0.0,
     sample: bool = False,
-    scale: float | None = None,
-    dropout: float = 0.0,
     compute_stats: bool = True,
-    policy=None,
-    layer: int = 0,
-    compiled: bool = False,
-    query_chunk: int | None = None,
-    need_weights: bool = True,
+    layer: AttentionLayer = AttentionLayer(),
+    path: AttentionPath = AttentionPath(),
 ) -> tuple[torch.Tensor, torch.Tensor | None, GateStats | None]:
     """Core of the mechanism for any boolean ``allowed`` mask broadcastable to [B, H, Tq, Tk].
 
     q is [B, H, Tq, D]; k, v are [B, H_kv, Tk, D] (H_kv divides H). A query row is real when it may attend to
-    at least one key. ``dropout`` (training only) drops kept edges after gating. A fixed mask ``policy``
-    (:class:`~spartan_core.mechanism.policies.MaskPolicy`, told its ``layer``) decides the mask in place of the
-    gate; the gradient then flows through the softmax only, as through a gate that does not move.
+    at least one key. The ``layer``'s dropout (training only) drops kept edges after gating; its fixed mask policy
+    (:class:`~spartan_core.mechanism.policies.MaskPolicy`, told the layer's index) decides the mask in place of
+    the gate; the gradient then flows through the softmax only, as through a gate that does not move.
 
     Three paths give the same result (tests hold them to the reference): the reference; with a gradient, query
-    chunks of ``query_chunk`` rows (:func:`query_rows_per_chunk`), each recomputed in backward, so memory grows
-    like Tk x chunk rather than Tq x Tk; without a gradient on CPU when ``need_weights`` is False, the fused
-    kernel (:func:`_fused_eval_rows`). ``compiled`` runs the reference rows through torch.compile.
+    chunks of ``path.query_chunk`` rows (:func:`query_rows_per_chunk`), each recomputed in backward, so memory
+    grows like Tk x chunk rather than Tq x Tk; without a gradient on CPU when ``path.need_weights`` is False, the
+    fused kernel (:func:`_fused_eval_rows`). ``path.compiled`` runs the reference rows through torch.compile.
     Returns (output [B, H, Tq, D], masked attention weights [B, H, Tq, Tk] or None when not computed, stats).
     """
     batch, heads, q_len, head_dim = q.shape
     k = _repeat_kv(k, heads)
     v = _repeat_kv(v, heads)
-    scale = head_dim**-0.5 if scale is None else scale
+    if layer.scale is None:
+        layer = replace(layer, scale=head_dim**-0.5)
     gate_bias = float(gate_bias)
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-    rows = _COMPILED_ROWS if compiled and policy is None else _gated_rows
-    chunk = query_rows_per_chunk(q_len, k.shape[2], query_chunk)
-    if policy is None and not grad and not dropout and not need_weights and q.device.type == "cpu" \
+    policy = layer.policy
+    rows = _COMPILED_ROWS if path.compiled and policy is None else _gated_rows
+    chunk = query_rows_per_chunk(q_len, k.shape[2], path.query_chunk)
+    if policy is None and not grad and not layer.dropout and not path.need_weights and q.device.type == "cpu" \
             and q.dtype == torch.float32:
-        out, weights, expected, kept_rows = _fused_eval_rows(q, k, v, allowed, gate_bias, sample, scale)
+        out, weights, expected, kept_rows = _fused_eval_rows(q, k, v, allowed, gate_bias, sample, layer)
     elif grad and policy is None and chunk < q_len:
         pieces = []
         allowed = allowed.expand(-1, -1, q_len, -1)  # a mask broadcast over queries, sliced like the queries
         for start in range(0, q_len, chunk):
             rows_at = slice(start, start + chunk)
             pieces.append(checkpoint(rows, q[:, :, rows_at], k, v, allowed[:, :, rows_at], gate_bias, sample,
-                                     scale, dropout, None, layer, use_reentrant=False))
+                                     layer, use_reentrant=False))
         out = torch.cat([p[0] for p in pieces], dim=2)
         expected = torch.stack([p[2] for p in pieces]).sum(0)
         kept_rows = torch.cat([p[3] for p in pieces], dim=2)
         weights = None
     else:
-        out, weights, expected, kept_rows = rows(q, k, v, allowed, gate_bias, sample, scale, dropout, policy, layer)
+        out, weights, expected, kept_rows = rows(q, k, v, allowed, gate_bias, sample, layer)
 
     stats = None
     if compute_stats:
@@ -317,5 +339,6 @@ def sparse_attention(
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError("q, k and v must be [batch, heads, time, head_dim]")
     allowed = causal_allowed(q.shape[0], q.shape[2], k.shape[2], attention_mask, q.device)
-    out, _, stats = gated_attention(q, k, v, allowed, gate_bias=gate_bias, sample=sample, scale=scale)
+    out, _, stats = gated_attention(q, k, v, allowed, gate_bias=gate_bias, sample=sample,
+                                    layer=AttentionLayer(scale=scale))
     return out, stats

@@ -21,7 +21,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .gate import GateStats, causal_allowed, compile_enabled, gated_attention, query_rows_per_chunk
+from .gate import (AttentionLayer, AttentionPath, GateStats, causal_allowed, compile_enabled, gated_attention,
+                   query_rows_per_chunk)
 
 ATTN_NAME = "spartan"
 
@@ -87,12 +88,11 @@ def spartan_attention_forward(
         raise RuntimeError("attention module was not prepared by spartan_core.sparsify(model)")
     sample = module.training if state.sample is None else state.sample
     allowed = _allowed_from_hf_mask(attention_mask, query.shape[0], query.shape[2], key.shape[2], query.device)
-    out, weights, stats = gated_attention(
-        query, key, value, allowed, gate_bias=state.gate_bias, sample=sample, scale=scaling,
-        dropout=dropout if module.training else 0.0, compute_stats=state.record, policy=state.policy,
-        layer=module._spartan_layer, compiled=state.compiled,
-        query_chunk=state.query_chunk, need_weights=state.need_weights,
-    )
+    layer = AttentionLayer(scale=scaling, dropout=dropout if module.training else 0.0, policy=state.policy,
+                           index=module._spartan_layer)
+    path = AttentionPath(compiled=state.compiled, query_chunk=state.query_chunk, need_weights=state.need_weights)
+    out, weights, stats = gated_attention(query, key, value, allowed, gate_bias=state.gate_bias, sample=sample,
+                                          compute_stats=state.record, layer=layer, path=path)
     if stats is not None:
         state.stats[module._spartan_layer] = stats
     return out.transpose(1, 2).contiguous(), weights

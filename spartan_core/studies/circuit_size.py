@@ -326,10 +326,10 @@ def performance_sentence(sizes: TaskSizes) -> str:
 
 def measure_sizes(setup: CircuitSetup, prompt_seeds: Sequence[int], settings: CircuitSettings) -> SeedSizes:
     """The sizes of one training seed's models (``setup``) on every prompt set of ``prompt_seeds``."""
-    from ..circuits import size_study
+    from ..circuits import SizeSettings, size_study
 
     needed, curves = size_study(setup.models, setup.make_task, prompt_seeds, method=settings.method,
-                                ablations=settings.ablations, points=settings.points)
+                                ablations=settings.ablations, settings=SizeSettings(points=settings.points))
     seed = int(setup.train_seed)
     keys = {"task": setup.task, "train_seed": seed}
     return SeedSizes(seed, needed.rename(columns={"seed": "prompt_seed"}).assign(**keys),

@@ -20,6 +20,7 @@ from spartan_core.circuits import (  # noqa: E402
     ComponentGraph,
     EdgeScores,
     RunState,
+    SizeSettings,
     addition_task,
     attribute,
     circuit_size,
@@ -305,7 +306,7 @@ def test_attribute_refuses_bad_parameters(task):
 # ---------------------------------------------------------------- circuit size
 def test_explained_effect_curves_run_from_empty_to_model(task):
     graph, scores = graph_and_exact("gpt2", task)
-    size = circuit_size(graph, task, scores, thresholds=(0.9,), points=6)
+    size = circuit_size(graph, task, scores, settings=SizeSettings(thresholds=(0.9,), points=6, batch_size=64))
     for curve, n_max in ((size["edge_curve"], graph.n_edges), (size["head_curve"], len(graph.heads))):
         assert curve["kept"].iloc[0] == 0 and curve["kept"].iloc[-1] == n_max
         assert curve["explained"].iloc[0] == pytest.approx(0.0, abs=1e-5)
@@ -315,7 +316,8 @@ def test_explained_effect_curves_run_from_empty_to_model(task):
 
 def test_circuit_size_reports_counts_reached(task):
     graph, scores = graph_and_exact("gpt2", task)
-    size = circuit_size(graph, task, scores, thresholds=(0.5, 0.9), ablation="mean", points=6)
+    size = circuit_size(graph, task, scores, ablation="mean",
+                        settings=SizeSettings(thresholds=(0.5, 0.9), points=6, batch_size=64))
     curve = size["edge_curve"]
     for threshold, n in size["edges"].items():
         assert n is not None and 0 < n <= graph.n_edges
@@ -346,7 +348,7 @@ def test_needed_bisects_between_grid_points():
 def test_size_study_covers_every_model_ablation_and_prompt_set(task):
     models = {"dense": gpt2(), "copy": gpt2(), "sparse": sparsify(gpt2())}
     needed, curves = size_study(models, lambda seed: addition_task(6, seed=seed), [0, 1], method="eap",
-                                ablations=("resample", "mean"), thresholds=(0.8, 0.9), points=4)
+                                ablations=("resample", "mean"), settings=SizeSettings(thresholds=(0.8, 0.9), points=4))
     assert len(needed) == 3 * 2 * 2 * 2 * 2  # models x ablations x seeds x kinds x thresholds
     assert set(curves["model"]) == set(models) and set(curves["seed"]) == {0, 1}
     assert (needed["m_model"] != needed["m_empty"]).all()

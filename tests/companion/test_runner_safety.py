@@ -117,6 +117,11 @@ def test_the_kernel_of_a_runner_that_holds_the_lock_writes_without_taking_it(tmp
 
 
 
+def _folders_in(tmp_path):
+    """The results directly in ``tmp_path``, the executed notebooks and chapters in folders of it."""
+    return runner.Folders(executed=tmp_path / "executed", chapters=tmp_path / "chapters", results=tmp_path)
+
+
 def _no_kernel(*args, **kwargs):
     raise AssertionError("a kernel was started")
 
@@ -131,8 +136,7 @@ def test_runner_refuses_fast_while_another_run_holds_the_folder(tmp_path, monkey
         started = time.monotonic()
         with pytest.raises(ResultsBusy, match=rf"^results: another run is writing .*smoke/01_gated_attention "
                                               rf"\(pid {proc.pid}\); wait for it or stop it$"):
-            runner.run_notebook("01_gated_attention", "smoke", results_root=tmp_path,
-                                         executed_dir=tmp_path / "executed", chapters_dir=tmp_path / "chapters")
+            runner.run_notebook("01_gated_attention", "smoke", folders=_folders_in(tmp_path))
         assert time.monotonic() - started < 2, "the lock is checked before any work"
         assert runner.main(["--profile", "smoke", "--only", "01_gated_attention"]) == 2
         err = capsys.readouterr().err
@@ -173,9 +177,7 @@ def test_runner_holds_the_lock_over_kernel_executed_notebook_and_chapter(tmp_pat
 
     monkeypatch.setattr(papermill, "execute_notebook", _fake_kernel(kernel))
     monkeypatch.setattr(runner, "publish_chapter", publish)
-    executed = runner.run_notebook("01_gated_attention", "smoke", results_root=tmp_path,
-                                            executed_dir=tmp_path / "executed", chapters_dir=tmp_path / "chapters",
-                                            publish=True)
+    executed = runner.run_notebook("01_gated_attention", "smoke", folders=_folders_in(tmp_path), publish=True)
     assert seen == ["smoke", "published"] and executed.exists()
     assert LOCK_HELD_ENV not in os.environ
     assert read_metrics(tmp_path / "smoke" / "01_gated_attention")["provenance"]["status"] == "complete"
@@ -201,7 +203,7 @@ def test_paper_profile_without_cuda_is_refused_before_anything_runs(tmp_path, mo
 
     monkeypatch.setattr(papermill, "execute_notebook", _no_kernel)
     with pytest.raises(ValueError) as error:
-        runner.run_notebook("01_gated_attention", "paper", results_root=tmp_path / "results")
+        runner.run_notebook("01_gated_attention", "paper", folders=runner.Folders(results=tmp_path / "results"))
     assert str(error.value) == PAPER_REFUSAL
     with pytest.raises(ValueError, match="^profile: paper needs a CUDA GPU"):
         runner.run_profile("paper", ["01_gated_attention"])
@@ -223,10 +225,10 @@ def test_a_forced_paper_run_on_cpu_reaches_the_kernel_with_the_permission(tmp_pa
     monkeypatch.setattr(runner, "publish_chapter", lambda executed, chapters: chapters / executed.name)
     if how == "argument":
         runner.run_notebook("01_gated_attention", "paper", allow_cpu=True,
-                                     executed_dir=tmp_path / "executed")
+                            folders=runner.Folders(executed=tmp_path / "executed"))
     elif how == "environment":
         monkeypatch.setenv("SPARTAN_ALLOW_CPU", "1")
-        runner.run_profile("paper", ["01_gated_attention"], executed_dir=tmp_path / "executed")
+        runner.run_profile("paper", ["01_gated_attention"], folders=runner.Folders(executed=tmp_path / "executed"))
     else:
         assert runner.main(["--profile", "paper", "--only", "01_gated_attention", "--allow-cpu"]) == 0
     assert seen == [("paper", "1")], "the kernel's own check needs SPARTAN_ALLOW_CPU too"

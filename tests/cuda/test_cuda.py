@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_gpt2, token_blocks
 from spartan_core import sparsify
 from spartan_core.mechanism import gate
-from spartan_core.mechanism.gate import causal_allowed, gated_attention
+from spartan_core.mechanism.gate import AttentionPath, causal_allowed, gated_attention
 from spartan_core.training import TrainConfig, autocast_for, train
 from spartan_core.training.batches import find_grad_accum
 from spartan_core.objective.geco import GECO
@@ -40,7 +40,7 @@ def test_bf16_autocast_with_open_gates_is_dense_attention_and_trains():
 def _gate_run(q, k, v, allowed, seed, sample=True, **paths):
     q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
     torch.manual_seed(seed)
-    out, _, stats = gated_attention(q, k, v, allowed, sample=sample, gate_bias=0.3, **paths)
+    out, _, stats = gated_attention(q, k, v, allowed, sample=sample, gate_bias=0.3, path=AttentionPath(**paths))
     (out.square().sum() + stats.expected.sum()).backward()
     return out, stats.kept, q.grad, k.grad, v.grad
 

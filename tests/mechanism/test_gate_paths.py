@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from spartan_core.mechanism import gate
-from spartan_core.mechanism.gate import causal_allowed, gated_attention, query_rows_per_chunk, compile_enabled
+from spartan_core.mechanism.gate import (AttentionPath, causal_allowed, compile_enabled, gated_attention,
+                                         query_rows_per_chunk)
 from conftest import tiny_gpt2
 
 BIASES = [0.0, 0.4, -0.3, float("inf"), -1e4]
+EVALUATION = AttentionPath(need_weights=False)  # the fused path, when there is no gradient on CPU
 
 
 def inputs(b=2, h=4, kv=2, t=11, d=8, padded=True, seed=0):
@@ -23,12 +25,14 @@ def inputs(b=2, h=4, kv=2, t=11, d=8, padded=True, seed=0):
     return q, k, v, causal_allowed(b, t, t, mask, q.device)
 
 
-def run(q, k, v, allowed, seed=0, grad=False, **kwargs):
-    """Output, stats and (with ``grad``) the gradients of a loss that reads both the output and the regulariser."""
+def run(q, k, v, allowed, seed=0, grad=False, gate_bias=0.0, sample=False, **path):
+    """Output, stats and (with ``grad``) the gradients of a loss that reads both the output and the regulariser;
+    ``path`` are the fields of the :class:`AttentionPath` taken."""
     q, k, v = (x.clone().requires_grad_(grad) for x in (q, k, v))
     torch.manual_seed(seed)
     with torch.set_grad_enabled(grad):
-        out, _, stats = gated_attention(q, k, v, allowed, **kwargs)
+        out, _, stats = gated_attention(q, k, v, allowed, gate_bias=gate_bias, sample=sample,
+                                        path=AttentionPath(**path))
         grads = None
         if grad:
             (out.square().sum() + stats.expected.sum()).backward()
@@ -57,11 +61,11 @@ def test_fused_evaluation_equals_the_reference(bias, sample):
 def test_fused_evaluation_returns_no_weights_and_is_used_only_without_a_gradient(monkeypatch):
     q, k, v, allowed = inputs()
     calls = []
-    monkeypatch.setattr(gate, "_fused_eval_rows", lambda *a: calls.append(1) or gate._gated_rows(*a, 0.0, None, 0))
+    monkeypatch.setattr(gate, "_fused_eval_rows", lambda *a: calls.append(1) or gate._gated_rows(*a))
     with torch.no_grad():
-        assert gated_attention(q, k, v, allowed, need_weights=False)[1] is not None  # (the stand-in returns weights)
-        gated_attention(q, k, v, allowed, need_weights=True)
-    gated_attention(q.requires_grad_(), k, v, allowed, need_weights=False)
+        assert gated_attention(q, k, v, allowed, path=EVALUATION)[1] is not None  # (the stand-in returns weights)
+        gated_attention(q, k, v, allowed)
+    gated_attention(q.requires_grad_(), k, v, allowed, path=EVALUATION)
     assert calls == [1]
 
 
@@ -69,9 +73,9 @@ def test_a_fused_path_that_renormalises_is_caught(monkeypatch):
     q, k, v, allowed = inputs()
     reference = run(q, k, v, allowed, gate_bias=0.4, need_weights=True)
 
-    def renormalised(q, k, v, allowed, gate_bias, sample, scale):
-        out, _, expected, kept_rows = gate._gated_rows(q, k, v, allowed, gate_bias, sample, scale, 0.0, None, 0)
-        keep = (gate._scores(q, k, scale) + gate_bias > 0) & allowed
+    def renormalised(q, k, v, allowed, gate_bias, sample, layer):
+        out, _, expected, kept_rows = gate._gated_rows(q, k, v, allowed, gate_bias, sample, layer)
+        keep = (gate._scores(q, k, layer.scale) + gate_bias > 0) & allowed
         fixed = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep).nan_to_num()
         return fixed, None, expected, kept_rows
 
@@ -132,7 +136,7 @@ def test_chunked_training_saves_no_tensor_of_every_query_by_every_key():
     q.requires_grad_()
 
     def square(chunk):
-        return lambda: gated_attention(q, k, v, allowed, sample=True, query_chunk=chunk)
+        return lambda: gated_attention(q, k, v, allowed, sample=True, path=AttentionPath(query_chunk=chunk))
 
     assert any(shape[-2:] == (32, 32) for shape in saved_shapes(square(0)))
     assert all(shape[-2:] != (32, 32) and shape[-1] * shape[-2] <= 32 * 8 for shape in saved_shapes(square(8))
@@ -169,8 +173,8 @@ def test_a_wrong_compiled_gate_is_caught(compile_like_eager):
     q, k, v, allowed = inputs()
     reference = run(q, k, v, allowed, grad=True, sample=True)
 
-    def stale_noise(q, k, v, allowed, gate_bias, sample, scale, dropout, policy, layer):
-        return gate._gated_rows(q, k, v, allowed, gate_bias, False, scale, dropout, policy, layer)
+    def stale_noise(q, k, v, allowed, gate_bias, sample, layer):
+        return gate._gated_rows(q, k, v, allowed, gate_bias, False, layer)
 
     gate._COMPILED_ROWS.function = torch.compile(stale_noise)
     with pytest.raises(AssertionError):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from spartan_core import count_edges, sparsify
-from spartan_core.mechanism.gate import causal_allowed, gated_attention
+from spartan_core.mechanism.gate import AttentionLayer, causal_allowed, gated_attention
 from spartan_core.mechanism.policies import POLICIES, MaskPolicy, calibrate_threshold
 from conftest import tiny_gpt2
 
@@ -62,7 +62,7 @@ def test_a_policy_keeping_every_key_is_dense_attention(name):
     q, k, v = (torch.randn(2, 3, 9, 8) for _ in range(3))
     allowed = causal_allowed(2, 9, 9, None, torch.device("cpu"))
     policy = MaskPolicy(name, 9, threshold=0.0 if name == "threshold" else None)
-    out, _, stats = gated_attention(q, k, v, allowed, policy=policy)
+    out, _, stats = gated_attention(q, k, v, allowed, layer=AttentionLayer(policy=policy))
     dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.testing.assert_close(out, dense, rtol=1e-5, atol=1e-6)
     assert stats.kept_fraction == 1.0
@@ -71,7 +71,8 @@ def test_a_policy_keeping_every_key_is_dense_attention(name):
 def test_the_gradient_flows_through_the_kept_softmax_only():
     q, k, v = (torch.randn(1, 2, 6, 4, requires_grad=True) for _ in range(3))
     allowed = causal_allowed(1, 6, 6, None, torch.device("cpu"))
-    out, weights, _ = gated_attention(q, k, v, allowed, policy=MaskPolicy("window", 2), sample=True)
+    out, weights, _ = gated_attention(q, k, v, allowed, layer=AttentionLayer(policy=MaskPolicy("window", 2)),
+                                      sample=True)
     out.sum().backward()
     assert torch.isfinite(q.grad).all() and q.grad.abs().sum() > 0
     expected_weights = torch.softmax(
