@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from ..formatting import SETTING, counted
+from ..formatting import DECIMAL2, counted
 from .style import DENSE, SEQUENCE, SPARSE, TARGET
 
 
@@ -199,23 +199,25 @@ def penalty_tradeoff_over_seeds(runs, *, dense_ce, tau, split: str):
     return fig
 
 
-def edges_vs_loss_over_seeds(rows, *, paper_percent: tuple[float, float]):
-    """Left: kept edges (%) against CE change (%) of each model's untrained gate (hollow) and sparse model (star),
-    beside the paper's reported band; each seed's as small markers, their mean over seeds as large ones with min-max
-    error bars. Right: mean kept keys per query with min-max error bars and one dot per seed. ``rows`` (one per model
-    and training seed) has the columns ``model``, ``context_length``, ``gated_kept_fraction``,
-    ``gated_ce_increase_pct``, ``gated_kept_per_query`` and, for post-trained models, the same with ``sparse_``."""
+def edges_vs_loss_over_seeds(rows, *, paper_keys_per_query: tuple[float, float]):
+    """Left: kept keys per query (comparable across context lengths) against the CE change in nats of each model's
+    untrained gate (hollow, against the dense checkpoint) and sparse model (star, against its compute-matched
+    control), beside the paper's band; each seed's as small markers, their mean over seeds as large ones with
+    min-max error bars. Right: mean kept keys per query with min-max error bars and one dot per seed. ``rows`` (one
+    per model and training seed) has the columns ``model``, ``context_length``, ``gated_kept_per_query``,
+    ``gated_ce_change`` and, for post-trained models, the same with ``sparse_``."""
     import pandas as pd
 
     rows = pd.DataFrame(rows).reset_index(drop=True)
-    for column in ("sparse_kept_fraction", "sparse_ce_increase_pct", "sparse_kept_per_query"):
+    for column in ("sparse_kept_per_query", "sparse_ce_change", "gated_ce_change"):
         if column not in rows:
             rows[column] = np.nan
     models = list(dict.fromkeys(rows["model"].tolist()))
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True)
-    low, high = paper_percent
-    ax.axvspan(low * 0.9, high * 1.1, color=TARGET, alpha=0.12, lw=0,
-               label=f"paper, reported: {SETTING(low)}–{SETTING(high)} % kept at no loss increase")
+    low, high = paper_keys_per_query
+    paper = f"paper, reported: {DECIMAL2(low)}–{DECIMAL2(high)} keys per query at no loss increase"
+    ax.axvspan(low, high, color=TARGET, alpha=0.12, lw=0, label=paper)
+    bx.axhspan(low, high, color=TARGET, alpha=0.12, lw=0)
     ax.axhline(0.0, color=TARGET, ls="--", lw=1)
     for index, model in enumerate(models):
         group, colour = rows[rows["model"] == model], SEQUENCE[(index + 2) % len(SEQUENCE)]
@@ -223,10 +225,11 @@ def edges_vs_loss_over_seeds(rows, *, paper_percent: tuple[float, float]):
         over = f", mean of {seeds} seeds" if seeds > 1 else ""
         for kind, marker, hollow, label in (("gated", "o", True, "untrained gate"),
                                             ("sparse", "*", False, "sparse post-trained")):
-            part = group[np.isfinite(group[f"{kind}_kept_fraction"].astype(float))]
+            part = group[np.isfinite(group[f"{kind}_kept_per_query"].astype(float))
+                         & np.isfinite(group[f"{kind}_ce_change"].astype(float))]
             if part.empty:
                 continue
-            xs, ys = 100 * part[f"{kind}_kept_fraction"].astype(float), part[f"{kind}_ce_increase_pct"].astype(float)
+            xs, ys = part[f"{kind}_kept_per_query"].astype(float), part[f"{kind}_ce_change"].astype(float)
             face = "none" if hollow else colour
             if seeds > 1:
                 ax.scatter(xs, ys, s=25, marker=marker, facecolors=face, edgecolors=colour, alpha=0.5,
@@ -236,10 +239,10 @@ def edges_vs_loss_over_seeds(rows, *, paper_percent: tuple[float, float]):
             ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=marker, ms=10 if hollow else 13, mfc=face,
                         mec=colour, color=colour, capsize=3, lw=1, label=f"{model}: {label}{over}")
     ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_yscale("symlog", linthresh=0.01)
     ax.margins(x=0.15, y=0.15)
-    ax.set_xlabel("kept attention edges (% of causal edges, held-out data)")
-    ax.set_ylabel("CE change vs dense (%)")
+    ax.set_xlabel("kept keys per query (held-out data)")
+    ax.set_ylabel("CE change (nats): gate vs dense,\nsparse vs its control")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower left", ncol=2, fontsize=8)
     for offset, kind, colour, label in ((-0.2, "gated", DENSE, "untrained gate"),
                                         (0.2, "sparse", SPARSE, "sparse post-trained")):

@@ -96,7 +96,7 @@ class EdgesAndLoss:
         """Flat fields for metrics.json: ``dense_ce``, ``gated_kept_fraction``, ``sparse_per_head``, ..."""
         record = {k: v for k, v in asdict(self).items()
                   if v is not None and k not in ("dense", "gated", "sparse", "control")}
-        record.update({k: v for k, v in self.row().items() if not k.endswith("_change")})
+        record.update(self.row())
         for kind, held in (("gated", self.gated), ("sparse", self.sparse)):
             if held is not None and held.edges is not None:
                 record.update({f"{kind}_per_layer": list(held.edges.per_layer),
