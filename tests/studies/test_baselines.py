@@ -156,13 +156,22 @@ def test_the_baselines_claim_needs_every_policy_beaten_on_every_model():
     assert claim.verdict == "reproduced" and claim.rule == baselines.BASELINES_RULE
     assert claim.values == {"seed": 3, "models": ["a", "b"],
                             "beaten": {"a": ["topk", "window", "sink", "random", "threshold"],
-                                       "b": ["topk", "window", "sink", "random", "threshold"]}}
+                                       "b": ["topk", "window", "sink", "random", "threshold"]},
+                            "fine_tuned_fewer_steps": {}}
     assert claim.sentence.startswith("a: learned gate 1.00 keys per query at CE 1; 5 of 5")
     assert baselines.baselines_claim({"a": _policies("a", 5), "b": _policies("b", 2)}).verdict == "partly"
     assert baselines.baselines_claim({"a": _policies("a", 4)}).verdict == "partly"
     assert baselines.baselines_claim({"a": _policies("a", 0), "b": _policies("b", 0)}).verdict == "not reproduced"
     with pytest.raises(ValueError, match="^paretos: "):
         baselines.baselines_claim({})
+
+
+def test_policies_fine_tuned_for_fewer_steps_than_the_gate_cannot_test_the_claim():
+    cheap = _policies("a", 5)
+    cheap = Pareto(model="a", seed=3, dense_ce=0.9, points=[
+        p if p.stage != "fine-tuned" else ParetoPoint(**{**vars(p), "steps": p.steps - 1}) for p in cheap.points])
+    claim = baselines.baselines_claim({"a": cheap, "b": _policies("b", 5)})
+    assert claim.verdict == "cannot test here" and claim.values["fine_tuned_fewer_steps"] == {"a": [4]}
 
 
 def _comparison(ends):
