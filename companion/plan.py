@@ -84,12 +84,14 @@ def _post(name: str, what: str, runs: int, steps: int | None, batch: int | None 
 def _ch02(p):
     n = len(p["train_seeds"])
     return [_post(p["model"], "GECO post-training", n, p["steps"], p["batch_size"]),
+            _post(p["model"], "compute-matched controls", n, p["steps"], p["batch_size"]),
             _post(p["model"], "fixed-penalty post-training", n * len(p["fixed_betas"]), p["steps"],
                   p["batch_size"])]
 
 
 def _ch03(p):
-    runs = [_post(m, "post-training", len(p["train_seeds"]), p["sparse_steps"]) for m in p["post_train"]]
+    runs = [_post(m, what, len(p["train_seeds"]), p["sparse_steps"]) for m in p["post_train"]
+            for what in ("post-training", "compute-matched controls")]
     if p.get("thread_check"):
         runs.append(_post("addition-4l", "1-thread retrain check", 1, p["sparse_steps"]))
     return runs
