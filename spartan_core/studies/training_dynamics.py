@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..claims import Claim
-from ..formatting import (CE, COUNT, DECIMAL1, DECIMAL2, DECIMAL4, PERCENT, PERCENT1, SCIENTIFIC, SETTING, SIGNIFICANT,
+from ..formatting import (CE, COUNT, DECIMAL2, DECIMAL4, PERCENT, PERCENT1, SCIENTIFIC, SETTING, SIGNIFICANT, TIMES,
                           counted, occurrences, ratio, seed_list)
 from ..training.evaluate import HeldOut
 from ..training.posttrain import DENSE_CONTROL
@@ -260,8 +260,8 @@ def training_dynamics_claim(runs: Seeds[GecoRun]) -> Claim:
     unrecovered = [run.seed for run in runs.runs if run.unrecovered_collapse]
     sentence = (f"{runs.first.model}, {runs.first.steps} steps, {counted(n, 'seed')}: expected edge "
                 f"fraction {s['expected_fraction_first'].summary(DECIMAL4)} → "
-                f"{s['expected_fraction_last'].summary(DECIMAL4)} ({fall.summary(DECIMAL1)}× lower); β rose "
-                f"{rise.summary(SIGNIFICANT)}× above its start (max {s['beta_max'].summary(SCIENTIFIC)}), falling "
+                f"{s['expected_fraction_last'].summary(DECIMAL4)}, {fall.summary(TIMES)} lower; β rose to "
+                f"{rise.summary(SIGNIFICANT)} times its start (max {s['beta_max'].summary(SCIENTIFIC)}), falling "
                 f"back to its lower clamp {s['beta_collapses'].summary(COUNT)} times; eval CE ≤ τ at "
                 f"{s['evals_meeting_tau'].summary(COUNT)} of {len(runs.first.evals)} evaluations")
     if unrecovered:
