@@ -3,7 +3,7 @@
 The study that measures a claim judges it (:class:`spartan_core.claims.Claim`: reproduced, partly, not
 reproduced, or cannot test here) and states its rule; the ledger only collects those records from the finished
 results folders. A claim that no finished results folder judged is pending: not run yet on the CPU profile, or
-waiting for a GPU on the paper profile. The rule is printed next to its badge, so a reader can disagree with the
+waiting for a GPU on the paper profile; a claim that ``claims.yaml`` marks ``not_attempted`` says so, with why. The rule is printed next to its badge, so a reader can disagree with the
 threshold rather than with a hidden judgement.
 """
 
@@ -22,6 +22,7 @@ __all__ = ["STATUSES", "claim_status", "ledger_markdown"]
 STATUSES = {
     "reproduced": "bdg-success", "partly": "bdg-warning", "not reproduced": "bdg-danger",
     "cannot test here": "bdg-secondary", "pending": "bdg-light", "pending GPU": "bdg-info",
+    "not attempted": "bdg-dark",
 }
 
 
@@ -53,7 +54,10 @@ def ledger_markdown(claims_path: Path, root: Path, chapters: set[str]) -> str:
         for profile in profiles:
             found = [(notebook, data["claims"][claim["id"]]) for notebook, data in measured[profile]
                      if claim["id"] in data.get("claims", {}) and data.get("provenance", {}).get("status") == "complete"]
-            if found:
+            if "not_attempted" in claim and not found:
+                statuses.append(_badge("not attempted"))
+                ours, rule = "not attempted", f"none: {claim['not_attempted']}"
+            elif found:
                 status, judged_by = claim_status([entry for _, entry in found])
                 statuses.append(_badge(status))
                 rule = rule or judged_by

@@ -42,3 +42,10 @@ def test_the_ledger_reads_finished_results_only_and_the_paper_column_waits_for_a
     assert ("Ours, on the CPU profile: open gates exact (chapter 01). Rule: reproduced when open gates give the "
             "dense logits.") in ledger
     assert "Ours, on the CPU profile: not run yet. Rule: stated by the chapter" in ledger
+
+
+def test_a_claim_marked_not_attempted_says_so_with_its_reason(tmp_path):
+    ledger = ledger_markdown(REPO_ROOT / "book" / "claims.yaml", tmp_path, chapters=set())
+    row = next(line for line in ledger.splitlines() if "attention attribution is carried by few heads" in line)
+    assert row.count("{bdg-dark}`not attempted`") == 2, "no profile pretends it is pending"
+    assert "Ours, on the CPU profile: not attempted. Rule: none: the paper measures it through cross-layer" in ledger
