@@ -18,23 +18,25 @@ def _policy_colours(policies: Sequence[str]) -> dict:
     return {policy: palette[i % len(palette)] for i, policy in enumerate(policies)}
 
 
-def pareto_panels(points, *, dense_ce: float, dense_exact_match: float | None, title: str):
+def pareto_panels(points, *, dense_ce: float, dense_exact_match: float | None, title: str,
+                  control_ce: float | None = None, control_exact_match: float | None = None):
     """Held-out CE (and exact match, where measured) against kept keys per query, log x: each fixed policy a curve
-    over its budgets, fine-tuned solid and as-is dashed; the learned gate a star; the dense model dotted.
-    ``points`` is :meth:`~spartan_core.studies.baselines.Pareto.frame`."""
+    over its budgets, fine-tuned solid and as-is dashed; the learned gate a star; the dense checkpoint dotted and its
+    compute-matched control (the gate's steps, no gate) dash-dotted. ``points`` is
+    :meth:`~spartan_core.studies.baselines.Pareto.frame`."""
     import pandas as pd
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     points = pd.DataFrame(points)
-    metrics = [("heldout_ce", "held-out CE (nats)", dense_ce)]
+    metrics = [("heldout_ce", "held-out CE (nats)", dense_ce, control_ce)]
     if dense_exact_match is not None and points["exact_match"].notna().all():
-        metrics.append(("exact_match", "held-out exact match", dense_exact_match))
+        metrics.append(("exact_match", "held-out exact match", dense_exact_match, control_exact_match))
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 1.6, 3.8), squeeze=False,
                              constrained_layout=True)
     fixed = points[points["stage"] != "learned"]
     colours = _policy_colours(list(dict.fromkeys(fixed["policy"])))
     learned = points[points["stage"] == "learned"]
-    for ax, (column, label, dense) in zip(axes[0], metrics):
+    for ax, (column, label, dense, control) in zip(axes[0], metrics):
         for policy, colour in colours.items():
             for stage, style in (("fine-tuned", "-o"), ("as is", "--x")):
                 curve = fixed[(fixed["policy"] == policy) & (fixed["stage"] == stage)].sort_values("kept_per_query")
@@ -43,7 +45,9 @@ def pareto_panels(points, *, dense_ce: float, dense_exact_match: float | None, t
                         label=f"{policy}, {stage}")
         ax.plot(learned["kept_per_query"], learned[column], "*", color=SPARSE, ms=16, mec="black", mew=0.6,
                 label="learned gate (SPARTAN)")
-        ax.axhline(dense, color=DENSE, ls=":", lw=1.2, label="dense model")
+        ax.axhline(dense, color=DENSE, ls=":", lw=1.2, label="dense checkpoint")
+        if control is not None:
+            ax.axhline(control, color=DENSE, ls="-.", lw=1.2, label="dense control (the gate's steps)")
         values = points[column].dropna()
         if column == "heldout_ce" and values.min() > 0 and values.max() / values.min() > 100:
             ax.set_yscale("log")

@@ -20,7 +20,7 @@ from ..formatting import (CE, COUNT, DECIMAL2, DECIMAL3, DECIMAL4, PERCENT, PERC
                           WHOLE, ratio)
 from ..mechanism.policies import INTEGER_POLICIES, POLICIES
 from ..training.evaluate import HeldOut
-from ..training.posttrain import PostTrainResult
+from ..training.posttrain import DENSE_CONTROL, PostTrainResult
 from .common import load_run
 from .seeds import Seeds, Spread, spread, table_cell
 from .training_dynamics import GecoRun, geco_run
@@ -87,18 +87,21 @@ def pareto(name: str, policies, budgets, recipe: dict, seed: int = 0, learned_re
             points += [ParetoPoint.of(name, policy, "as is", budget, run.before),
                        ParetoPoint.of(name, policy, "fine-tuned", budget, run.after, run)]
     learned = ParetoPoint.of(name, LEARNED, "learned", None, gate.after, gate)
-    return Pareto(name, [*points, learned], gate.dense.ce, gate.dense.exact_match_all, seed)
+    control = load_run(name, {**(learned_recipe or {}), "policy": DENSE_CONTROL}, seed, dense_steps).run.after
+    return Pareto(name, [*points, learned], gate.dense.ce, gate.dense.exact_match_all, seed, control)
 
 
 @dataclass(frozen=True)
 class Pareto:
-    """The fixed policies' points and the learned point of one model."""
+    """The fixed policies' points and the learned point of one model, beside the dense checkpoint and the gate's
+    compute-matched control (its steps with no gate: None where not loaded)."""
 
     model: str
     points: list[ParetoPoint]
     dense_ce: float
     dense_exact_match: float | None = None
     seed: int = 0
+    control: HeldOut | None = None
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(p) for p in self.points])
@@ -183,7 +186,9 @@ class Pareto:
         exact = "" if learned.exact_match is None else f", exact match {PERCENT1(learned.exact_match)}"
         head = (f"{self.model}: the learned gate keeps {DECIMAL2(learned.kept_per_query)} keys per query "
                 f"({PERCENT(learned.kept_fraction)} of edges) at held-out CE {CE(learned.heldout_ce)}{exact} "
-                f"(dense {CE(self.dense_ce)}). Fine-tuned at fixed patterns, ")
+                f"(dense checkpoint {CE(self.dense_ce)}"
+                + ("" if self.control is None else f"; its compute-matched control {CE(self.control.ce)}") +
+                "). Fine-tuned at fixed patterns, ")
         verdict = (f"{' and '.join(winners)} beat{'s' if len(winners) == 1 else ''} it on both counts. " if winners
                    else "no policy matches it on both counts. ")
         return head + verdict + "; ".join(self._verdict(row) for _, row in tuned.iterrows()) + "."

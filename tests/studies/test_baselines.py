@@ -67,8 +67,10 @@ def test_a_policy_only_above_the_learned_budget_is_described_at_its_smallest():
 def test_pareto_runs_every_policy_at_its_budgets_and_the_learned_gate(tiny_zoo):
     pareto = baselines.pareto("shakespeare-lm", ["window", "random"], [0.5, 1], {"steps": 4, "floor_steps": 0},
                               seed=2, dense_steps=30)
-    learned_call, *policy_calls = tiny_zoo
+    learned_call, *policy_calls, control_call = tiny_zoo
     assert learned_call[1] == {"seed": 2} and "policy" not in learned_call[1]
+    assert control_call[1] == {"seed": 2, "policy": "dense"}, "the learned gate's compute-matched control"
+    assert pareto.control.ce > 0 and "its compute-matched control" in pareto.sentence
     assert [(c[1]["policy"], c[1]["keys_per_query"]) for c in policy_calls] == [
         ("window", 1.0), ("random", 0.5), ("random", 1.0)], "window keeps whole keys only"
     assert all(c[2] == {"seed": 2, "steps": 30} for c in tiny_zoo), "one dense model for every run"
@@ -82,8 +84,10 @@ def test_pareto_runs_every_policy_at_its_budgets_and_the_learned_gate(tiny_zoo):
     assert list(pareto.table().index.get_level_values("policy")).count(baselines.LEARNED) == 1
     assert "4 against 6" in baselines.steps_sentence([pareto]) and "can only favour the gate" in \
         baselines.steps_sentence([pareto])
-    fig = plots.pareto_panels(frame, dense_ce=pareto.dense_ce, dense_exact_match=None, title="t")
+    fig = plots.pareto_panels(frame, dense_ce=pareto.dense_ce, dense_exact_match=None, title="t",
+                              control_ce=pareto.control.ce)
     assert len(fig.axes) == 1, "no exact-match panel without exact match"
+    assert "dense control (the gate's steps)" in fig.axes[0].get_legend_handles_labels()[1]
     plt.close(fig)
 
 
