@@ -16,7 +16,7 @@ from spartan_core.mechanism.attention import attention_maps
 from spartan_core.mechanism.class_means import attention_by_class
 from spartan_core.mechanism.sparsify import sparsify
 from spartan_core.studies import addition_algorithm as study
-from spartan_core.studies import addition_carry
+from spartan_core.studies import addition_carry, addition_reads
 from spartan_core.studies.common import ModelPair
 from spartan_core.studies.seeds import Seeds
 
@@ -96,7 +96,7 @@ def test_carry_study_names_the_carry_selective_head():
 
 
 def test_top_reads_ranks_keys():
-    reads = study.top_reads(_planted_means(), layer=1, measure="kept", k=1)
+    reads = addition_reads.top_reads(_planted_means(), layer=1, measure="kept", k=1)
     row = reads[(reads["head"] == 0) & (reads["query"] == 8)].iloc[0]
     assert row["key_1"] == "a0" and row["value_1"] == pytest.approx(0.525) and row["predicts"] == "s1"
     assert row["total_kept"] == pytest.approx((1.0 + 0.1 + 1.0 + 0.0) / 4)
@@ -125,7 +125,7 @@ def test_example_graphs_count_what_the_figure_draws_and_the_layer_reads():
     drawn = graphs.edges_drawn()
     assert drawn["dense"].tolist() == [int((graphs.dense[p].tril() >= 0.02).sum()) for p in range(2)]
     assert (drawn["sparse"] <= drawn["dense"]).all() and list(drawn["problem"]) == ["53+21=00074", "43+59=00102"]
-    reads = study.layer_reads(addition_carry.class_means(pair, batch_size=16))
+    reads = addition_reads.layer_reads(addition_carry.class_means(pair, batch_size=16))
     assert reads.dense_weight.shape == (4, 11, 11)
     assert len(reads.side_by_side()) == 4 * len(addition_carry.ANSWER_QUERIES)
     assert reads.sentence.startswith("In layer 0 of the sparse model")
@@ -151,7 +151,7 @@ def _seed(seed, kept_fraction, selective=True, exact_match=0.5, matching=False):
     if matching:
         means.kept[:, 0, 0, 9, 1] = means.kept[:, 0, 1, 8, 3] = 1.0
     return study.AdditionSeed(seed, study.toy_accuracy(pair), study.example_graphs(pair, ["53+21", "43+59"], 0.02),
-                              study.layer_reads({"dense": means, "sparse": means}),
+                              addition_reads.layer_reads({"dense": means, "sparse": means}),
                               addition_carry.carry_study({"dense": means, "sparse": means}), None, 40, 2, 4)
 
 

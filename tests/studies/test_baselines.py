@@ -10,8 +10,9 @@ import pytest  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
 from spartan_core import plots  # noqa: E402
-from spartan_core.studies import baselines  # noqa: E402
-from spartan_core.studies.baselines import ControllerComparison, ControllerRun, Pareto, ParetoPoint  # noqa: E402
+from spartan_core.studies import baselines, controller_comparison  # noqa: E402
+from spartan_core.studies.baselines import Pareto, ParetoPoint  # noqa: E402
+from spartan_core.studies.controller_comparison import ControllerComparison, ControllerRun  # noqa: E402
 from spartan_core.studies.training_dynamics import GecoRun, PenaltyOutcome  # noqa: E402
 
 
@@ -116,8 +117,8 @@ def test_the_end_point_counts_only_evaluations_that_met_tau():
 
 
 def test_controllers_share_one_dense_model_and_differ_only_in_the_rule(tiny_zoo):
-    comparison = baselines.compare_controllers("shakespeare-lm", {"steps": 4, "eval_every": 2}, [0, 1],
-                                               betas=[0.5], dense_seed=3, kp=2.0)
+    comparison = controller_comparison.compare_controllers("shakespeare-lm", {"steps": 4, "eval_every": 2}, [0, 1],
+                                                           betas=[0.5], dense_seed=3, kp=2.0)
     recipes = [c[1] for c in tiny_zoo]
     assert [(r["controller"], r.get("beta_init"), r.get("kp"), r["seed"]) for r in recipes] == [
         ("geco", None, None, 0), ("geco", None, None, 1), ("pi", None, 2.0, 0), ("pi", None, 2.0, 1),
@@ -139,9 +140,9 @@ def test_controllers_share_one_dense_model_and_differ_only_in_the_rule(tiny_zoo)
 
 def test_controller_settings_are_refused_by_name():
     with pytest.raises(ValueError, match="^controllers: "):
-        baselines.compare_controllers("m", {}, [0], controllers=["fixed"])
+        controller_comparison.compare_controllers("m", {}, [0], controllers=["fixed"])
     with pytest.raises(ValueError, match="^seeds: "):
-        baselines.compare_controllers("m", {}, [])
+        controller_comparison.compare_controllers("m", {}, [])
     with pytest.raises(ValueError, match="^policies: "):
         baselines.pareto("m", [], [1], {})
 
@@ -191,14 +192,15 @@ def _comparison(ends):
 
 
 def test_the_controllers_claim_asks_whether_geco_has_the_best_end_point():
-    claim = baselines.controllers_claim(_comparison({"geco": 0.2, "pi": 0.4, "fixed": 0.3}))
+    claim = controller_comparison.controllers_claim(_comparison({"geco": 0.2, "pi": 0.4, "fixed": 0.3}))
     assert (claim.verdict, claim.values) == ("reproduced", {"seeds": [0, 1], "best": "GECO"})
-    assert claim.rule == baselines.CONTROLLERS_RULE
+    assert claim.rule == controller_comparison.CONTROLLERS_RULE
     assert claim.sentence == ("m, 2 seeds: GECO 0.200 keys per query, 1 β collapses; PI 0.400 keys per query, "
                               "1 β collapses; best end point meeting τ in every seed: GECO")
-    other = baselines.controllers_claim(_comparison({"geco": 0.4, "pi": 0.2}))
+    other = controller_comparison.controllers_claim(_comparison({"geco": 0.4, "pi": 0.2}))
     assert (other.verdict, other.values["best"]) == ("partly", "PI"), "the rule never says not reproduced"
-    assert baselines.controllers_claim(_comparison({"geco": 0.4, "fixed": 0.2})).values["best"] == "fixed β = 0.3"
-    none = baselines.controllers_claim(_comparison({"geco": None, "pi": None}))
+    fixed = controller_comparison.controllers_claim(_comparison({"geco": 0.4, "fixed": 0.2}))
+    assert fixed.values["best"] == "fixed β = 0.3"
+    none = controller_comparison.controllers_claim(_comparison({"geco": None, "pi": None}))
     assert none.verdict is None and none.rule is None and none.values["best"] is None, "unjudged: pending"
     assert "GECO never met τ" in none.sentence

@@ -3,11 +3,12 @@ import dataclasses
 import pandas as pd
 import pytest
 
+from spartan_core.studies import fixed_penalties
 from spartan_core.studies import training_dynamics as study
 from spartan_core.training.evaluate import HeldOut
 from spartan_core.studies.seeds import Seeds
-from spartan_core.studies.training_dynamics import (PenaltyOutcome, Tradeoff, compare_fixed_penalties,
-                                                   geco_over_seeds, geco_run, penalties_over_seeds)
+from spartan_core.studies.fixed_penalties import Tradeoff, compare_fixed_penalties, penalties_over_seeds
+from spartan_core.studies.training_dynamics import PenaltyOutcome, geco_over_seeds, geco_run
 
 
 def test_geco_run_reads_the_logged_run(tiny_zoo):
@@ -42,7 +43,7 @@ def test_fixed_penalties_hold_beta_and_are_compared_with_geco(tiny_zoo):
     frame = tradeoff.frame()
     assert frame["method"].tolist() == ["geco", "fixed", "fixed"] and frame["ce_ratio_to_geco"].iloc[0] == 1.0
     assert frame["run"].tolist() == ["GECO", "fixed β = 0.5", "fixed β = 2"]
-    assert study.tradeoff_sentence(Seeds((tradeoff,))).count("β = ") == 2
+    assert fixed_penalties.tradeoff_sentence(Seeds((tradeoff,))).count("β = ") == 2
     with pytest.raises(ValueError, match="^betas:"):
         compare_fixed_penalties("addition-4l", {}, [], geco)
 
@@ -57,7 +58,7 @@ def test_fixed_penalties_hold_beta_and_are_compared_with_geco(tiny_zoo):
 ])
 def test_the_sentence_says_for_each_fixed_beta_whether_it_beat_geco(fixed, phrase):
     tradeoff = Tradeoff(geco=PenaltyOutcome(None, 0.0139, 0.08, 0.00015), fixed=(fixed,))
-    sentence = study.tradeoff_sentence(Seeds((tradeoff,)))
+    sentence = fixed_penalties.tradeoff_sentence(Seeds((tradeoff,)))
     assert phrase in sentence
     assert sentence.startswith("GECO kept 1.39% (1 seed) of the edges")
     assert tradeoff.beats_geco() == ([3.0] if "beats GECO" in phrase else [])
@@ -75,7 +76,7 @@ def test_collapses_count_returns_to_the_lower_clamp():
 
 def test_displayed_table_labels_each_run():
     tradeoff = Tradeoff(geco=PenaltyOutcome(None, 0.02, 0.1, 0.01), fixed=(PenaltyOutcome(3.0, 0.01, 0.05, 0.02),))
-    table = study.tradeoff_table(Seeds((tradeoff,)))
+    table = fixed_penalties.tradeoff_table(Seeds((tradeoff,)))
     assert table.index.tolist() == ["GECO", "fixed β = 3"] and table["CE ÷ GECO's"].tolist() == ["1.00×", "2.00×"]
 
 
@@ -179,19 +180,19 @@ def test_seed_tradeoffs_count_the_seeds_a_fixed_beta_beats_geco():
     frame = seeds.stacked(Tradeoff.frame)
     assert frame["seed"].tolist() == [0, 0, 1, 1, 2, 2] and frame["run"].tolist() == ["GECO", "fixed β = 3"] * 3
     assert frame["beats_geco"].tolist() == [False, True, False, False, False, False]
-    wins = study.wins(seeds).iloc[0]
+    wins = fixed_penalties.wins(seeds).iloc[0]
     assert (wins["sparser"], wins["ce_no_higher"], wins["beats_geco"], wins["seeds"]) == (2, 2, 1, 3)
     assert wins["beating_seeds"] == [0]
-    sentence = study.tradeoff_sentence(seeds)
+    sentence = fixed_penalties.tradeoff_sentence(seeds)
     assert "it beats GECO on both counts in 1 of 3 seeds" in sentence
     assert "kept fewer edges than GECO in 2 of 3 seeds" in sentence
     assert sentence.startswith("GECO kept 1.67% (1.00%–2.00% over 3 seeds) of the edges")
-    spreads = study.tradeoff_spreads(seeds)["fixed β = 3"]
+    spreads = fixed_penalties.tradeoff_spreads(seeds)["fixed β = 3"]
     assert spreads["ce_ratio_to_geco"].values == (0.5, 2.0, 0.5) and spreads["heldout_ce"].n == 3
-    assert study.tradeoff_spread_record(seeds)["GECO"]["kept_fraction"]["values"] == [0.02, 0.02, 0.01]
-    assert study.tradeoff_table(seeds).loc["fixed β = 3", "beats GECO on both (seeds)"] == "1 of 3"
+    assert fixed_penalties.tradeoff_spread_record(seeds)["GECO"]["kept_fraction"]["values"] == [0.02, 0.02, 0.01]
+    assert fixed_penalties.tradeoff_table(seeds).loc["fixed β = 3", "beats GECO on both (seeds)"] == "1 of 3"
     with pytest.raises(ValueError, match="^tradeoffs:"):
-        study.wins(Seeds((Tradeoff(geco[0], (fixed[0],), seed=0), Tradeoff(geco[1], (), seed=1))))
+        fixed_penalties.wins(Seeds((Tradeoff(geco[0], (fixed[0],), seed=0), Tradeoff(geco[1], (), seed=1))))
 
 
 def test_over_seeds_runs_every_seed(tiny_zoo):
