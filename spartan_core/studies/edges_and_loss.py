@@ -17,7 +17,7 @@ from ..mechanism.sparsify import sparsify
 from ..training.evaluate import HeldOut, evaluate
 from .common import ModelPair, Unavailable, heldout_blocks, load_pair, pretrain_overrides
 from .model_cards import EdgeSettings, ModelCard, measure_card
-from .seeds import Seeds, spread_table, table_cell
+from .seeds import Seeds, spread, spread_table, table_cell
 
 # The paper's percent of attention edges kept at no loss increase (typed from the paper, shown labelled as such).
 PAPER_KEPT_PERCENT = {"v1, models up to 1B parameters": 0.3, "v2+, models up to 7B parameters": 0.4}
@@ -59,6 +59,7 @@ class EdgesAndLoss:
     heldout: str | None = None
     context_length: int | None = None
     gate_bias: float | None = None
+    tau: float | None = None  # the CE target the post-training held (None: not post-trained)
     dense: HeldOut | None = None
     gated: HeldOut | None = None
     sparse: HeldOut | None = None
@@ -143,6 +144,7 @@ def edges_table(models: EdgesStudy) -> pd.DataFrame:
         s, seeds = models.measured[model].spreads(ROW_NUMBERS), [row.seed for row in models.measured[model].runs]
         values = {"model": model, "status": "measured", "held-out data": first.heldout, "training seeds":
                   "none (not trained here)" if first.seed is None else str(len(seeds)), "T": first.context_length,
+                  "τ (training CE)": table_cell(_tau_spread(models.measured[model]), SIGNIFICANT),
                   "dense CE": table_cell(s.get("dense_ce"), SIGNIFICANT),
                   "control CE": table_cell(s.get("control_ce"), SIGNIFICANT)}
         for kind, label, reference in (("gated", "untrained gate", "dense"), ("sparse", "sparse", "control")):
@@ -157,6 +159,13 @@ def edges_table(models: EdgesStudy) -> pd.DataFrame:
 
     table = pd.DataFrame([shown(model, rows.first) for model, rows in models.rows.items()]).set_index("model")
     return table.dropna(axis=1, how="all")
+
+
+def _tau_spread(rows: Seeds[EdgesAndLoss]):
+    """The spread of τ over a model's post-trained rows (None for a model only gated): the constraint each run held,
+    on the sampled-mask training CE, so it is not on the held-out scale of the CEs beside it."""
+    taus = [row.tau for row in rows.runs if row.tau is not None]
+    return spread(taus) if taus else None
 
 
 def paper_table() -> pd.DataFrame:
@@ -369,7 +378,8 @@ def _post_trained_row(pair: ModelPair, seed: int | None) -> EdgesAndLoss:
     length = sparse.data[split]["input_ids"].shape[1] if split in sparse.data else run.recipe.block_size
     heldout = f"the {split} split" if split in sparse.data else f"Shakespeare validation plays, blocks of {length}"
     return EdgesAndLoss(model=pair.name, status="measured", post_trained=True, seed=seed, heldout=heldout,
-                        context_length=int(length), gate_bias=run.recipe.gate_bias, dense=run.dense, gated=run.before,
+                        context_length=int(length), gate_bias=run.recipe.gate_bias, tau=run.tau, dense=run.dense,
+                        gated=run.before,
                         sparse=run.after, control=pair.control, dense_sha256=pair.dense.provenance["weights_sha256"],
                         sparse_sha256=sparse.provenance["weights_sha256"], threads=sparse.provenance["threads"])
 

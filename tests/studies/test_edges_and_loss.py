@@ -148,6 +148,8 @@ def test_post_trained_models_are_measured_per_training_seed(toy_zoo):
     assert numeric.loc["addition-4l", "sparse_kept_fraction min"] <= numeric.loc["addition-4l",
                                                                                 "sparse_kept_fraction max"]
     table = study.edges_table(models)
+    assert rows[0].to_record()["tau"] == rows[0].tau > 0, "τ recorded for every post-trained model"
+    assert table.loc["addition-4l", "τ (training CE)"] != table.loc["tiny-hub", "τ (training CE)"]
     assert table.loc["addition-4l", "training seeds"] == "2" and "not trained here" in table.loc["tiny-hub",
                                                                                                "training seeds"]
     sentence = study.edges_sentence(models)

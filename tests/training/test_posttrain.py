@@ -47,15 +47,21 @@ def test_post_train_reports_metrics_before_and_after_and_the_tau_rule(local_mode
     assert [r["phase"] for r in result.history] == ["geco", "geco"]
 
 
-def test_a_fixed_policy_recipe_fine_tunes_the_same_budget_on_plain_ce(local_model):
-    from spartan_core.mechanism.sparsify import sparse_state
-
+def _short_run(local_model, **recipe):
+    """Post-train the local model for 1 floor and 2 main steps on 16-token blocks of its text; returns the
+    result and the data it trained on."""
     model_dir, text = local_model
     loaded = zoo.load(str(model_dir), progress=False)
     data = {"input_ids": pack_blocks(loaded.tokenizer(text.read_text())["input_ids"], 16)["input_ids"]}
-    recipe = SparseRecipe(steps=2, floor_steps=1, batch_size=4, eval_every=1, policy="topk", keys_per_query=2,
-                          heldout_max_batches=1, eval_batch_size=4)
-    result = post_train(loaded.model, data, data, recipe, progress=False)
+    recipe = SparseRecipe(steps=2, floor_steps=1, batch_size=4, eval_every=1, heldout_max_batches=1,
+                          eval_batch_size=4, **recipe)
+    return post_train(loaded.model, data, data, recipe, progress=False), data
+
+
+def test_a_fixed_policy_recipe_fine_tunes_the_same_budget_on_plain_ce(local_model):
+    from spartan_core.mechanism.sparsify import sparse_state
+
+    result, _ = _short_run(local_model, policy="topk", keys_per_query=2)
     assert result.tau is None and [r["phase"] for r in result.history] == ["policy"] * 3
     expected = (2 * 16 - 1) / 16  # the first query has only itself to keep
     for kind in ("policy_before_training", "sparse"):
@@ -71,18 +77,13 @@ def test_the_dense_control_trains_the_gates_steps_without_a_gate(local_model):
     from spartan_core.objective.base import Objective
     from spartan_core.training import train
 
-    model_dir, text = local_model
-    loaded = zoo.load(str(model_dir), progress=False)
-    data = {"input_ids": pack_blocks(loaded.tokenizer(text.read_text())["input_ids"], 16)["input_ids"]}
-    recipe = SparseRecipe(steps=2, floor_steps=1, batch_size=4, eval_every=1, policy="dense", heldout_max_batches=1,
-                          eval_batch_size=4, seed=5)
-    result = post_train(loaded.model, data, data, recipe, progress=False)
+    result, data = _short_run(local_model, policy="dense", seed=5)
     assert result.is_control and result.tau is None and sparse_state(result.model) is None
     assert [r["phase"] for r in result.history] == ["control"] * 3 and result.after.edges is None
     assert result.before == result.dense and result.after.ce != result.dense.ce
 
-    plain = zoo.load(str(model_dir), progress=False).model
-    train(plain, data, config=recipe.train_config(3, progress=False), objective=Objective())
+    plain = zoo.load(str(local_model[0]), progress=False).model
+    train(plain, data, config=result.recipe.train_config(3, progress=False), objective=Objective())
     for name, tensor in plain.state_dict().items():
         assert torch.equal(tensor, result.model.state_dict()[name]), name
 
