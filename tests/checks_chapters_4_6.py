@@ -4,6 +4,8 @@
 import math
 
 from checks_common import is_fraction
+from spartan_core.studies.addition_carry import CARRY_IN_QUERY, CARRY_SELECTIVITY
+from spartan_core.studies.addition_reads import MATCHING_DIGITS, MATCHING_READ_SHARE
 
 
 def _check_heads(found, n_layers_heads):
@@ -69,7 +71,12 @@ def _check_05(metrics, folder=None, parameters=None):
         assert isinstance(best["layer"], int) and isinstance(best["head"], int)
         assert is_fraction(best["with_carry"]) and is_fraction(best["without_carry"]) and best["relevant"]
         assert math.isclose(best["selectivity"], best["with_carry"] - best["without_carry"], abs_tol=1e-9)
-        assert row["selectivity"] == best["selectivity"] and row["selective"] == (best["selectivity"] > 0)
+        assert row["selectivity"] == best["selectivity"]
+        assert row["selective"] == (best["selectivity"] >= CARRY_SELECTIVITY), "selective means the stated threshold"
+        assert best["query"] not in CARRY_IN_QUERY[best["carry"]], "never an edge from the carry's own query"
+        shares = [row[f"layer0_reads_{digit}"] for digit in MATCHING_DIGITS]
+        assert all(is_fraction(share) for share in shares)
+        assert row["reads_matching_digits"] == all(share >= MATCHING_READ_SHARE for share in shares)
         assert row["head"] == f"a{best['layer']}.h{best['head']}", "the selective head is named per seed"
         assert all(drawn["dense"] > 0 for drawn in row["figure1_edges_drawn"])
         for heads in row.get("circuit_heads_in_top_edges", {}).values():
