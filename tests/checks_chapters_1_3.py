@@ -123,7 +123,8 @@ def _check_03(metrics, folder=None, parameters=None):
                 assert len(row["sparse_per_head"]) == len(row["sparse_per_layer"])
         spread = metrics["spread"][name]
         for key in ("dense_ce", "gated_kept_fraction", "gated_ce_increase_pct") + (
-                ("sparse_kept_fraction", "sparse_ce", "sparse_ce_increase_pct") if rows[0]["post_trained"] else ()):
+                ("sparse_kept_fraction", "sparse_ce", "sparse_ce_increase_pct", "tau")
+                if rows[0]["post_trained"] else ()):
             _check_spread(spread[key], [row[key] for row in rows], f"{name} {key}")
     check = metrics["thread_sensitivity"]
     if parameters and parameters.get("thread_check"):

@@ -15,6 +15,11 @@ def _check_heads(found, n_layers_heads):
     assert all(0 <= layer < layers and 0 <= head < heads for layer, head in found["heads"])
     assert 0.0 <= found["max_score"] <= 1.0 and len(found["heads"]) <= found["n_heads"] == layers * heads
     assert (found["max_score"] >= found["threshold"]) == bool(found["heads"])
+    assert (found["effective"] == 0.0) == (found["max_score"] <= 0.0) and found["effective"] <= found["n_heads"]
+    if "ablation" in found:
+        effects = [e for layer in found["ablation"] for e in layer]
+        assert len(effects) == found["n_heads"] and all(math.isfinite(e) for e in effects)
+        assert found["critical"] == sum(e > found["ablation_nats"] for e in effects)
 
 
 def _check_seed_spreads(metrics, parameters, required):
@@ -41,7 +46,8 @@ def _check_04(metrics, folder=None, parameters=None):
         assert metrics["reason"]
         return
     _check_seed_spreads(metrics, parameters, ("kept_fraction", "dense_max_score", "sparse_max_score",
-                                              "dense_induction_heads", "sparse_induction_heads"))
+                                              "dense_induction_heads", "sparse_induction_heads",
+                                              "dense_effective_heads", "dense_critical_heads"))
     for row in metrics["per_seed"]:
         text = row["text"]
         shape = (len(text["kept_keys_per_query"]), len(text["kept_keys_per_query"][0]))
@@ -51,6 +57,7 @@ def _check_04(metrics, folder=None, parameters=None):
             _check_heads(induction[model], shape)
             assert row[f"{model}_induction_heads"] == len(induction[model]["heads"])
             assert row[f"{model}_max_score"] == induction[model]["max_score"]
+            assert row[f"{model}_critical_heads"] == induction[model]["critical"], "the probe is ablated head by head"
         assert induction["testable"] == bool(induction["dense"]["heads"]) == row["testable"]
         assert is_fraction(row["kept_fraction"])
     assert metrics["testable_seeds"] == [row["seed"] for row in metrics["per_seed"] if row["testable"]]

@@ -10,6 +10,7 @@ Typical use::
 """
 
 from .graph import EMBEDDING, LOGITS, ComponentGraph, RunState
+from .heads import effective_heads, head_ablation_effects, heads_above
 from .patching import (
     ABLATIONS,
     METHODS,
@@ -50,7 +51,7 @@ from .tasks import (
 )
 
 __all__ = [
-    "ComponentGraph", "RunState", "EMBEDDING", "LOGITS",
+    "ComponentGraph", "RunState", "EMBEDDING", "LOGITS", "head_ablation_effects", "effective_heads", "heads_above",
     "ABLATIONS", "METHODS", "EdgeScores", "attribute", "corrupt_outputs", "evaluate_ablations",
     "exact_edge_scores", "graph_of", "rank_agreement", "spearman",
     "THRESHOLDS", "SizeSettings", "circuit_size", "explained_effect", "log_grid", "linear_grid", "size_study", "size_ratios",

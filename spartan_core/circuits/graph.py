@@ -32,7 +32,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-__all__ = ["ComponentGraph", "RunState", "EMBEDDING", "LOGITS"]
+__all__ = ["ComponentGraph", "RunState", "EMBEDDING", "LOGITS", "find_layers"]
 
 EMBEDDING = "emb"
 LOGITS = "logits"
@@ -63,7 +63,7 @@ def _weight_in_out(module: nn.Module) -> torch.Tensor:
     return module.weight if _is_conv1d(module) else module.weight.t()
 
 
-def _find_layers(model: nn.Module) -> tuple[list[_Layer], nn.Module]:
+def find_layers(model: nn.Module) -> tuple[list[_Layer], nn.Module]:
     """Decoder layers and final norm of a GPT-2 or Llama-family causal LM."""
     transformer = getattr(model, "transformer", None)
     if transformer is not None and hasattr(transformer, "h") and hasattr(transformer, "ln_f"):
@@ -131,7 +131,7 @@ class ComponentGraph:
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self._layers, self._final_norm = _find_layers(model)
+        self._layers, self._final_norm = find_layers(model)
         config = model.config
         self.n_layers = len(self._layers)
         self.n_heads = int(config.num_attention_heads)

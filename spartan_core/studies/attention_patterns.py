@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from .. import zoo
+from ..circuits.heads import effective_heads, head_ablation_effects, heads_above
 from ..claims import Claim
 from ..data.induction import induction_data, induction_scores, random_token_range
 from ..formatting import COUNT, DECIMAL1, DECIMAL2, DECIMAL3, PERCENT, SIGNIFICANT, counted, seed_list
@@ -65,13 +66,21 @@ def text_attention(pair: ModelPair, text_block: int, text_tokens: int) -> TextAt
                          attention_maps(pair.dense.model, ids)[0], attention_maps(pair.sparse.model, ids)[0])
 
 
+# A head "carries" induction, without a threshold on its score, when mean-ablating it alone raises the loss on the
+# probe's repeated half by more than this many nats.
+ABLATION_NATS = 0.1
+
+
 @dataclass(frozen=True)
 class InductionHeads:
-    """One model's induction scores [L, H] (mean weight on the key after the query token's previous occurrence)."""
+    """One model's induction scores [L, H] (mean weight on the key after the query token's previous occurrence) and,
+    where the probe has labels, each head's ``ablation`` effect [L, H]: the rise in the repeated half's CE when that
+    head alone is mean-ablated (:func:`~spartan_core.circuits.heads.head_ablation_effects`)."""
 
     model: str
     scores: torch.Tensor
     threshold: float
+    ablation: torch.Tensor | None = None
 
     @property
     def heads(self) -> list[tuple[int, int]]:
@@ -85,13 +94,32 @@ class InductionHeads:
     def n_heads(self) -> int:
         return self.scores.numel()
 
+    @property
+    def effective(self) -> float:
+        """The effective number of induction heads, (Σs)²/Σs² over every head's score: no threshold."""
+        return effective_heads(self.scores)
+
+    @property
+    def critical(self) -> int | None:
+        """Heads whose ablation raises the repeated half's CE by more than :data:`ABLATION_NATS` (None: not ablated)."""
+        return None if self.ablation is None else heads_above(self.ablation, ABLATION_NATS)
+
+    def threshold_free(self) -> str:
+        """The two threshold-free measures, as a phrase."""
+        critical = "" if self.critical is None else (
+            f", and {counted(self.critical, 'head')} whose ablation alone raises the repeated half's CE by more "
+            f"than {DECIMAL1(ABLATION_NATS)} nats")
+        return f"an effective number of induction heads of {DECIMAL1(self.effective)}{critical}"
+
     def found(self) -> str:
         return (f"{len(self.heads)} of {self.n_heads} heads at or above {SIGNIFICANT(self.threshold)} (highest "
                 f"{DECIMAL2(self.max_score)})")
 
     def to_metrics(self) -> dict:
+        ablation = {} if self.ablation is None else {"ablation": self.ablation.tolist(), "critical": self.critical,
+                                                     "ablation_nats": ABLATION_NATS}
         return {"model": self.model, "heads": [list(h) for h in self.heads], "max_score": self.max_score,
-                "n_heads": self.n_heads, "threshold": self.threshold}
+                "n_heads": self.n_heads, "threshold": self.threshold, "effective": self.effective, **ablation}
 
 
 def _named(heads: list[tuple[int, int]]) -> str:
@@ -99,7 +127,9 @@ def _named(heads: list[tuple[int, int]]) -> str:
 
 
 def _scored(loaded, probe: dict, threshold: float) -> InductionHeads:
-    return InductionHeads(loaded.name, induction_scores(loaded.model, probe), threshold)
+    """Scores, and each head's ablation effect where ``probe`` has labels (the repeated half)."""
+    ablation = head_ablation_effects(loaded.model, probe, batch_size=8) if "labels" in probe else None
+    return InductionHeads(loaded.name, induction_scores(loaded.model, probe), threshold, ablation)
 
 
 def _probe(loaded, n_sequences: int, half: int, seed: int) -> dict:
@@ -137,7 +167,7 @@ def control_sentence(control: InductionHeads | Unavailable | None) -> str:
     if not isinstance(control, InductionHeads):
         return f"The positive control {control.sentence}" if control else "No positive control was probed in this run."
     return (f"The positive control, dense {control.model} (pretrained elsewhere and not trained here, so one model "
-            f"and no training seeds), has {control.found()}"
+            f"and no training seeds), has {control.found()}, {control.threshold_free()}"
             + (", so the probe finds induction heads where they exist." if control.heads else
                ": the probe found none there either, so a count of zero above says little about the small model."))
 
@@ -151,7 +181,7 @@ def contrast_sentence(contrast: InductionHeads | Unavailable | None) -> str:
     found = (f"{len(contrast.heads)} of its {n} heads reach {threshold}." if contrast.heads else
              f"none of its {n} heads reaches {threshold}, so on it this chapter's claim could not be tested.")
     return (f"The dense {contrast.model} (training seed 0), on the same probe: highest score "
-            f"{DECIMAL3(contrast.max_score)}; {found}")
+            f"{DECIMAL3(contrast.max_score)}, {contrast.threshold_free()}; {found}")
 
 
 @dataclass(frozen=True)
@@ -187,11 +217,14 @@ class SeedRun:
                 "text_kept_keys_per_query": float(self.text.kept_keys_per_query.mean()),
                 "dense_max_score": d.max_score, "sparse_max_score": s.max_score,
                 "dense_induction_heads": len(d.heads), "sparse_induction_heads": len(s.heads),
+                "dense_effective_heads": d.effective, "sparse_effective_heads": s.effective,
+                "dense_critical_heads": d.critical, "sparse_critical_heads": s.critical,
                 "testable": self.testable, "fewer_sparse_heads": len(s.heads) < len(d.heads)}
 
 
 HEADLINES = ("dense_heldout_ce", "sparse_heldout_ce", "kept_fraction", "kept_per_query", "text_kept_keys_per_query",
-             "dense_max_score", "sparse_max_score", "dense_induction_heads", "sparse_induction_heads")
+             "dense_max_score", "sparse_max_score", "dense_induction_heads", "sparse_induction_heads",
+             "dense_effective_heads", "sparse_effective_heads", "dense_critical_heads", "sparse_critical_heads")
 
 
 def attention_seeds(train_seeds: Sequence[int], load: Callable[[int], ModelPair | Unavailable], *, text_block: int,
@@ -214,9 +247,13 @@ def attention_seeds(train_seeds: Sequence[int], load: Callable[[int], ModelPair 
 
 
 def induction_table(runs: Seeds[SeedRun]) -> pd.DataFrame:
-    """Per seed: the highest scores, the heads at or above the threshold (named), whether it can test the claim."""
+    """Per seed: the highest scores, the heads at or above the threshold (named), the threshold-free measures
+    (effective number of heads, heads whose ablation costs more than :data:`ABLATION_NATS`), whether it can test
+    the claim."""
     return pd.DataFrame([{"seed": r.seed, "dense_max_score": r.dense.max_score, "sparse_max_score": r.sparse.max_score,
                           "dense_heads": len(r.dense.heads), "sparse_heads": len(r.sparse.heads),
+                          "dense_effective": r.dense.effective, "sparse_effective": r.sparse.effective,
+                          "dense_critical": r.dense.critical, "sparse_critical": r.sparse.critical,
                           "dense_named": _named(r.dense.heads), "sparse_named": _named(r.sparse.heads),
                           "testable": r.testable} for r in runs.runs])
 
@@ -248,6 +285,18 @@ def text_sentence(runs: Seeds[SeedRun]) -> str:
             f"{runs.spread('text_kept_keys_per_query').text(DECIMAL2)} keys per query on this text on average.")
 
 
+def _threshold_free_sentence(runs: Seeds[SeedRun]) -> str:
+    sp = runs.spreads(HEADLINES)
+    def measures(kind: str) -> str:
+        effective = f"an effective number of induction heads of {sp[f'{kind}_effective_heads'].text(DECIMAL1)}"
+        critical = sp.get(f"{kind}_critical_heads")
+        return effective if critical is None else (
+            f"{effective} and {critical.text(COUNT)} head(s) whose ablation alone raises the repeated half's CE by "
+            f"more than {DECIMAL1(ABLATION_NATS)} nats")
+
+    return f" Without a threshold, the dense copies have {measures('dense')}; the sparse copies {measures('sparse')}."
+
+
 def induction_sentence(runs: Seeds[SeedRun], per_seed: bool = True) -> str:
     """Head counts and highest scores over the seeds, the seeds that can test the claim, (``per_seed``) the heads."""
     sp, first, testable = runs.spreads(HEADLINES), runs.first.dense, runs.where(lambda r: r.testable)
@@ -258,7 +307,7 @@ def induction_sentence(runs: Seeds[SeedRun], per_seed: bool = True) -> str:
         return (f"The dense {first.model} has no induction head in any of {counted(len(runs), 'seed')}: no head "
                 f"reaches {threshold}, and the highest score is {sp['dense_max_score'].text(DECIMAL3)}. This model "
                 f"cannot test the paper's claim, so this is a negative result about the model, not evidence for or "
-                f"against the claim; {sparse}.")
+                f"against the claim; {sparse}." + _threshold_free_sentence(runs))
     found = (f"At or above {threshold}, the dense {first.model} has {_heads(sp['dense_induction_heads'])} of "
              f"{first.n_heads}, and its highest score is {sp['dense_max_score'].text(DECIMAL3)}; {sparse}. The sparse "
              f"copy has fewer in {len(fewer)} of the {len(testable)} seed(s) with a dense induction head.")
@@ -268,7 +317,7 @@ def induction_sentence(runs: Seeds[SeedRun], per_seed: bool = True) -> str:
                   f"{'their dense models have' if len(missing) > 1 else 'its dense model has'} no induction head.")
     named = "; ".join(f"seed {r.seed}: {_named(r.dense.heads)} dense, {_named(r.sparse.heads)} sparse"
                       for r in runs.runs)
-    return found + (f" Per seed: {named}." if per_seed else "")
+    return found + _threshold_free_sentence(runs) + (f" Per seed: {named}." if per_seed else "")
 
 
 def seeds_metrics(runs: Seeds[SeedRun]) -> dict:
@@ -307,9 +356,10 @@ def induction_claim(runs: Seeds[SeedRun] | Unavailable, control: InductionHeads 
                     f"design ({by_design}), so keeping them says nothing about heads a general LM learns.")
     if isinstance(control, InductionHeads):
         summary += (f" Positive control {control.model} (dense, not trained here: no seeds): {len(control.heads)} of "
-                    f"{control.n_heads} heads.")
+                    f"{control.n_heads} heads, {control.threshold_free()}.")
     values = {"available": bool(counts), "seeds": list(train_seeds), "testable_seeds": testable,
               "induction_by_design": by_design,
               "dense_heads": counts[0].to_dict() if counts else None,
-              "sparse_heads": counts[1].to_dict() if counts else None}
+              "sparse_heads": counts[1].to_dict() if counts else None,
+              "threshold_free": None if isinstance(runs, Unavailable) else runs.spread_record(HEADLINES[-4:])}
     return Claim("induction_heads", summary, values, verdict, INDUCTION_RULE)

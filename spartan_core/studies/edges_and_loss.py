@@ -17,7 +17,7 @@ from ..mechanism.sparsify import sparsify
 from ..training.evaluate import HeldOut, evaluate
 from .common import ModelPair, Unavailable, heldout_blocks, load_pair, pretrain_overrides
 from .model_cards import EdgeSettings, ModelCard, measure_card
-from .seeds import Seeds, spread, spread_table, table_cell
+from .seeds import Seeds, spread_table, table_cell
 
 # The paper's percent of attention edges kept at no loss increase (typed from the paper, shown labelled as such).
 PAPER_KEPT_PERCENT = {"v1, models up to 1B parameters": 0.3, "v2+, models up to 7B parameters": 0.4}
@@ -32,14 +32,15 @@ PAPER_KEYS_PER_QUERY = {label: percent / 100 * (PAPER_CONTEXT + 1) / 2 for label
 MIN_CE_FOR_PERCENT = 0.1
 
 # The numbers of a row that the chapter reports over training seeds (keys of EdgesAndLoss.row()). The untrained gate
-# is compared with the dense checkpoint (the same weights); the sparse model with its compute-matched control.
-ROW_NUMBERS = ("dense_ce", "gated_ce", "gated_ce_change", "gated_ce_increase_pct", "gated_kept_fraction",
+# is compared with the dense checkpoint (the same weights); the sparse model with its compute-matched control. τ is
+# the constraint the post-training held, on the sampled-mask training CE: not on the held-out scale of the CEs.
+ROW_NUMBERS = ("tau", "dense_ce", "gated_ce", "gated_ce_change", "gated_ce_increase_pct", "gated_kept_fraction",
                "gated_kept_per_query", "control_ce", "sparse_ce", "sparse_ce_change", "sparse_ce_increase_pct",
                "sparse_kept_fraction", "sparse_kept_per_query", "dense_exact_match", "control_exact_match",
                "sparse_exact_match")
 
 
-def percent_change(value: float, reference: float) -> float | None:
+def _percent_change(value: float, reference: float) -> float | None:
     """``value`` against ``reference`` in percent, None when the reference CE is too small for a percent to mean
     anything (:data:`MIN_CE_FOR_PERCENT`)."""
     return 100.0 * (value / reference - 1.0) if reference >= MIN_CE_FOR_PERCENT else None
@@ -76,13 +77,14 @@ class EdgesAndLoss:
         """The numbers of :data:`ROW_NUMBERS` this row has, flat: the untrained gate's CE change is against the dense
         checkpoint, the sparse model's against its control (none without one)."""
         values = {"dense_ce": self.dense.ce, "dense_exact_match": self.dense.exact_match_all} if self.dense else {}
+        values["tau"] = self.tau
         for kind, held, reference in (("gated", self.gated, self.dense), ("sparse", self.sparse, self.control)):
             if held is not None:
                 values.update({f"{kind}_ce": held.ce, f"{kind}_kept_fraction": held.kept_fraction,
                                f"{kind}_kept_per_query": held.kept_per_query})
             if held is not None and reference is not None:
                 values.update({f"{kind}_ce_change": held.ce - reference.ce,
-                               f"{kind}_ce_increase_pct": percent_change(held.ce, reference.ce)})
+                               f"{kind}_ce_increase_pct": _percent_change(held.ce, reference.ce)})
         if self.control is not None:
             values.update(control_ce=self.control.ce, control_exact_match=self.control.exact_match_all)
         values["sparse_exact_match"] = self.sparse.exact_match_all if self.sparse else None
@@ -144,7 +146,7 @@ def edges_table(models: EdgesStudy) -> pd.DataFrame:
         s, seeds = models.measured[model].spreads(ROW_NUMBERS), [row.seed for row in models.measured[model].runs]
         values = {"model": model, "status": "measured", "held-out data": first.heldout, "training seeds":
                   "none (not trained here)" if first.seed is None else str(len(seeds)), "T": first.context_length,
-                  "τ (training CE)": table_cell(_tau_spread(models.measured[model]), SIGNIFICANT),
+                  "τ (training CE)": table_cell(s.get("tau"), SIGNIFICANT),
                   "dense CE": table_cell(s.get("dense_ce"), SIGNIFICANT),
                   "control CE": table_cell(s.get("control_ce"), SIGNIFICANT)}
         for kind, label, reference in (("gated", "untrained gate", "dense"), ("sparse", "sparse", "control")):
@@ -161,16 +163,9 @@ def edges_table(models: EdgesStudy) -> pd.DataFrame:
     return table.dropna(axis=1, how="all")
 
 
-def _tau_spread(rows: Seeds[EdgesAndLoss]):
-    """The spread of τ over a model's post-trained rows (None for a model only gated): the constraint each run held,
-    on the sampled-mask training CE, so it is not on the held-out scale of the CEs beside it."""
-    taus = [row.tau for row in rows.runs if row.tau is not None]
-    return spread(taus) if taus else None
-
-
 def paper_table() -> pd.DataFrame:
     return pd.DataFrame({"kept %": list(PAPER_KEPT_PERCENT.values()),
-                         f"keys/query at T ≈ {PAPER_CONTEXT}": [round(k, 2) for k in PAPER_KEYS_PER_QUERY.values()],
+                         f"keys/query at T ≈ {PAPER_CONTEXT}": [DECIMAL2(k) for k in PAPER_KEYS_PER_QUERY.values()],
                          "CE change": "loss kept (no increase)"},
                         index=pd.Index(list(PAPER_KEPT_PERCENT), name="the paper (reported)"))
 
@@ -286,7 +281,7 @@ LOSS_TOLERANCE, LOSS_TOLERANCE_NATS = 0.01, 5e-4
 EXACT_MATCH_TOLERANCE = 0.005
 
 
-def post_trained_verdicts(models: EdgesStudy) -> dict[str, dict]:
+def _post_trained_verdicts(models: EdgesStudy) -> dict[str, dict]:
     """Per post-trained model with a control: its mean kept keys per query, whether they are within the paper's
     (v1, at T ≈ 1024), and whether its held-out loss (and exact match) stayed at its control's."""
     paper = min(PAPER_KEYS_PER_QUERY.values())
@@ -307,7 +302,7 @@ def post_trained_verdicts(models: EdgesStudy) -> dict[str, dict]:
 def edges_kept_claim(models: EdgesStudy) -> Claim:
     """The edges-kept row of the claims table, judged on every post-trained model against its compute-matched
     control, in kept keys per query (comparable across context lengths)."""
-    judged = post_trained_verdicts(models)
+    judged = _post_trained_verdicts(models)
     both = [model for model, j in judged.items() if j["within_paper_keys"] and j["loss_kept"]]
     loss_kept = [model for model, j in judged.items() if j["loss_kept"]]
     verdict = ("cannot test here" if not judged else "reproduced" if len(both) == len(judged) else

@@ -50,6 +50,7 @@ class ModelCard:
     source: str | None = None
     n_params: int | None = None
     first_use_s: float | None = None
+    training_tokens: int | None = None  # tokens its pretraining here saw (None: not trained here)
     heldout: str | None = None
     heldout_ce: float | None = None
     bigram_ce: float | None = None
@@ -78,7 +79,8 @@ def measure_card(name: str, loaded, settings: EdgeSettings, seed: int | None) ->
         kjv_ce, kjv_blocks = evaluate(loaded.model, kjv, settings.batch_size).ce, int(len(kjv["input_ids"]))
     return ModelCard(model=name, status="measured", text=entry.text, seed=seed, source=info.get("source"),
                      n_params=sum(p.numel() for p in loaded.model.parameters()),
-                     first_use_s=info.get("train_wall_time_s", info.get("convert_wall_time_s")), heldout=heldout,
+                     first_use_s=info.get("train_wall_time_s", info.get("convert_wall_time_s")),
+                     training_tokens=None if pretraining is None else pretraining.tokens, heldout=heldout,
                      heldout_ce=heldout_ce, bigram_ce=None if pretraining is None else pretraining.bigram_ce,
                      kjv_ce=kjv_ce, kjv_blocks=kjv_blocks)
 
@@ -88,10 +90,13 @@ def card_table(cards) -> pd.DataFrame:
     frame = pd.DataFrame([card.to_record() for card in cards]).set_index("model")
     if "seed" in frame:
         frame["seed"] = frame["seed"].astype("Int64")
+    if "training_tokens" in frame:
+        frame["training_tokens"] = frame["training_tokens"].astype("Int64")
     if "first_use_s" in frame:
         frame["first_use_s"] = frame["first_use_s"].round(1)
     return frame.drop(columns=["text"], errors="ignore").rename(columns={
-        "n_params": "parameters", "first_use_s": "first use (s)", "heldout": "held-out data",
+        "n_params": "parameters", "first_use_s": "first use (s)", "training_tokens": "training tokens",
+        "heldout": "held-out data",
         "heldout_ce": "held-out CE", "bigram_ce": "bigram CE (same data)", "kjv_ce": "KJV CE",
         "kjv_blocks": "KJV blocks", "seed": "training seed"})
 
@@ -107,7 +112,9 @@ def cards_sentence(cards) -> str:
             parts.append(f"{model} is pending: {mine[0].reason}.")
             continue
         seeds = f", {len(measured)} training seeds" if len(measured) > 1 else ""
-        text = (f"{model} ({SIGNIFICANT(measured[0].n_params / 1e6)} M parameters{seeds}) has held-out CE "
+        tokens = measured[0].training_tokens
+        trained = "" if tokens is None else f", trained here on {SIGNIFICANT(tokens / 1e6)} M tokens"
+        text = (f"{model} ({SIGNIFICANT(measured[0].n_params / 1e6)} M parameters{trained}{seeds}) has held-out CE "
                 f"{spread([c.heldout_ce for c in measured]).summary(SIGNIFICANT)} nats")
         if all(c.bigram_ce is not None for c in measured):
             gap = spread([c.bigram_ce - c.heldout_ce for c in measured])

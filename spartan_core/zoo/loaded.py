@@ -24,13 +24,18 @@ class Pretraining:
     train_ce_sample: float | None = None
     bigram_ce: float | None = None
     exact_match: dict[str, float] | None = None
+    tokens: int | None = None  # training tokens seen: steps x batch x block length (None: not recorded)
 
     @classmethod
     def from_info(cls, info: dict) -> "Pretraining":
-        metrics = info["metrics"]
+        metrics, recipe = info["metrics"], info.get("recipe") or {}
+        pretrain, data, architecture = (recipe.get(k) or {} for k in ("pretrain", "data", "architecture"))
+        block = data.get("block_size", architecture.get("n_positions"))
+        tokens = pretrain["steps"] * pretrain["batch_size"] * block if block and "steps" in pretrain else None
         return cls(heldout_ce=metrics["heldout_ce"], wall_time_s=info["train_wall_time_s"],
                    train_ce_sample=metrics.get("train_ce_sample"),
-                   bigram_ce=(metrics.get("bigram") or {}).get("ce"), exact_match=metrics.get("exact_match"))
+                   bigram_ce=(metrics.get("bigram") or {}).get("ce"), exact_match=metrics.get("exact_match"),
+                   tokens=tokens)
 
 
 @dataclass

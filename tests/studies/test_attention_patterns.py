@@ -84,10 +84,24 @@ def test_control_sentences_say_what_the_control_shows():
     assert "no training seeds" in study.control_sentence(found)
     claim = study.induction_claim(Unavailable("gpt2", "offline: no hub"), found, [0, 1])
     assert claim.sentence == ("gpt2: pending, not measured here (offline) Positive control smollm2-135m (dense, not "
-                              "trained here: no seeds): 1 of 2 heads.")
+                              "trained here: no seeds): 1 of 2 heads, an effective number of induction heads of 1.2.")
     assert claim.verdict == "cannot test here" and claim.values == {
         "available": False, "seeds": [0, 1], "testable_seeds": [], "induction_by_design": None, "dense_heads": None,
-        "sparse_heads": None}
+        "sparse_heads": None, "threshold_free": None}
+
+
+def test_threshold_free_measures_count_heads_without_a_threshold():
+    ablated = study.InductionHeads("m", torch.tensor([[0.8, 0.8], [0.0, 0.1]]), 0.9,
+                                   ablation=torch.tensor([[0.5, 0.05], [0.2, -0.1]]))
+    assert ablated.heads == [] and ablated.effective == pytest.approx(1.7 ** 2 / 1.29)
+    assert ablated.critical == 2 and ablated.to_metrics()["critical"] == 2
+    assert "2.2" in ablated.threshold_free() and "2 heads whose ablation alone" in ablated.threshold_free()
+    assert study.InductionHeads("m", torch.ones(1, 2), 0.3).critical is None
+    run = _run(0, torch.tensor([[0.8, 0.8], [0.0, 0.1]]), torch.tensor([[0.8, 0.0], [0.0, 0.0]]), 0.1)
+    assert run.row()["dense_effective_heads"] == pytest.approx(2.24, abs=0.01)
+    assert run.row()["sparse_effective_heads"] == pytest.approx(1.0)
+    assert "the dense copies have an effective number of induction heads of 2.2" in \
+        study.induction_sentence(Seeds((run,)))
 
 
 def test_heldout_induction_scores_both_models_on_their_own_heldout_blocks():

@@ -254,3 +254,15 @@ def test_a_downloaded_model_post_trained_per_seed_has_one_card(toy_zoo):
         ({"seed": 0}, {}), ({"seed": 0, "policy": "dense"}, {}), ({"seed": 1}, {}), ({"seed": 1, "policy": "dense"}, {})], \
         "its post-training is seeded; its dense weights are downloaded, not trained per seed"
     assert models.measured["tiny-hub"].spreads(study.ROW_NUMBERS)["sparse_kept_fraction"].n == 2
+
+
+def test_a_toys_card_counts_the_tokens_its_pretraining_saw():
+    from spartan_core.zoo.loaded import Pretraining
+
+    info = {"metrics": {"heldout_ce": 1.0}, "train_wall_time_s": 2.0,
+            "recipe": {"pretrain": {"steps": 10, "batch_size": 4}, "data": {"block_size": 16},
+                       "architecture": {"n_positions": 32}}}
+    assert Pretraining.from_info(info).tokens == 10 * 4 * 16
+    info["recipe"]["data"] = {}
+    assert Pretraining.from_info(info).tokens == 10 * 4 * 32, "a toy without a block size trains on its context"
+    assert Pretraining.from_info({**info, "recipe": None}).tokens is None
