@@ -75,6 +75,17 @@ def _imported(node, package: str) -> list[str]:
     return [base, *(f"{base}.{alias.name}" for alias in node.names)]
 
 
+def test_seed_spread_draws_each_seed_and_the_axis_it_is_given():
+    frame = pd.DataFrame({"seed": [0, 1, 2], "dense_heads": [3, 4, 4], "sparse_heads": [1, 2, 1]})
+    fig = plots.seed_spread(frame, ["dense_heads", "sparse_heads"],
+                            plots.SpreadAxis("heads", "counts", integer=True, reference=2.5, reference_label="cut"))
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "heads" and ax.get_title() == "counts" and ax.get_ylim() == (-0.5, 4.5)
+    assert [line.get_ydata()[0] for line in ax.get_lines()] == [2.5] and ax.get_legend() is not None
+    assert sum(len(c.get_offsets()) for c in ax.collections if hasattr(c, "get_offsets")) >= 6
+    plt.close(fig)
+
+
 def test_only_plots_draws_and_studies_never_import_plots():
     """Every figure lives in ``spartan_core.plots`` and draws what a study returns: a study that drew could not be
     measured without drawing, and a figure module elsewhere would be a second place for figures."""

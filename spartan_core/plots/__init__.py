@@ -33,14 +33,15 @@ from .maps import (
     selectivity_maps,
     weight_sums,
 )
-from .seeds import edges_vs_loss_over_seeds, penalty_tradeoff_over_seeds, seed_spread, training_dynamics_over_seeds
+from .seeds import (SpreadAxis, edges_vs_loss_over_seeds, penalty_tradeoff_over_seeds, seed_spread,
+                    training_dynamics_over_seeds)
 from .style import DENSE, SPARSE, apply_style, save
 
 __all__ = [
     "DENSE", "SPARSE", "apply_style", "save",
     "attention_panels", "weight_sums", "keep_frequency", "head_grid", "probe_map_grid", "induction_score_grids",
     "kept_by_head", "kept_by_layer", "selectivity_maps",
-    "seed_spread", "training_dynamics_over_seeds", "penalty_tradeoff_over_seeds", "edges_vs_loss_over_seeds",
+    "seed_spread", "SpreadAxis", "training_dynamics_over_seeds", "penalty_tradeoff_over_seeds", "edges_vs_loss_over_seeds",
     "attention_graphs", "edges_drawn", "carry_edge_bars", "circuit_pair", "circuit_curves", "draw_circuit",
     "ratio_draws",
     "pareto_panels", "controller_traces",

@@ -3,6 +3,8 @@ curves and trade-offs, each seed's run small and the mean over seeds with its mi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
@@ -11,13 +13,25 @@ from ..formatting import DECIMAL2, counted
 from .style import DENSE, SEQUENCE, SPARSE, TARGET
 
 
-def seed_spread(frame, columns, *, labels=None, colours=None, reference: float | None = None,
-                reference_label: str | None = None, ylabel: str = "", title: str | None = None, seed: str = "seed",
-                ax=None, ylim=None, integer: bool = False):
+@dataclass(frozen=True)
+class SpreadAxis:
+    """The value axis of :func:`seed_spread`: its label, the panel's title (None: says how to read the dots),
+    limits, whole-number ticks from zero for counts (``integer``), and a dashed ``reference`` line (a threshold, a
+    target) with its legend label."""
+
+    ylabel: str = ""
+    title: str | None = None
+    ylim: tuple[float | None, float | None] | None = None
+    integer: bool = False
+    reference: float | None = None
+    reference_label: str | None = None
+
+
+def seed_spread(frame, columns, axis: SpreadAxis = SpreadAxis(), *, labels=None, colours=None, seed: str = "seed",
+                ax=None):
     """One measurement per column of ``frame`` (one row per training seed): each seed's value as a dot (marked
     with its seed when there are at most six), the mean as a short horizontal bar and the min-max as a vertical
-    line. Columns with "dense"/"sparse" in their name take the book's dense/sparse colours; ``reference`` draws a
-    dashed ``TARGET`` line (a threshold, a target); ``integer`` is for counts (whole-number ticks, from zero).
+    line, on ``axis``. Columns with "dense"/"sparse" in their name take the book's dense/sparse colours.
     Returns the figure (``ax``'s when one is given)."""
     import pandas as pd
 
@@ -42,23 +56,23 @@ def seed_spread(frame, columns, *, labels=None, colours=None, reference: float |
             for x, value, name in zip(i + offsets, values, seeds):
                 ax.annotate(str(name), (x, value), xytext=(4, 0), textcoords="offset points", fontsize=7,
                             va="center", color=TARGET)
-    if reference is not None:
-        ax.axhline(reference, color=TARGET, linestyle="--", linewidth=0.9, label=reference_label)
-        if reference_label:
+    if axis.reference is not None:
+        ax.axhline(axis.reference, color=TARGET, linestyle="--", linewidth=0.9, label=axis.reference_label)
+        if axis.reference_label:
             ax.legend(loc="best", fontsize=8)
     ax.set_xticks(range(len(columns)))
     ax.set_xticklabels(labels)
     ax.set_xlim(-0.6, len(columns) - 0.4)
-    if integer:
+    if axis.integer:
         from matplotlib.ticker import MaxNLocator
 
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         top = max(float(frame[c].max()) for c in columns)
         ax.set_ylim(-0.5, top + 0.5)
-    if ylim is not None:
-        ax.set_ylim(*ylim)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title or f"{len(frame)} training seeds: each dot one seed, bar the mean, line the min-max",
+    if axis.ylim is not None:
+        ax.set_ylim(*axis.ylim)
+    ax.set_ylabel(axis.ylabel)
+    ax.set_title(axis.title or f"{len(frame)} training seeds: each dot one seed, bar the mean, line the min-max",
                  fontsize=10)
     return fig
 
