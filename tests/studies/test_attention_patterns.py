@@ -97,6 +97,7 @@ def test_threshold_free_measures_count_heads_without_a_threshold():
     assert ablated.critical == 2 and ablated.to_metrics()["critical"] == 2
     assert "2.2" in ablated.threshold_free() and "2 heads whose ablation alone" in ablated.threshold_free()
     assert study.InductionHeads("m", torch.ones(1, 2), 0.3).critical is None
+    assert "not ablated one by one" in study.InductionHeads("m", torch.ones(30, 9), 0.3).threshold_free()
     run = _run(0, torch.tensor([[0.8, 0.8], [0.0, 0.1]]), torch.tensor([[0.8, 0.0], [0.0, 0.0]]), 0.1)
     assert run.row()["dense_effective_heads"] == pytest.approx(2.24, abs=0.01)
     assert run.row()["sparse_effective_heads"] == pytest.approx(1.0)
