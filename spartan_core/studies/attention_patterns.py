@@ -297,13 +297,14 @@ def text_sentence(runs: Seeds[SeedRun]) -> str:
 def _threshold_free_sentence(runs: Seeds[SeedRun]) -> str:
     sp = runs.spreads(HEADLINES)
     def measures(kind: str) -> str:
-        effective = f"an effective number of induction heads of {sp[f'{kind}_effective_heads'].text(DECIMAL1)}"
+        effective = f"an effective number of induction heads of {sp[f'{kind}_effective_heads'].summary(DECIMAL1)}"
         critical = sp.get(f"{kind}_critical_heads")
         return effective if critical is None else (
-            f"{effective} and {critical.text(COUNT)} head(s) whose ablation alone raises the repeated half's CE by "
-            f"more than {DECIMAL1(ABLATION_NATS)} nats")
+            f"{effective} and {critical.summary(COUNT)} head(s) whose ablation alone raises the repeated half's CE "
+            f"by more than {DECIMAL1(ABLATION_NATS)} nats")
 
-    return f" Without a threshold, the dense copies have {measures('dense')}; the sparse copies {measures('sparse')}."
+    return (f" Without a threshold, the dense copies have {measures('dense')}; the sparse copies have "
+            f"{measures('sparse')}.")
 
 
 def induction_sentence(runs: Seeds[SeedRun], per_seed: bool = True) -> str:
