@@ -20,11 +20,6 @@ from .graph import find_layers
 __all__ = ["head_ablation_effects", "effective_heads", "heads_above"]
 
 
-def _head_shape(model) -> tuple[int, int]:
-    config = model.config
-    return config.num_hidden_layers, config.num_attention_heads
-
-
 @contextlib.contextmanager
 def _replaced(o_proj: torch.nn.Module, columns: slice, value: torch.Tensor):
     """While open, the input columns ``columns`` of ``o_proj`` read ``value`` at every position."""
@@ -41,9 +36,9 @@ def _replaced(o_proj: torch.nn.Module, columns: slice, value: torch.Tensor):
 
 
 @torch.no_grad()
-def _head_means(model, data: dict, batch_size: int) -> list[torch.Tensor]:
-    """Per layer, the mean over the data's positions of the output projection's input [heads x head_dim]."""
-    layers, _ = find_layers(model)
+def _head_means(model, layers, data: dict, batch_size: int) -> tuple[list[torch.Tensor], float]:
+    """Per layer, the mean over the data's positions of the output projection's input [heads x head_dim], and the
+    intact model's CE, from one evaluation."""
     sums, count = [None] * len(layers), [0]
 
     def recorder(index):
@@ -56,23 +51,22 @@ def _head_means(model, data: dict, batch_size: int) -> list[torch.Tensor]:
 
     handles = [layer.o_proj.register_forward_pre_hook(recorder(i)) for i, layer in enumerate(layers)]
     try:
-        evaluate(model, data, batch_size)
+        intact = evaluate(model, data, batch_size).ce
     finally:
         for handle in handles:
             handle.remove()
-    return [total / count[0] for total in sums]
+    return [total / count[0] for total in sums], intact
 
 
 @torch.no_grad()
 def head_ablation_effects(model, data: dict, batch_size: int = 32) -> torch.Tensor:
     """Float [layers, heads]: the CE on ``data``'s labels with that one head mean-ablated, minus the CE of the
     intact model (nats; positive = the head helps). One evaluation per head."""
-    n_layers, n_heads = _head_shape(model)
     layers, _ = find_layers(model)
-    means = _head_means(model, data, batch_size)
+    n_heads = model.config.num_attention_heads
+    means, intact = _head_means(model, layers, data, batch_size)
     head_dim = means[0].numel() // n_heads
-    intact = evaluate(model, data, batch_size).ce
-    effects = torch.zeros(n_layers, n_heads)
+    effects = torch.zeros(len(layers), n_heads)
     device = model_device(model)
     for layer, (modules, mean) in enumerate(zip(layers, means)):
         for head in range(n_heads):

@@ -296,6 +296,7 @@ def text_sentence(runs: Seeds[SeedRun]) -> str:
 
 def _threshold_free_sentence(runs: Seeds[SeedRun]) -> str:
     sp = runs.spreads(HEADLINES)
+
     def measures(kind: str) -> str:
         effective = f"an effective number of induction heads of {sp[f'{kind}_effective_heads'].summary(DECIMAL1)}"
         critical = sp.get(f"{kind}_critical_heads")
