@@ -25,16 +25,14 @@ import yaml
 
 from spartan_core._util import atomic_write_text
 
-from .ledger import ledger_markdown
-from .params import GPU_PROFILES
+from .ledger import ledger_details_markdown, ledger_rows, ledger_table_markdown
 from .results import REPO_ROOT, read_metrics, results_root
-from .tables import book_profiles, cell, chapter_link, profile_results
+from .tables import book_profiles, forced_device, markdown_table, profile_results
 
 __all__ = [
     "BOOK_DIR",
     "publish_chapter",
     "toc_files",
-    "claims_markdown",
     "runs_markdown",
     "write_generated",
     "build",
@@ -43,13 +41,6 @@ __all__ = [
 BOOK_DIR = REPO_ROOT / "book"
 _HIDDEN_TAGS = ("parameters", "injected-parameters")
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-_PENDING = {
-    "tiny": "pending: not run yet (`make reproduce PROFILE=tiny`)",
-    "paper": "pending: needs a GPU run (`make reproduce PROFILE=paper`)",
-    "gpu": "pending: needs a GPU run (`make reproduce PROFILE=gpu`)",
-}
-
-
 def _is_stderr(output) -> bool:
     return output.get("output_type") == "stream" and output.get("name") == "stderr"
 
@@ -122,7 +113,10 @@ def provenance_markdown(chapter: str, profile: str | None, root: Path, book_dir:
              f"{prov.get('finished_utc', '?')}.", "", f"Parameters: {parameters or 'none'}.", "", "Results files:"]
     relative = Path(os.path.relpath(Path(folder).resolve(), (Path(book_dir) / "chapters").resolve()))
     files = sorted(p.name for p in folder.iterdir() if p.suffix in (".csv", ".json", ".png"))
-    lines.append(" · ".join(f"{{download}}`{name} <{(relative / name).as_posix()}>`" for name in files) + "\n")
+    lines.append(" · ".join(f"{{download}}`{name} <{(relative / name).as_posix()}>`" for name in files))
+    lines += ["", f"The executed notebook: {{download}}`{chapter}.ipynb <{chapter}.ipynb>`. To run it again with these "
+              "parameters (models come from the cache, or from `models/` after `make reproduce` imported them):", "",
+              f"```bash\npython -m companion.runner --profile {profile} --only {chapter}\n```\n"]
     return "\n".join(lines)
 
 
@@ -145,90 +139,48 @@ def toc_files(book_dir: Path = BOOK_DIR) -> list[str]:
     return found
 
 
-def _forced_device(profile: str, data: dict[str, Any]) -> str:
-    """`` (ran on cpu, forced)`` for a paper-profile result that did not run on CUDA, so it never passes as a GPU
-    result; empty otherwise."""
-    if profile not in GPU_PROFILES:
-        return ""
-    kind = data.get("provenance", {}).get("device", {}).get("type")
-    return "" if kind == "cuda" else f" (ran on {kind or 'an unknown device'}, forced)"
-
-
-def claims_markdown(claims_path: Path, root: Path, chapters: set[str]) -> str:
-    """The claims table: one row per claim of ``book/claims.yaml``, one measured column per book profile."""
-    claims = yaml.safe_load(Path(claims_path).read_text())
-    profiles = book_profiles(root)
-    measured = {profile: profile_results(root, profile) for profile in profiles}
-    header = ["Claim", "The paper reports", *(f"Measured: {label}" for label in profiles.values())]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for claim in claims:
-        row = [cell(claim["claim"]), cell(f"{claim['paper']} ({claim['source']})")]
-        for profile in profiles:
-            found = []
-            for notebook, data in measured[profile]:
-                entry = data.get("claims", {}).get(claim["id"])
-                if entry is None:
-                    continue
-                state = data.get("provenance", {}).get("status")
-                note = ("" if state == "complete" else f" ({state or 'unknown'} run)") + _forced_device(profile, data)
-                found.append(f"{entry['summary']}{note} [nb {chapter_link(notebook, chapters)}]")
-            if found:
-                row.append(cell("; ".join(found)))
-            elif claim.get("not_attempted"):
-                row.append(cell(f"not attempted: {claim['not_attempted']}"))
-            else:
-                row.append(cell(_PENDING[profile]))
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def runs_markdown(root: Path) -> str:
-    """Provenance of every results folder the claims table read: which code, where, how long."""
-    header = ["Profile", "Notebook", "Status", "Git commit", "Device", "Wall time (s)", "Finished (UTC)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    rows = 0
+    """Provenance of every results folder the ledger read, one table per profile: which code, where, how long."""
+    header = ["Notebook", "Status", "Git commit", "Device", "Wall time (s)", "Finished (UTC)"]
+    parts = []
     for profile in book_profiles(root):
+        lines = []
         for notebook, data in profile_results(root, profile):
             prov = data.get("provenance", {})
             commit = (prov.get("git_commit") or "unknown")[:10] + (" (modified)" if prov.get("git_dirty") else "")
             device = prov.get("device", {})
-            lines.append("| " + " | ".join(cell(x) for x in [
-                profile, notebook, prov.get("status", "unknown"), commit,
-                f"{device.get('type', '?')}: {device.get('name', '?')}{_forced_device(profile, data)}",
-                prov.get("wall_time_s", "?"),
-                prov.get("finished_utc", "not finished"),
-            ]) + " |")
-            rows += 1
-    if not rows:
-        return "No results have been written yet: run `make reproduce`.\n"
-    return "\n".join(lines) + "\n"
+            wall = prov.get("wall_time_s")
+            lines.append([
+                notebook, prov.get("status", "unknown"), commit,
+                f"{device.get('type', '?')}: {device.get('name', '?')}{forced_device(profile, data)}",
+                "?" if wall is None else f"{wall:.0f}",
+                (prov.get("finished_utc") or "not finished").replace("T", " ").removesuffix("+00:00")])
+        if lines:
+            parts.append(f"**The `{profile}` profile**\n\n" + markdown_table(header, lines))
+    return "\n\n".join(parts) + "\n" if parts else "No results have been written yet: run `make reproduce`.\n"
 
 
 def models_markdown(root: Path) -> str:
-    """Which weights produced the numbers: every model a results folder used, with its weights' SHA-256 (first
-    12 hex digits), training seed, and the threads and device it trained on. Two results that show the same hash
-    come from the same model."""
-    header = ["Profile", "Notebook", "Model", "Kind", "Seed", "Weights SHA-256", "Trained on", "Threads",
-              "Train time (s)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    rows = 0
+    """Which weights produced the numbers, one table per results folder: every model it used, with its weights'
+    SHA-256 (first 12 hex digits), training seed, and the threads and device it trained on. Two rows that show the
+    same hash come from the same model."""
+    header = ["Model", "Kind", "Seed", "Weights SHA-256", "Trained on", "Threads", "Train time (s)"]
+    parts = []
     for profile in book_profiles(root):
         for notebook, data in profile_results(root, profile):
+            lines = []
             for model in data.get("provenance", {}).get("models", []):
                 trained = (f"{model['device']}: {model['device_name']}" if model.get("device")
-                           else model.get("source") or "not trained here")
+                           else (model.get("source") or "not trained here").replace("/", "/\u200b"))  # may wrap
                 wall = model.get("train_wall_time_s")
-                lines.append("| " + " | ".join(cell(x) for x in [
-                    profile, notebook, model["model"], model["kind"],
-                    "–" if model.get("seed") is None else model["seed"],
+                lines.append([
+                    model["model"], model["kind"], "–" if model.get("seed") is None else model["seed"],
                     f"`{model['weights_sha256'][:12]}`" if model.get("weights_sha256") else "not hashed",
                     trained, "–" if model.get("threads") is None else model["threads"],
-                    "–" if wall is None else f"{wall:.0f}",
-                ]) + " |")
-                rows += 1
-    if not rows:
-        return "No results file records its models yet: run `make reproduce`.\n"
-    return "\n".join(lines) + "\n"
+                    "–" if wall is None else f"{wall:.0f}"])
+            if lines:
+                parts.append(f"**`{notebook}`, `{profile}` profile**\n\n" + markdown_table(header, lines))
+    return "\n\n".join(parts) + "\n" if parts else "No results file records its models yet: run `make reproduce`.\n"
 
 
 def gpu_markdown(root: Path) -> str:
@@ -241,20 +193,20 @@ def gpu_markdown(root: Path) -> str:
     prov = data.get("provenance", {})
     header = ["Model (random init)", "Attention", "Parameters", "Micro-batch x accumulation", "Tokens/s",
               "Step (s)", "Peak memory (GiB)", "Fits the cap"]
-    lines = [f"Measured by `make gpu-check` on {metrics.get('machine', '?')} at commit "
-             f"`{(prov.get('git_commit') or 'unknown')[:10]}`, T = {prov.get('parameters', {}).get('seq_len', '?')}, "
-             f"memory cap {prov.get('parameters', {}).get('memory_cap_gib', '?')} GiB:", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for model, runs in metrics["steps"].items():
         for mode in ("dense_sdpa", "sparse"):
             run = runs[mode]
             peak = run.get("peak_gib")
-            lines.append("| " + " | ".join(cell(x) for x in [
+            rows.append([
                 model, "dense (SDPA)" if mode == "dense_sdpa" else "sparse (gated)", f"{run['parameters'] / 1e6:.0f} M",
                 f"{run['micro_batch']} x {run['grad_accum']}", f"{run['tokens_per_s']:.0f}", f"{run['step_s']:.2f}",
                 "–" if peak is None else f"{peak:.1f}", "–" if run.get("fits_cap") is None else
-                ("yes" if run["fits_cap"] else "no")]) + " |")
-    return "\n".join(lines) + "\n"
+                ("yes" if run["fits_cap"] else "no")])
+    return (f"Measured by `make gpu-check` on {metrics.get('machine', '?')} at commit "
+            f"`{(prov.get('git_commit') or 'unknown')[:10]}`, T = {prov.get('parameters', {}).get('seq_len', '?')}, "
+            f"memory cap {prov.get('parameters', {}).get('memory_cap_gib', '?')} GiB:\n\n"
+            + markdown_table(header, rows) + "\n")
 
 
 # (row label, model, LoRA rank or None, processes, sharded, micro-batch rows, activation checkpointing) at T = 1024
@@ -277,9 +229,9 @@ def memory_markdown() -> str:
     from spartan_core.training.memory import GIB, estimate_from_config
 
     local = {"gpt2-small": GPT2Config()}  # GPT-2 small's shapes are transformers' defaults: no hub needed
-    header = ["Run", "Processes", "Micro-batch (x 1,024 tokens)", "Trainable", "Weights", "Gradients + AdamW",
-              "Activations + logits", "Total per process (GiB)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    header = ["Run", "Processes", "Micro-batch rows", "Trainable", "Weights", "Gradients, AdamW", "Activations, logits",
+              "Total"]
+    lines = []
     for label, name, rank, processes, sharded, rows, checkpointing in PLANNED_RUNS:
         e = estimate_from_config(local.get(name) or zoo.model_config(name), lora_rank=rank, seq_len=1024,
                                  micro_batch=rows, processes=processes, sharded=sharded,
@@ -287,11 +239,38 @@ def memory_markdown() -> str:
         layout = f"{processes}, sharded" if sharded else str(processes)
         layout += ", activation checkpointing" if checkpointing else ""
         parts = e.parts
-        lines.append("| " + " | ".join([
-            label, layout, str(rows), f"{e.trainable / 1e6:,.1f} M", f"{parts['weights'] / GIB:.1f}",
+        lines.append([
+            label, layout, rows, f"{e.trainable / 1e6:,.1f} M", f"{parts['weights'] / GIB:.1f}",
             f"{(parts['gradients'] + parts['optimiser']) / GIB:.1f}",
-            f"{(parts['activations'] + parts['logits']) / GIB:.1f}", f"**{e.total / GIB:.1f}**"]) + " |")
-    return "\n".join(lines) + "\n"
+            f"{(parts['activations'] + parts['logits']) / GIB:.1f}", f"**{e.total / GIB:.1f}**"])
+    return ("Sizes in GiB per process; a micro-batch row is 1,024 tokens.\n\n" + markdown_table(header, lines)
+            + "\n")
+
+
+HERO_CHAPTER, HERO_FILE = "05_addition", "figure1_hero.png"
+
+
+def hero_figure(out: Path, root: Path) -> list[Path]:
+    """The front page's figure: chapter 5's Figure 1 for one problem, dense beside sparse, copied from the CPU
+    profile's results with a caption written from the same results (``hero.md``); a sentence where it has not run."""
+    folder = Path(root) / "tiny" / HERO_CHAPTER
+    data = read_metrics(folder)
+    if data.get("provenance", {}).get("status") != "complete" or not (folder / HERO_FILE).exists():
+        return [atomic_write_text(out / "hero.md", "The front page's figure appears once chapter 5 has run "
+                                                   "(`make reproduce`).\n")]
+    image = out / "hero.png"
+    image.write_bytes((folder / HERO_FILE).read_bytes())
+    first = data["metrics"]["per_seed"][0]
+    drawn = first["figure1_edges_drawn"][-1]
+    seed = data["metrics"]["seeds"][0]
+    min_weight = data["provenance"]["parameters"]["min_weight"]
+    caption = (f"The paper's Figure 1, redrawn from this repository's two-digit-addition toy (training seed {seed}) "
+               f"for `{drawn['problem']}` (carry: {drawn['carry']}). Left, the dense model: {drawn['dense']} attention "
+               f"edges of weight ≥ {min_weight}. Right, its sparse post-trained copy: {drawn['sparse']}. Tokens run "
+               "left to right, the residual stream upwards, one colour per head; chapter 5 draws the paper's three "
+               "problems and tests what the picture suggests on every held-out problem.")
+    figure = f"```{{figure}} _generated/hero.png\n:name: fig-hero\n:alt: {drawn['problem']}, dense and sparse\n\n{caption}\n```\n"
+    return [image, atomic_write_text(out / "hero.md", figure)]
 
 
 def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list[Path]:
@@ -306,9 +285,11 @@ def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list
         atomic_write_text(out / "provenance" / f"{chapter}.md",
                           provenance_markdown(chapter, chapter_profile(book_dir / "chapters" / f"{chapter}.ipynb"), root,
                                               book_dir))
+    rows = ledger_rows(book_dir / "claims.yaml", root)
     return [
-        atomic_write_text(out / "ledger.md", ledger_markdown(book_dir / "claims.yaml", root, chapters)),
-        atomic_write_text(out / "claims.md", claims_markdown(book_dir / "claims.yaml", root, chapters)),
+        atomic_write_text(out / "ledger.md", ledger_table_markdown(rows, chapters)),
+        atomic_write_text(out / "ledger_details.md", ledger_details_markdown(rows)),
+        *hero_figure(out, root),
         atomic_write_text(out / "runs.md", runs_markdown(root)),
         atomic_write_text(out / "models.md", models_markdown(root)),
         atomic_write_text(out / "gpu.md", gpu_markdown(root)),

@@ -41,11 +41,10 @@ from typing import Any, Iterator
 __all__ = ["ALLOWED_EXTERNAL", "CHROMIUM_FLAGS", "find_chromium", "serve", "Chromium", "check_links",
            "check_site", "main"]
 
-# The only links that may leave the book: the paper and the gating paper it builds on, the two works it cites.
-ALLOWED_EXTERNAL = frozenset({
-    "https://arxiv.org/abs/2512.05865",
-    "https://arxiv.org/abs/2411.06890",
-})
+# The only links that may leave the book: the arXiv pages of the works its references page cites.
+ALLOWED_EXTERNAL = frozenset(f"https://arxiv.org/abs/{paper}" for paper in (
+    "2512.05865", "2411.06890", "1810.00597", "2406.04558", "2310.10348", "2403.17806", "2304.14997", "2211.00593",
+    "2305.00586", "2209.11895"))
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -259,7 +258,52 @@ _PAGE_FACTS = """(() => ({
   wide: Array.from(document.querySelectorAll('article pre, .bd-article pre'))
     .filter(p => p.offsetParent !== null && p.scrollWidth > p.clientWidth + 1)
     .map(p => (p.textContent.split('\\n').sort((a, b) => b.length - a.length)[0] || '').trim().slice(0, 60)),
+  column: (() => {
+    const a = document.querySelector('article.bd-article');
+    if (!a) return 0;
+    const style = getComputedStyle(a);
+    return a.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  })(),
+  tables: Array.from(document.querySelectorAll('article table'))
+    .filter(t => t.offsetParent !== null && !t.closest('table table'))
+    .map(t => ({width: Math.round(t.getBoundingClientRect().width),
+                head: (t.rows[0] ? t.rows[0].innerText : '').replace(/\\s+/g, ' ').trim().slice(0, 60)})),
+  figures: Array.from(document.querySelectorAll('article img'))
+    .filter(i => i.offsetParent !== null && i.naturalWidth > 0 && !i.closest('.sd-badge, .sd-card-header'))
+    .map(i => {
+      const figure = i.closest('figure');
+      const caption = figure ? figure.querySelector('figcaption') : null;
+      return {src: (i.getAttribute('src') || '').split('/').pop(), shown: i.getBoundingClientRect().width,
+              natural: i.naturalWidth, caption: caption ? caption.innerText.trim() : ''};
+    }),
+  words: (document.querySelector('article.bd-article') || document.body).innerText.split(/\\s+/)
+    .filter(w => /\\w/.test(w)).length,
 }))()"""
+
+# What a reader of the 1280 px page must be able to read without scrolling sideways or zooming.
+FRONT_PAGE = "intro.html"
+FRONT_PAGE_MAX_WORDS = 1200
+MIN_FIGURE_SCALE = 0.6  # a figure shown below this fraction of its drawn width has labels too small to read
+
+
+def layout_problems(page: str, facts: dict[str, Any]) -> list[str]:
+    """A table wider than the text column, a figure without a caption or shown too small to read, and a front
+    page too long to read as one: what the page facts (``_PAGE_FACTS``) of ``page`` show."""
+    problems = []
+    column = facts.get("column") or 0
+    for table in facts.get("tables", []):
+        if column and table["width"] > column + 1:
+            problems.append(f"{page}: a table is {table['width']} px wide in a {round(column)} px column "
+                            f"(first row {table['head']!r})")
+    for figure in facts.get("figures", []):
+        if not figure["caption"]:
+            problems.append(f"{page}: a figure has no caption ({figure['src']})")
+        scale = figure["shown"] / figure["natural"]
+        if scale < MIN_FIGURE_SCALE:
+            problems.append(f"{page}: a figure is shown at {scale:.0%} of its drawn width ({figure['src']})")
+    if page == FRONT_PAGE and facts.get("words", 0) > FRONT_PAGE_MAX_WORDS:
+        problems.append(f"{page}: the front page has {facts['words']} words (at most {FRONT_PAGE_MAX_WORDS})")
+    return problems
 
 
 def _pages(html_dir: Path) -> list[str]:
@@ -374,6 +418,7 @@ def check_site(html_dir: Path, screenshots_dir: Path | None = None, chromium: st
                     problems.append(f"{page}: the page shows no text")
                 for line in facts["wide"]:
                     problems.append(f"{page}: a code block scrolls sideways (longest line starts {line!r})")
+                problems += layout_problems(page, facts)
                 for image in facts["images"]:
                     if not image["ok"]:
                         problems.append(f"{page}: image did not load: {image['src']}")
@@ -381,6 +426,7 @@ def check_site(html_dir: Path, screenshots_dir: Path | None = None, chromium: st
                     if not link.startswith(base):
                         continue
                     target, _, fragment = link[len(base):].partition("#")
+                    fragment = urllib.parse.unquote(fragment)
                     target = urllib.parse.unquote(target.split("?")[0]) or "index.html"
                     if target.endswith("/"):
                         target += "index.html"

@@ -9,14 +9,16 @@ threshold rather than with a hidden judgement.
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from .params import GPU_PROFILES
-from .tables import book_profiles, cell, chapter_link, profile_results
+from .tables import book_profiles, chapter_link, forced_device, markdown_table, profile_results
 
-__all__ = ["STATUSES", "claim_status", "ledger_markdown"]
+__all__ = ["STATUSES", "LedgerRow", "claim_status", "ledger_rows", "ledger_table_markdown", "ledger_details_markdown"]
 
 # status -> the sphinx-design badge role that shows it
 STATUSES = {
@@ -39,36 +41,84 @@ def _badge(status: str) -> str:
     return f"{{{STATUSES[status]}}}`{status}`"
 
 
-def ledger_markdown(claims_path: Path, root: Path, chapters: set[str]) -> str:
-    """The ledger: a narrow table (claim, a badge per book profile, the chapters that measured it) for the
-    one-look answer, then one paragraph per claim with the paper's statement and source, our summary and the
-    rule behind the badge."""
+@dataclass(frozen=True)
+class LedgerRow:
+    """One claim as the ledger shows it: its statement from ``claims.yaml``, its status per book profile, the
+    CPU profile's headline numbers and sentences, the chapters that measured it and the rule behind the badge."""
+
+    number: int
+    claim: dict
+    statuses: dict[str, str]
+    headline: str
+    ours: str
+    notebooks: list[str]
+    rule: str
+    forced: dict[str, str]  # profile -> where a GPU profile's verdict ran when that was not a GPU ("" otherwise)
+    elsewhere: dict[str, str]  # profile -> its sentences, for the profiles other than the CPU one that judged
+
+
+def ledger_rows(claims_path: Path, root: Path) -> list[LedgerRow]:
+    """Every claim of ``claims_path`` with what the finished results folders under ``root`` recorded for it."""
     claims = yaml.safe_load(Path(claims_path).read_text())
     profiles = book_profiles(root)
-    header = ["Claim", *(f"{profile}" for profile in profiles), "Chapters"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    details = []
     measured = {profile: profile_results(root, profile) for profile in profiles}
+    rows = []
     for number, claim in enumerate(claims, start=1):
-        statuses, ours, notebooks, rule = [], "not run yet", [], None
+        statuses, ours, headline, notebooks, rule = {}, "not run yet", "not run yet", [], None
+        forced, elsewhere = {}, {}
         for profile in profiles:
             found = [(notebook, data["claims"][claim["id"]]) for notebook, data in measured[profile]
                      if claim["id"] in data.get("claims", {}) and data.get("provenance", {}).get("status") == "complete"]
             if "not_attempted" in claim and not found:
-                statuses.append(_badge("not attempted"))
-                ours, rule = "not attempted", f"none: {claim['not_attempted']}"
+                statuses[profile] = "not attempted"
+                ours = headline = "not attempted"
+                rule = f"none: {claim['not_attempted']}"
             elif found:
-                status, judged_by = claim_status([entry for _, entry in found])
-                statuses.append(_badge(status))
+                statuses[profile], judged_by = claim_status([entry for _, entry in found])
                 rule = rule or judged_by
+                forced[profile] = "".join(sorted({forced_device(profile, data) for notebook, data in
+                                                  measured[profile] if notebook in dict(found)}))
+                if profile != "tiny":
+                    elsewhere[profile] = "; ".join(f"{entry['summary']} (chapter {notebook[:2]})"
+                                                   for notebook, entry in found)
             else:
-                statuses.append(_badge("pending GPU" if profile in GPU_PROFILES else "pending"))
+                statuses[profile] = "pending GPU" if profile in GPU_PROFILES else "pending"
             notebooks += [notebook for notebook, _ in found if notebook not in notebooks]
             if profile == "tiny" and found:
                 ours = "; ".join(f"{entry['summary']} (chapter {notebook[:2]})" for notebook, entry in found)
-        links = ", ".join(chapter_link(notebook, chapters) for notebook in notebooks) or "–"
-        lines.append("| " + " | ".join([f"{number}. {cell(claim['claim'])}", *statuses, links]) + " |")
-        rule = rule or "stated by the chapter that judges this claim, once it has run"
-        details.append(f"**{number}. {claim['claim']}** The paper: {claim['paper']} ({claim['source']}). "
-                       f"Ours, on the CPU profile: {ours}. Rule: {rule}.")
-    return "\n".join(lines) + "\n\n" + "\n\n".join(details) + "\n"
+                headline = next((entry["headline"] for _, entry in found if entry.get("headline")), "see the chapter")
+        rows.append(LedgerRow(number, claim, statuses, headline, ours, notebooks,
+                              rule or "stated by the chapter that judges this claim, once it has run", forced,
+                              elsewhere))
+    return rows
+
+
+def ledger_table_markdown(rows: list[LedgerRow], chapters: set[str]) -> str:
+    """The front page's answer: how many claims each verdict got on the CPU profile, then one narrow row per claim
+    (its short name, the paper's number, ours with its spread over training seeds, the badge, the chapters). A
+    profile column appears once that profile has judged something; until then one sentence says it is pending."""
+    profiles = [p for p in (rows[0].statuses if rows else {})
+                if p == "tiny" or any(r.statuses[p] not in ("pending", "pending GPU", "not attempted") for r in rows)]
+    counts = Counter(r.statuses["tiny"] for r in rows if "tiny" in r.statuses)
+    order = [*STATUSES]
+    lead = ("Verdicts on the CPU profile (`tiny`): "
+            + ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=order.index)) + ".")
+    waiting = [p for p in (rows[0].statuses if rows else {}) if p not in profiles]
+    if waiting:
+        lead += (" The " + " and ".join(f"`{p}`" for p in waiting) + " profile has not run on a GPU yet, so each of "
+                 "its verdicts is pending.")
+    header = ["Claim", "The paper", "Ours (CPU profile; mean, min–max over training seeds)",
+              *(f"Verdict: {p}" for p in profiles), "Chapters"]
+    table = [[f"{r.number}. {r.claim['short']}", r.claim["paper_number"], r.headline,
+              *(_badge(r.statuses[p]) + r.forced.get(p, "") for p in profiles),
+              ", ".join(chapter_link(notebook, chapters) for notebook in r.notebooks) or "–"] for r in rows]
+    return lead + "\n\n" + markdown_table(header, table) + "\n"
+
+
+def ledger_details_markdown(rows: list[LedgerRow]) -> str:
+    """One paragraph per claim: the paper's statement and source, our sentences and the rule behind the badge."""
+    return "\n\n".join(
+        f"**{r.number}. {r.claim['claim']}** The paper: {r.claim['paper']} ({r.claim['source']}). "
+        f"Ours, on the CPU profile: {r.ours}."
+        + "".join(f" On the `{p}` profile{r.forced.get(p, '')}: {text}." for p, text in r.elsewhere.items())
+        + f" Rule: {r.rule}." for r in rows) + "\n"

@@ -22,6 +22,7 @@ class Claim:
     values: dict = field(default_factory=dict)
     verdict: str | None = None
     rule: str | None = None
+    headline: str = ""  # the few numbers the front page's ledger shows for a judged claim (spreads without counts)
 
     def __post_init__(self):
         if not self.id or not self.sentence:
@@ -30,11 +31,14 @@ class Claim:
             raise ValueError(f"verdict: must be one of {', '.join(VERDICTS)} or None, got {self.verdict!r}")
         if (self.verdict is None) != (self.rule is None):
             raise ValueError("rule: a verdict needs the rule that gave it, and a rule a verdict")
-        reserved = {"summary", "verdict", "rule"} & set(self.values)
+        if self.verdict is not None and not self.headline:
+            raise ValueError("headline: a judged claim needs the numbers the front page shows for it")
+        reserved = {"summary", "verdict", "rule", "headline"} & set(self.values)
         if reserved:
             raise ValueError(f"values: {sorted(reserved)[0]!r} is a field of the claim itself")
 
     def to_record(self) -> dict:
         """What the results file keeps: the sentence as ``summary``, the verdict and rule, then the values."""
-        judged = {} if self.verdict is None else {"verdict": self.verdict, "rule": self.rule}
+        judged = ({} if self.verdict is None else
+                  {"verdict": self.verdict, "rule": self.rule, "headline": self.headline})
         return {"summary": self.sentence, **judged, **self.values}

@@ -50,21 +50,22 @@ def _attention_graph(ax, maps: np.ndarray, tokens: Sequence[str], min_weight: fl
 
 
 def attention_graphs(maps: dict, texts: Sequence[str], captions: Sequence[str], min_weight: float):
-    """Figure 1 redrawn: one row per model (``{"dense": [P, L, H, T, T], "sparse": ...}``), one column per
-    problem (``texts``, one character per token), the same drawing rule for every panel."""
+    """Figure 1 redrawn: one row per problem (``texts``, one character per token), one column per model
+    (``{"dense": [P, L, H, T, T], "sparse": ...}``), so the models sit side by side and two panels fit the text
+    column; the same drawing rule for every panel."""
     arrays = {label: to_numpy(m) for label, m in maps.items()}
     for label, values in arrays.items():
         if values.ndim != 5 or values.shape[0] != len(texts) or values.shape[-1] != len(texts[0]):
             raise ValueError(f"maps: {label} must be [problems={len(texts)}, layers, heads, T, T], got {values.shape}")
-    fig, axes = plt.subplots(len(arrays), len(texts), figsize=(4.6 * len(texts), 3.2 * len(arrays)), squeeze=False,
+    fig, axes = plt.subplots(len(texts), len(arrays), figsize=(3.4 * len(arrays), 2.5 * len(texts)), squeeze=False,
                              constrained_layout=True)
-    for row, (label, values) in enumerate(arrays.items()):
-        for column, (text, caption) in enumerate(zip(texts, captions)):
-            _attention_graph(axes[row, column], values[column], list(text), min_weight, f"{label}: {text} ({caption})")
+    for column, (label, values) in enumerate(arrays.items()):
+        for row, (text, caption) in enumerate(zip(texts, captions)):
+            _attention_graph(axes[row, column], values[row], list(text), min_weight, f"{label}: {text} ({caption})")
     heads = next(iter(arrays.values())).shape[2]
     for head in range(heads):
         axes[0, -1].plot([], [], color=SEQUENCE[head % len(SEQUENCE)], lw=2, label=f"head {head}")
-    axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.legend(loc="outside lower center", ncols=heads, frameon=False)
     return fig
 
 

@@ -346,4 +346,7 @@ def addition_claim(runs: Seeds[AdditionSeed]) -> Claim:
                "partly" if solved and (selective or matching) else "not reproduced")
     values = {"seeds": runs.seeds, "selective_seeds": selective, "matching_digit_seeds": matching,
               **{name: sp[name].to_dict() for name in ("selectivity", "kept_fraction", "sparse_exact_match")}}
-    return Claim("addition_circuit", sentence, values, verdict, ADDITION_RULE)
+    headline = (f"exact match {sp['sparse_exact_match'].short(PERCENT1)} at "
+                f"{sp['kept_per_query'].short(DECIMAL2)} keys per query; a "
+                f"carry-selective edge in {len(selective)} of {n} seeds, matching-digit reads in {len(matching)}")
+    return Claim("addition_circuit", sentence, values, verdict, ADDITION_RULE, headline)

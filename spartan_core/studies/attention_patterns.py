@@ -373,4 +373,7 @@ def induction_claim(runs: Seeds[SeedRun] | Unavailable, control: InductionHeads 
               "dense_heads": counts[0].to_dict() if counts else None,
               "sparse_heads": counts[1].to_dict() if counts else None,
               "threshold_free": None if isinstance(runs, Unavailable) else runs.spread_record(HEADLINES[-4:])}
-    return Claim("induction_heads", summary, values, verdict, INDUCTION_RULE)
+    headline = ("not measured" if not counts else
+                f"{runs.first.dense.model}: {counts[0].short(COUNT)} induction heads dense, "
+                f"{counts[1].short(COUNT)} sparse" + (" (made by its curriculum)" if by_design else ""))
+    return Claim("induction_heads", summary, values, verdict, INDUCTION_RULE, headline)

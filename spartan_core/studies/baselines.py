@@ -218,4 +218,7 @@ def baselines_claim(paretos: dict[str, Pareto]) -> Claim:
                "partly" if any(counts) else "not reproduced")
     values = {"seed": next(iter(paretos.values())).seed, "models": list(paretos), "beaten": beaten,
               "fine_tuned_fewer_steps": shorter}
-    return Claim("baselines", "; ".join(p.claim_sentence for p in paretos.values()), values, verdict, BASELINES_RULE)
+    headline = "; ".join(f"{name}: gate beats {len(policies)} of {len(paretos[name].policies)} policies"
+                         for name, policies in beaten.items())
+    return Claim("baselines", "; ".join(p.claim_sentence for p in paretos.values()), values, verdict, BASELINES_RULE,
+                 headline)

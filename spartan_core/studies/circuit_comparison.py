@@ -128,7 +128,9 @@ def circuit_claim(comparison: SizeComparison, kind: str) -> Claim:
     ratios = [values[task]["over_draws"]["mean"] for task in values if values[task]["counts"]]
     verdict = ("cannot test here" if not ratios else "reproduced" if all(r >= every for r in ratios)
                else "partly" if any(r >= some for r in ratios) else "not reproduced")
-    return Claim(f"circuit_{kind}", sentence, {"tasks": values}, verdict, rule)
+    headline = "; ".join(f"{r.task}: {r.over_draws.short(TIMES)} fewer" + ("" if counts else " (does not count)")
+                         for r, counts in comparison.headline(kind)) or "no task measured"
+    return Claim(f"circuit_{kind}", sentence, {"tasks": values}, verdict, rule, headline)
 
 
 @dataclass(frozen=True)

@@ -191,4 +191,5 @@ def controllers_claim(comparison: ControllerComparison) -> Claim:
     best = comparison.best()
     verdict = None if best is None else "reproduced" if best.lower().startswith("geco") else "partly"
     return Claim("controllers", comparison.claim_sentence, {"seeds": comparison.seeds, "best": best}, verdict,
-                 None if verdict is None else CONTROLLERS_RULE)
+                 None if verdict is None else CONTROLLERS_RULE,
+                 "" if verdict is None else f"best end point meeting τ in every seed: {best}")

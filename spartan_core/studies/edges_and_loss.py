@@ -299,6 +299,12 @@ def _post_trained_verdicts(models: EdgesStudy) -> dict[str, dict]:
     return judged
 
 
+def _headline(models: EdgesStudy, model: str) -> str:
+    s = models.measured[model].spreads(ROW_NUMBERS)
+    return (f"{model} (T = {models.rows[model].first.context_length}): {s['sparse_kept_per_query'].short(DECIMAL2)} "
+            f"keys per query, CE {s['sparse_ce_change'].short(SIGNED_NATS)} vs control")
+
+
 def edges_kept_claim(models: EdgesStudy) -> Claim:
     """The edges-kept row of the claims table, judged on every post-trained model against its compute-matched
     control, in kept keys per query (comparable across context lengths)."""
@@ -313,9 +319,10 @@ def edges_kept_claim(models: EdgesStudy) -> Claim:
             f"at most {PERCENT_WHOLE(LOSS_TOLERANCE)} (+{LOSS_TOLERANCE_NATS} nats) above its compute-matched "
             f"control's and, where scored, exact match at most {PERCENT1(EXACT_MATCH_TOLERANCE)} below it; partly "
             "when some model keeps its control's loss; cannot test here without a post-trained model")
+    headline = "; ".join(_headline(models, model) for model in judged) or "no post-trained model"
     return Claim("edges_kept", edges_sentence(models),
                  {"models": list(models.rows), "measured": list(models.measured), "train_seeds": models.seeds,
-                  "post_trained": judged, "spread": spread_record(models)}, verdict, rule)
+                  "post_trained": judged, "spread": spread_record(models)}, verdict, rule, headline)
 
 
 def measure_models(model_names, post_train, seeds=(0,), settings: EdgeSettings = EdgeSettings()) -> EdgesStudy:

@@ -217,4 +217,6 @@ def mechanism_claim(sampling: SamplingCheck, model: ModelCheck) -> Claim:
     return Claim("mechanism", sentence, {"open_gates_max_abs_logit_diff": logits, "sampling_max_abs_error": sampled},
                  "reproduced" if logits <= 1e-4 and sampled <= 0.02 else "not reproduced",
                  "reproduced when open gates give the dense logits to 1e-4 and sampled keep frequencies are within "
-                 "0.02 of σ(s + b)")
+                 "0.02 of σ(s + b)",
+                 headline=f"open gates: logits within {SCIENTIFIC(logits)} of dense; keep frequency within "
+                          f"{DECIMAL3(sampled)} of σ(s + b)")

@@ -66,6 +66,13 @@ class Spread:
             return f"{fmt(self.mean)}, 1 {self.over.rstrip('s')}"
         return f"{fmt(self.mean)}, {fmt(self.low)}–{fmt(self.high)} over {self.n} {self.over}"
 
+    def short(self, fmt: Callable[[float], str] = SIGNIFICANT) -> str:
+        """The mean and its range without the count, for a table or sentence that says the count once:
+        ``"1.47% (1.31%–1.62%)"``, or the mean alone when every draw shows the same value at ``fmt``'s precision."""
+        if fmt(self.low) == fmt(self.high):
+            return fmt(self.mean)
+        return f"{fmt(self.mean)} ({fmt(self.low)}–{fmt(self.high)})"
+
     def to_dict(self) -> dict:
         return {"mean": self.mean, "min": self.low, "max": self.high, "n": self.n, "values": list(self.values)}
 

@@ -265,7 +265,10 @@ def training_dynamics_claim(runs: Seeds[GecoRun]) -> Claim:
                  f"reproduced when, in every seed, the expected edge fraction falls ≥ {SPARSITY_FALL:.0f}×, β rises "
                  f"≥ {BETA_RISE:.0f}× above its start, an evaluation meets τ and β leaves its lower clamp again "
                  "after every violation (one in the last tenth of the run excepted); partly when only the fall "
-                 "holds in every seed")
+                 "holds in every seed",
+                 headline=f"{runs.first.model}: edge fraction {fall.short(TIMES)} lower, β "
+                          f"{rise.short(SIGNIFICANT)}× its start, eval CE ≤ τ at "
+                          f"{s['evals_meeting_tau'].short(COUNT)} of {len(runs.first.evals)} evaluations")
 
 
 def edges_kept_claim(runs: Seeds[GecoRun]) -> Claim:

@@ -65,49 +65,51 @@ def test_publish_chapter_drops_stderr_but_the_executed_notebook_keeps_it(tmp_pat
     assert len(nbformat.read(str(executed), as_version=4).cells[0].outputs) == 4
 
 
-def test_claims_table_reads_results_and_says_pending_otherwise(tmp_path):
-    done = ResultsDir("tiny", "02_fake", {}, root=tmp_path)
-    done.claim(Claim("edges_kept", "kept 1.23 % of edges at CE 0.004", {"kept_fraction": 0.0123}))
-    done.finish()
-    unfinished = ResultsDir("tiny", "03_fake", {}, root=tmp_path)
-    unfinished.claim(Claim("mechanism", "rows sum to 0.25"))  # still in results/tiny/.staging/: not shown
-    legacy = tmp_path / "tiny" / "04_fake"  # a folder an older writer left mid-run
-    legacy.mkdir()
-    (legacy / "metrics.json").write_text(json.dumps({"provenance": {"status": "running"},
-                                                     "claims": {"mechanism": {"summary": "rows sum to 0.5"}}}))
-    table = book.claims_markdown(REPO_ROOT / "book" / "claims.yaml", tmp_path, chapters={"02_fake"})
-    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines()[2:]}
-    claims = {c["id"]: c["claim"] for c in book.yaml.safe_load((REPO_ROOT / "book" / "claims.yaml").read_text())}
-    edges = rows[tables.cell(claims["edges_kept"])]
-    assert "kept 1.23 % of edges at CE 0.004 [nb {doc}`02 </chapters/02_fake>`]" in edges[2]
-    assert edges[3].startswith("pending: needs a GPU run")
-    assert rows[tables.cell(claims["mechanism"])][2] == "rows sum to 0.5 (running run) [nb 04]"
-    dynamics = rows[tables.cell(claims["training_dynamics"])]
-    assert dynamics[2].startswith("pending: not run yet") and dynamics[3].startswith("pending: needs a GPU run")
-    paper_column = [r[3] for r in rows.values()]
-    assert not any(re.search(r"\d", cell.replace("make reproduce", "")) for cell in paper_column), \
-        "the paper profile has not run: its column may hold no number"
-
-
-def test_a_paper_result_that_did_not_run_on_cuda_is_labelled_with_its_device(tmp_path, monkeypatch):
+def test_the_ledger_reads_finished_results_and_labels_a_gpu_profile_run_that_was_not_on_a_gpu(tmp_path, monkeypatch):
     from companion import results as results_mod
+    from companion.ledger import ledger_details_markdown, ledger_rows, ledger_table_markdown
 
     for profile, notebook, device in [("paper", "02_fake", "cpu"), ("paper", "03_fake", "cuda"),
                                       ("tiny", "04_fake", "cpu")]:
         monkeypatch.setattr(results_mod, "_device", lambda device=device: {"type": device, "name": "chip"})
         run = ResultsDir(profile, notebook, {}, root=tmp_path)
-        run.claim(Claim("edges_kept" if notebook != "03_fake" else "mechanism", f"measured in {notebook}"))
+        claim = "edges_kept" if notebook != "03_fake" else "mechanism"
+        run.claim(Claim(claim, f"measured in {notebook}", {}, "partly", "a rule", f"{notebook} numbers"))
         run.finish()
-    table = book.claims_markdown(REPO_ROOT / "book" / "claims.yaml", tmp_path, chapters=set())
-    claims = {c["id"]: c["claim"] for c in book.yaml.safe_load((REPO_ROOT / "book" / "claims.yaml").read_text())}
-    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines()[2:]}
-    edges = rows[tables.cell(claims["edges_kept"])]
-    assert edges[2] == "measured in 04_fake [nb 04]", "tiny is a CPU profile: nothing to label"
-    assert edges[3] == "measured in 02_fake (ran on cpu, forced) [nb 02] |"
-    assert rows[tables.cell(claims["mechanism"])][3] == "measured in 03_fake [nb 03] |"
-    runs = {line.split(" | ")[1]: line for line in book.runs_markdown(tmp_path).splitlines()[2:]}
+    legacy = tmp_path / "tiny" / "05_fake"  # a folder an older writer left mid-run: never shown
+    legacy.mkdir()
+    (legacy / "metrics.json").write_text(json.dumps({"provenance": {"status": "running"},
+                                                     "claims": {"addition_circuit": {"summary": "half done"}}}))
+    rows = ledger_rows(REPO_ROOT / "book" / "claims.yaml", tmp_path)
+    table = ledger_table_markdown(rows, chapters={"04_fake"})
+    lines = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
+    edges = lines["2. Few edges at the original loss"]
+    assert edges[2:] == ["04_fake numbers", "{bdg-warning}`partly`", "{bdg-warning}`partly` (ran on cpu, forced)",
+                         "{doc}`04 </chapters/04_fake>`, 02 |"]
+    assert lines["1. The gate: softmax times a binary mask"][3:5] == ["{bdg-light}`pending`", "{bdg-warning}`partly`"]
+    assert lines["4. Addition toy reads like an algorithm"][2:4] == ["not run yet", "{bdg-light}`pending`"]
+    assert "half done" not in table
+    details = ledger_details_markdown(rows)
+    assert ("Ours, on the CPU profile: measured in 04_fake (chapter 04). On the `paper` profile (ran on cpu, forced): "
+            "measured in 02_fake (chapter 02). Rule: a rule.") in details
+    runs = {line.split(" | ")[0].lstrip("| "): line for line in book.runs_markdown(tmp_path).splitlines()
+            if line.startswith("| ")}
     assert " cpu: chip (ran on cpu, forced) " in runs["02_fake"]
     assert " cuda: chip |" in runs["03_fake"] and " cpu: chip |" in runs["04_fake"]
+
+
+def test_the_front_page_table_counts_the_verdicts_and_waits_for_a_gpu_profile_that_has_not_run(tmp_path):
+    from companion.ledger import ledger_rows, ledger_table_markdown
+
+    done = ResultsDir("tiny", "01_fake", {}, root=tmp_path)
+    done.claim(Claim("mechanism", "open gates exact", {}, "reproduced", "a rule", "logits within 0"))
+    done.finish()
+    table = ledger_table_markdown(ledger_rows(REPO_ROOT / "book" / "claims.yaml", tmp_path), chapters=set())
+    assert table.startswith("Verdicts on the CPU profile (`tiny`): 1 reproduced, 8 pending, 1 not attempted. The "
+                            "`paper` profile has not run on a GPU yet")
+    header = table.split("\n\n")[1].splitlines()[0]
+    assert "Verdict: paper" not in header and "Verdict: tiny" in header, "no column for a profile that judged nothing"
+    assert "| 1. The gate: softmax times a binary mask | exact by construction | logits within 0 |" in table
 
 
 def test_build_refuses_a_missing_chapter(tmp_path):
@@ -164,15 +166,21 @@ def test_book_builds_with_every_toc_page_and_generated_tables(built):
     book_dir, html = built
     for entry in book.toc_files(book_dir):
         assert (html / f"{entry}.html").exists(), entry
-    intro = (html / "intro.html").read_text()
-    # as a reader sees it: entities decoded, and the typographic apostrophe Sphinx's smart quotes print
-    text = " ".join(html_text.unescape(re.sub(r"<[^>]+>", " ", intro)).replace("\u2019", "'").split())
-    assert "pending: needs a GPU run" in text
+
+    def text(page):  # as a reader sees it: entities decoded, and the typographic apostrophe of smart quotes
+        return " ".join(html_text.unescape(re.sub(r"<[^>]+>", " ", (html / page).read_text())).replace("\u2019", "'")
+                        .split())
+
+    intro, ledger, provenance = text("intro.html"), text("ledger.html"), text("provenance.html")
+    assert "has not run on a GPU yet" in intro and "Verdicts on the CPU profile" in intro
+    for claim in book.yaml.safe_load((book_dir / "claims.yaml").read_text()):
+        assert claim["short"] in intro and claim["claim"] in ledger
     for folder in sorted(p for p in (REPO_ROOT / "results" / "tiny").glob("*/") if not p.name.startswith(".")):
         data = read_metrics(folder)
         for claim in data.get("claims", {}).values():
-            assert " ".join(claim["summary"].split()) in text, f"{folder.name}: claim missing from the intro"
-        assert folder.name in text, "the runs table lists every results folder"
+            assert " ".join(claim["summary"].split()) in ledger, f"{folder.name}: claim missing from the ledger"
+            assert claim.get("headline", "") in intro
+        assert folder.name in provenance, "the runs table lists every results folder"
     assert "Parameters: " in (html / "chapters" / "01_gated_attention.html").read_text()
     assert "profile = " not in (html / "chapters" / "01_gated_attention.html").read_text()
 
@@ -202,12 +210,41 @@ def test_browser_check_catches_a_missing_image_and_a_broken_link(built, tmp_path
     intro.write_text(intro.read_text().replace("</article>", '<a href="chapters/nowhere.html">x</a>'
                                                '<a href="rerun.html#no-such-id">y</a>'
                                                f'<pre style="white-space: pre">{"wide " * 60}</pre></article>', 1))
+    chapter_2 = site / "chapters" / "02_sparsity_loss_curves.html"
+    drawn = re.search(r'<img [^>]*src="\.\./(_images/[^"]+)"', chapter_2.read_text()).group(1)
+    planted = (f'<table><tr>{"<td>wide_column_name</td>" * 40}</tr></table>'
+               f'<img src="../{drawn}" style="width: 40px">')
+    chapter_2.write_text(chapter_2.read_text().replace("</article>", planted + "</article>", 1))
     _, problems = bookcheck.check_site(site)
     joined = "\n".join(problems)
     assert "image did not load: " in joined and image in joined
     assert "intro.html: dead link: chapters/nowhere.html" in joined
     assert "no id 'no-such-id' on rerun.html" in joined
     assert "intro.html: a code block scrolls sideways (longest line starts 'wide wide" in joined
+    assert "chapters/02_sparsity_loss_curves.html: a table is " in joined and "'wide_column_name wide" in joined
+    small = [p for p in problems if p.startswith("chapters/02_sparsity_loss_curves.html: a figure is shown at")]
+    assert len(small) == 1 and drawn.split("/")[-1] in small[0]
+    assert f"chapters/02_sparsity_loss_curves.html: a figure has no caption ({drawn.split('/')[-1]})" in joined
+
+
+def _facts(**changes):
+    facts = {"column": 688, "tables": [{"width": 600, "head": "a b"}], "words": 900,
+             "figures": [{"src": "f.png", "shown": 688, "natural": 1000, "caption": "Figure 1: what to see."}]}
+    return {**facts, **changes}
+
+
+def test_layout_rules_pass_a_page_that_fits_and_name_each_defect():
+    assert bookcheck.layout_problems("intro.html", _facts()) == []
+    assert bookcheck.layout_problems("intro.html", _facts(tables=[{"width": 700, "head": "x y"}])) == [
+        "intro.html: a table is 700 px wide in a 688 px column (first row 'x y')"]
+    small = {"src": "f.png", "shown": 500, "natural": 1000, "caption": "Figure 2: x."}
+    assert bookcheck.layout_problems("a.html", _facts(figures=[small])) == [
+        "a.html: a figure is shown at 50% of its drawn width (f.png)"]
+    bare = {"src": "g.png", "shown": 600, "natural": 600, "caption": ""}
+    assert bookcheck.layout_problems("a.html", _facts(figures=[bare])) == ["a.html: a figure has no caption (g.png)"]
+    assert bookcheck.layout_problems("intro.html", _facts(words=1201)) == [
+        "intro.html: the front page has 1201 words (at most 1200)"]
+    assert bookcheck.layout_problems("ledger.html", _facts(words=5000)) == []
 
 
 @pytest.mark.slow
@@ -235,7 +272,8 @@ def test_results_files_list_the_models_they_used_and_the_book_shows_their_hashes
     assert [(m["model"], m["kind"], m["seed"], m["threads"]) for m in models] == [
         ("addition-4l", "dense", 1, 2), ("addition-4l", "sparse", 1, 2)]
     table = book.models_markdown(tmp_path)
-    assert "| tiny | 02_fake | addition-4l | dense | 1 | `abababababab` | cpu: Some CPU | 2 | 12 |" in table
+    assert table.startswith("**`02_fake`, `tiny` profile**\n\n| Model | Kind | Seed |")
+    assert "| addition-4l | dense | 1 | `abababababab` | cpu: Some CPU | 2 | 12 |" in table
     assert "`cdcdcdcdcdcd`" in table and "before-the-run" not in table
 
 
@@ -256,7 +294,7 @@ def test_the_gpu_table_says_not_yet_measured_until_gpu_check_has_run(tmp_path):
 
 def test_the_memory_table_is_the_estimate_of_each_planned_run(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the planned models' configs come from transformers and the registry
-    rows = [line for line in book.memory_markdown().splitlines()[2:]]
+    rows = [line for line in book.memory_markdown().splitlines() if line.startswith("| ")][1:]
     assert len(rows) == len(book.PLANNED_RUNS)
     totals = [float(row.rsplit("|", 2)[-2].strip(" *")) for row in rows]
     lora, _, full, sharded, checkpointed = totals[1:]
@@ -275,7 +313,9 @@ def test_every_chapter_ends_with_its_provenance_box_and_links_its_results(tmp_pa
     run.finish()
     box = book.provenance_markdown("05_fake", "tiny", tmp_path, book_dir=tmp_path / "book")
     assert "Profile `tiny`, commit `" in box and "Parameters: `seed=3`." in box
-    assert box.rstrip().endswith("{download}`per_seed.csv <../../tiny/05_fake/per_seed.csv>`")
+    assert "{download}`per_seed.csv <../../tiny/05_fake/per_seed.csv>`\n" in box
+    assert "The executed notebook: {download}`05_fake.ipynb <05_fake.ipynb>`" in box
+    assert box.rstrip().endswith("```bash\npython -m companion.runner --profile tiny --only 05_fake\n```")
     assert book.provenance_markdown("06_fake", "tiny", tmp_path).startswith("No finished results folder")
     nb = nbformat.v4.new_notebook()
     for _ in range(2):
