@@ -273,7 +273,9 @@ _PAGE_FACTS = """(() => ({
     .map(i => {
       const figure = i.closest('figure');
       const caption = figure ? figure.querySelector('figcaption') : null;
-      return {src: (i.getAttribute('src') || '').split('/').pop(), shown: i.getBoundingClientRect().width,
+      const src = i.getAttribute('src') || '';
+      return {src: src.startsWith('data:') ? (i.alt || 'an inline image').slice(0, 60) : src.split('/').pop(),
+              shown: i.getBoundingClientRect().width,
               natural: i.naturalWidth, caption: caption ? caption.innerText.trim() : ''};
     }),
   words: (document.querySelector('article.bd-article') || document.body).innerText.split(/\\s+/)

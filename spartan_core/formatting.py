@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 __all__ = ["Number", "CE", "COUNT", "DECIMAL1", "DECIMAL2", "DECIMAL3", "DECIMAL4", "PERCENT", "PERCENT1",
            "PERCENT_WHOLE", "SCIENTIFIC", "SETTING", "SIGNED_NATS", "SIGNED_PERCENT", "SIGNIFICANT", "TIMES",
-           "WHOLE", "ratio", "counted", "listing", "seed_list", "occurrences"]
+           "WHOLE", "ratio", "counted", "listing", "seed_list", "occurrences", "readable"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,22 @@ def occurrences(count: int) -> str:
     """``"never"``, ``"once"``, ``"3 times"``."""
     return {0: "never", 1: "once"}.get(count, f"{count} times")
 
+
+
+FEW_ROWS = 5  # a table with at most this many rows reads better turned (its rows become columns)
+TABLE_COLUMNS = 6  # the most value columns a shown table has: more overflow the book's text column
+
+
+def readable(frame, index: str | None = None, max_columns: int = TABLE_COLUMNS) -> list:
+    """``frame`` as the tables a reader can read in the book's text column: column ``index`` (e.g. ``"seed"``) made
+    the index, headers with spaces instead of underscores (so they wrap), turned when it has few rows (one column per
+    seed or model), else split into tables of at most ``max_columns`` columns that each keep the index. The results
+    file keeps the whole table."""
+    if index is not None and index in frame.columns:
+        frame = frame.set_index(index)
+    shown = frame.rename(columns=lambda c: c.replace("_", " ") if isinstance(c, str) else c)
+    if len(shown) <= FEW_ROWS and len(shown.columns) > len(shown):
+        shown = shown.T
+    if len(shown.columns) <= max_columns:
+        return [shown]
+    return [shown.iloc[:, start:start + max_columns] for start in range(0, len(shown.columns), max_columns)]

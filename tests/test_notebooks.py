@@ -85,7 +85,10 @@ def test_notebook_runs_under_smoke(name, tmp_path):
     nb = nbformat.read(str(executed), as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs)
+    figures = [o["data"]["text/html"] for o in outputs if '<figure class="captioned-figure">' in o.get("data", {}).get(
+        "text/html", "")]
+    assert figures and all("<figcaption><strong>Figure " in f for f in figures), "every figure is numbered and captioned"
+    assert not any("image/png" in o.get("data", {}) for o in outputs), "no figure is shown without its caption"
     chapter = nbformat.read(str(tmp_path / "chapters" / f"{name}.ipynb"), as_version=4)
     hidden = [c for c in chapter.cells if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
     assert hidden and all("remove-cell" in c.metadata["tags"] for c in hidden)

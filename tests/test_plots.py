@@ -2,6 +2,7 @@
 draw."""
 
 import ast
+import io
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 
 import spartan_core  # noqa: E402
@@ -102,3 +104,27 @@ def test_only_plots_draws_and_studies_never_import_plots():
                     for name in _imported(node, package)):
                 offenders.append(f"{path.relative_to(library)}:{node.lineno}")
     assert not offenders, f"drawing outside spartan_core.plots at {', '.join(offenders)}"
+
+
+def test_figures_are_saved_numbered_captioned_and_closed(tmp_path):
+    from companion.results import ResultsDir
+
+    results = ResultsDir("tiny", "05_fake", {}, root=tmp_path)
+    figures = plots.Figures(5, results)
+    shown = []
+    for name in ("first", "second"):
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.plot([0, 1], [0, 1])
+        shown.append(figures.show(fig, name, f"the {name} line, `x` against   y."))
+        assert not plt.fignum_exists(fig.number), "a shown figure is closed (no second copy from the backend)"
+    assert [s.label for s in shown] == ["Figure 5.1", "Figure 5.2"]
+    page = shown[1]._repr_html_()
+    assert page.startswith('<figure class="captioned-figure"><img src="data:image/png;base64,')
+    assert page.endswith("<figcaption><strong>Figure 5.2.</strong> the second line, <code>x</code> against y."
+                         "</figcaption></figure>")
+    assert 'alt="Figure 5.2. the second line, `x` against y."' in page
+    assert (results.staging_path / "second.png").read_bytes()[:4] == b"\x89PNG"
+    width = Image.open(io.BytesIO(shown[0].png)).width
+    assert 300 <= width <= 400, "shown at the display dpi: 4 inches less the trimmed margin (at 120 dpi: ~450 px)"
+    with pytest.raises(ValueError, match="^caption: figure 'third' needs a caption"):
+        figures.show(plt.figure(), "third", " ")

@@ -103,7 +103,7 @@ def carry_edge_bars(per_class, title: str):
 def circuit_pair(scores: dict, n_edges: int, n_layers: int, n_heads: int):
     """The top ``n_edges`` component edges of each model's attribution (``{"dense": EdgeScores, ...}``), side by
     side."""
-    fig, axes = plt.subplots(1, len(scores), figsize=(6.5 * len(scores), 7.5), constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(scores), figsize=(5.0 * len(scores), 6.0), constrained_layout=True, squeeze=False)
     for ax, (label, edge_scores) in zip(axes[0], scores.items()):
         draw_circuit(edge_scores, n_edges, n_layers=n_layers, n_heads=n_heads, ax=ax,
                      title=f"{label}: top {n_edges} edges ({edge_scores.method})")

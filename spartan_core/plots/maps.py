@@ -37,14 +37,26 @@ def _attention_heatmap(ax, weights, tokens: Sequence[str] | None = None, *, titl
 
 
 def attention_panels(panels: Sequence[tuple[object, str]]):
-    """One row of [query, key] maps, each ``(matrix, title)``: the steps of the mechanism side by side."""
+    """[query, key] maps, each ``(matrix, title)``, read left to right and down, three to a row: the steps of the
+    mechanism in the order they happen."""
     if not panels:
         raise ValueError("panels: need at least one (matrix, title) pair")
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.4), squeeze=False,
-                             constrained_layout=True)
-    for ax, (matrix, title) in zip(axes[0], panels):
+    fig, axes = _panel_grid(len(panels), columns=3, panel=(2.9, 2.9))
+    for ax, (matrix, title) in zip(axes, panels):
         _attention_heatmap(ax, to_numpy(matrix), title=title)
     return fig
+
+
+def _panel_grid(n: int, *, columns: int, panel: tuple[float, float]):
+    """``n`` axes in rows of at most ``columns`` (each ``panel`` inches), unused slots hidden, so a figure with
+    many panels stays readable in the book's text column."""
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    fig, grid = plt.subplots(rows, columns, figsize=(panel[0] * columns, panel[1] * rows), squeeze=False,
+                             constrained_layout=True)
+    for ax in grid.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(grid.flat[:n])
 
 
 def weight_sums(kept, dense):
@@ -145,9 +157,8 @@ def kept_by_head(panels: Sequence[tuple[object, str, bool]]):
 
     if not panels:
         raise ValueError("panels: need at least one (percent, title, is_sparse) map")
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1.0, 4.4), squeeze=False,
-                             constrained_layout=True)
-    for ax, (percent, title, is_sparse) in zip(axes[0], panels):
+    fig, axes = _panel_grid(len(panels), columns=2, panel=(4.2, 4.0))
+    for ax, (percent, title, is_sparse) in zip(axes, panels):
         percent = to_numpy(percent)
         kept = percent[percent > 0]
         floor = max(float(kept.min()) if kept.size else 1e-3, 1e-3)

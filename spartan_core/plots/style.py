@@ -3,10 +3,17 @@
 Dense models are always drawn in ``DENSE`` (grey-blue) and sparse ones in ``SPARSE`` (orange), constraint targets
 as dashed ``TARGET`` lines; ``SEQUENCE`` colours everything else in order. ``apply_style()`` (once per notebook)
 sets the theme; ``save(fig, results, name)`` writes a figure through the results writer, so every PNG in
-``results/`` has provenance.
+``results/`` has provenance; a chapter shows its figures through :class:`Figures`, which numbers and captions them.
 """
 
 from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from dataclasses import dataclass
+from typing import Any
 
 import matplotlib as mpl
 import numpy as np
@@ -40,6 +47,55 @@ def apply_style() -> None:
     """Apply the book's style for the rest of the session (a notebook's first cell): seaborn's white-grid theme
     in the book's palette, with the book's sizes on top."""
     sns.set_theme(context="notebook", style="whitegrid", palette=list(SEQUENCE), rc=RC)
+
+
+DISPLAY_DPI = 100  # a shown figure's natural width in pixels is its width in inches times this
+
+
+@dataclass(frozen=True)
+class CaptionedFigure:
+    """A figure as a reader sees it: the PNG with its number and caption below, as one HTML ``<figure>`` (Jupyter
+    and the book render it alike; the caption is also the image's alt text)."""
+
+    png: bytes
+    label: str
+    caption: str
+
+    def _repr_html_(self) -> str:
+        caption = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(self.caption, quote=False))
+        data = base64.b64encode(self.png).decode("ascii")
+        return (f'<figure class="captioned-figure"><img src="data:image/png;base64,{data}" '
+                f'alt="{html.escape(f"{self.label}. {self.caption}")}" style="max-width: 100%">'
+                f"<figcaption><strong>{self.label}.</strong> {caption}</figcaption></figure>")
+
+    def __repr__(self) -> str:
+        return f"{self.label}. {self.caption}"
+
+
+@dataclass
+class Figures:
+    """A chapter's figures, numbered in the order shown: :meth:`show` writes a figure through the results writer
+    (as :func:`save`), displays it as "Figure <chapter>.<n>" with its caption, and closes it."""
+
+    chapter: int
+    results: Any
+    shown: int = 0
+
+    def show(self, fig, name: str, caption: str) -> CaptionedFigure:
+        """Save ``fig`` as ``<results>/<name>.png``, then show it with ``caption`` (what to see in it)."""
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        if not caption.strip():
+            raise ValueError(f"caption: figure {name!r} needs a caption that says what to see")
+        save(fig, self.results, name)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=DISPLAY_DPI, bbox_inches="tight", metadata={"Software": None})
+        plt.close(fig)
+        self.shown += 1
+        shown = CaptionedFigure(buffer.getvalue(), f"Figure {self.chapter}.{self.shown}", " ".join(caption.split()))
+        display(shown)
+        return shown
 
 
 def save(fig, results, name: str) -> None:
