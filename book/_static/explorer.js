@@ -2,7 +2,8 @@
 // the JSON that the chapter's notebook put in the page. No network, no library: plain DOM and SVG.
 (function () {
   "use strict";
-  const HEAD_COLOURS = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494"];
+  // The head colours of chapter 5's drawing of the same models (spartan_core.plots.style.SEQUENCE).
+  const HEAD_COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"];
   const SVG = "http://www.w3.org/2000/svg";
   const CARRY_WORDS = {none: "no carry", units: "carry from the units", tens: "carry from the tens",
                        both: "both carries"};
@@ -23,7 +24,8 @@
                                    "aria-label": `${label} attention edges for ${problem.text}`});
     for (let layer = 0; layer <= data.layers; layer++) {
       const text = svgElement("text", {x: 2, y: y(layer) + 4, class: "explorer-layer"});
-      text.textContent = layer === data.layers ? "out" : `L${layer}`;
+      // level 0 is the embedding; level l + 1 is the residual stream after layer l (chapter 5's labels)
+      text.textContent = layer === 0 ? "emb" : `L${layer - 1}`;
       svg.appendChild(text);
     }
     const circuit = new Set(data.circuit[label] || []);
@@ -77,7 +79,18 @@
     const toggle = document.createElement("label");
     toggle.innerHTML = `<input type="checkbox" class="explorer-circuit"> only the circuit at ` +
                        `${Math.round(100 * data.threshold)} % explained effect`;
-    controls.append(select, toggle);
+    const legend = document.createElement("div");
+    legend.className = "explorer-legend";
+    for (let head = 0; head < data.heads; head++) {
+      const item = document.createElement("span");
+      item.className = "explorer-legend-item";
+      const swatch = document.createElement("span");
+      swatch.className = "explorer-swatch";
+      swatch.style.background = HEAD_COLOURS[head % HEAD_COLOURS.length];
+      item.append(swatch, `head ${head}`);
+      legend.appendChild(item);
+    }
+    controls.append(select, toggle, legend);
     const panels = document.createElement("div");
     panels.className = "explorer-panels";
     const dense = document.createElement("div"), sparse = document.createElement("div");

@@ -161,8 +161,8 @@ def ratio_draws(draws, paper: Sequence = (), *, ylabel: str = "dense / sparse"):
     seeds = sorted(draws["train_seed"].unique().tolist())
     colour = {s: SEQUENCE[i % len(SEQUENCE)] for i, s in enumerate(seeds)}
     offsets = np.linspace(-0.3, 0.3, len(seeds)) if len(seeds) > 1 else np.zeros(1)
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 3.8), squeeze=False, constrained_layout=True)
-    for ax, kind in zip(axes[0], kinds):
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(7.2, 3.4 * len(kinds)), squeeze=False, constrained_layout=True)
+    for ax, kind in zip(axes[:, 0], kinds):
         part = draws[draws["kind"] == kind]
         groups = list(part.groupby(["task", "ablation"], sort=False))
         for g, ((task, ablation), group) in enumerate(groups):
@@ -183,12 +183,14 @@ def ratio_draws(draws, paper: Sequence = (), *, ylabel: str = "dense / sparse"):
                            label=f"the paper, {kind}: {SETTING(reported.low)}–{SETTING(reported.high)}×")
         ax.axhline(1, color=TARGET, linewidth=0.8, linestyle=":")
         ax.set_yscale("log")
-        ax.set_xticks(range(len(groups)), [f"{t}\n{a} ablation" for (t, a), _ in groups], fontsize=8)
+        ax.set_xticks(range(len(groups)), [f"{t}\n{a}" for (t, a), _ in groups], fontsize=8)
+        ax.set_xlabel("task and ablation")
         ax.set_xlim(-0.6, max(len(groups), 1) - 0.4)
         ax.set_ylabel(ylabel)
         ax.set_title(f"{kind}: one point per training seed x prompt set", fontsize=10)
-        ax.legend(loc="best", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     return fig
+
 
 _INPUT_COLOURS = {"q": "#4c72b0", "k": "#55a868", "v": "#c44e52", "mlp": "#8c8c8c", "logits": "#333333"}
 

@@ -147,12 +147,12 @@ def training_dynamics_over_seeds(history, evals=None, *, tau=None, best_step=Non
                            label=f"seed {s}: kept fraction (deterministic, eval)") for s in seeds]
     if any(b is not None for b in bests.values()):
         style_handles.append(Line2D([], [], color=TARGET, lw=0.8, ls=":", label="kept checkpoint (seed's colour)"))
-    axes[0].legend(handles=style_handles + seed_handles, loc="upper right", fontsize=8)
+    fig.legend(handles=style_handles + seed_handles, loc="outside lower center", ncols=2, fontsize=8)
     axes[0].set_ylabel("edge fraction")
     axes[1].set_ylabel("GECO multiplier β")
     axes[2].set_ylabel("training CE EMA (nats)")
     tau_label = "target τ" if shared_tau else "target τ (each seed's, in its colour)"
-    axes[2].legend(handles=[Line2D([], [], color=TARGET, ls="--", lw=1, label=tau_label)], loc="upper right")
+    axes[2].legend(handles=[Line2D([], [], color=TARGET, ls="--", lw=1, label=tau_label)], loc="lower left")
     axes[3].set_ylabel("eval CE (nats)")
     axes[3].set_xlabel("post-training step")
     for ax in axes:
@@ -214,10 +214,10 @@ def penalty_tradeoff_over_seeds(runs, *, dense_ce, tau, split: str):
 
 
 def edges_vs_loss_over_seeds(rows, *, paper_keys_per_query: tuple[float, float]):
-    """Left: kept keys per query (comparable across context lengths) against the CE change in nats of each model's
+    """Top: kept keys per query (comparable across context lengths) against the CE change in nats of each model's
     untrained gate (hollow, against the dense checkpoint) and sparse model (star, against its compute-matched
     control), beside the paper's band; each seed's as small markers, their mean over seeds as large ones with
-    min-max error bars. Right: mean kept keys per query with min-max error bars and one dot per seed. ``rows`` (one
+    min-max error bars. Bottom: mean kept keys per query with min-max error bars and one dot per seed. ``rows`` (one
     per model and training seed) has the columns ``model``, ``context_length``, ``gated_kept_per_query``,
     ``gated_ce_change`` and, for post-trained models, the same with ``sparse_``."""
     import pandas as pd
@@ -227,7 +227,7 @@ def edges_vs_loss_over_seeds(rows, *, paper_keys_per_query: tuple[float, float])
         if column not in rows:
             rows[column] = np.nan
     models = list(dict.fromkeys(rows["model"].tolist()))
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True)
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(7.2, 7.8), constrained_layout=True)
     low, high = paper_keys_per_query
     paper = f"paper, reported: {DECIMAL2(low)}–{DECIMAL2(high)} keys per query at no loss increase"
     ax.axvspan(low, high, color=TARGET, alpha=0.12, lw=0, label=paper)

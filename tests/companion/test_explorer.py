@@ -57,6 +57,11 @@ def test_the_explorer_draws_switches_describes_and_filters(browser, tmp_path):
         count = "n => document.querySelectorAll(`.explorer-${n} line.explorer-edge`).length"
         assert browser.evaluate("document.querySelector('.addition-explorer').dataset.ready") == "true"
         assert browser.evaluate(f"[({count})('dense'), ({count})('sparse')]") == [3, 2]
+        levels = browser.evaluate("Array.from(document.querySelectorAll('.explorer-dense .explorer-layer'))"
+                                  ".map(t => t.textContent)")
+        assert levels == ["emb"] + [f"L{layer}" for layer in range(explorer().layers)], "chapter 5's level labels"
+        assert browser.evaluate("Array.from(document.querySelectorAll('.explorer-legend-item'))"
+                                ".map(i => i.textContent)") == [f"head {h}" for h in range(explorer().heads)]
         browser.evaluate("(() => { const s = document.querySelector('.explorer-problem'); s.value = '1';"
                          " s.dispatchEvent(new Event('change')); })()")
         assert browser.evaluate(f"[({count})('dense'), ({count})('sparse')]") == [1, 3]
