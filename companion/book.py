@@ -273,6 +273,22 @@ def hero_figure(out: Path, root: Path) -> list[Path]:
     return [image, atomic_write_text(out / "hero.md", figure)]
 
 
+def citation_markdown(repo: Path = REPO_ROOT) -> str:
+    """The companion's BibTeX entry: the version of ``pyproject.toml``, and the commit the book is built from with
+    its date (so two builds of one commit cite alike)."""
+    import tomllib
+
+    version = tomllib.loads((Path(repo) / "pyproject.toml").read_text())["project"]["version"]
+    found = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%H %cs"], capture_output=True, text=True)
+    commit, date = found.stdout.split() if found.returncode == 0 and found.stdout.strip() else ("unknown", "unknown")
+    return ("```bibtex\n@software{spartan_core,\n"
+            "  title   = {spartan\\_core: a reproduction companion for sparse attention post-training},\n"
+            "  author  = {{spartan\\_core contributors}},\n"
+            f"  version = {{{version}}},\n  date    = {{{date}}},\n"
+            f"  note    = {{Commit {commit}; library, parameterised notebooks and book, every number from the "
+            "committed results files}\n}\n```\n")
+
+
 def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list[Path]:
     """Write ``_generated/ledger.md``, ``claims.md``, ``runs.md``, ``models.md``, ``gpu.md`` (from the results) and
     ``memory.md`` (the memory estimate of the planned GPU runs)."""
@@ -290,6 +306,7 @@ def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list
         atomic_write_text(out / "ledger.md", ledger_table_markdown(rows, chapters)),
         atomic_write_text(out / "ledger_details.md", ledger_details_markdown(rows)),
         *hero_figure(out, root),
+        atomic_write_text(out / "citation.md", citation_markdown()),
         atomic_write_text(out / "runs.md", runs_markdown(root)),
         atomic_write_text(out / "models.md", models_markdown(root)),
         atomic_write_text(out / "gpu.md", gpu_markdown(root)),

@@ -321,3 +321,14 @@ def test_every_chapter_ends_with_its_provenance_box_and_links_its_results(tmp_pa
     for _ in range(2):
         book.add_provenance_cell(nb, "05_fake")
     assert len(nb.cells) == 1 and "../_generated/provenance/05_fake.md" in nb.cells[0].source
+
+
+def test_the_companion_citation_names_the_version_and_the_commit_the_book_was_built_from():
+    import subprocess
+    import tomllib
+
+    entry = book.citation_markdown()
+    head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert entry.startswith("```bibtex\n@software{spartan_core,") and entry.endswith("}\n```\n")
+    assert f"version = {{{version}}}" in entry and f"Commit {head.strip()};" in entry
