@@ -88,6 +88,7 @@ def test_notebook_runs_under_smoke(name, tmp_path):
     figures = [o["data"]["text/html"] for o in outputs if '<figure class="captioned-figure">' in o.get("data", {}).get(
         "text/html", "")]
     assert figures and all("<figcaption><strong>Figure " in f for f in figures), "every figure is numbered and captioned"
+    assert len(figures) == len(set(figures)), "each figure is shown once"
     assert not any("image/png" in o.get("data", {}) for o in outputs), "no figure is shown without its caption"
     chapter = nbformat.read(str(tmp_path / "chapters" / f"{name}.ipynb"), as_version=4)
     hidden = [c for c in chapter.cells if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]

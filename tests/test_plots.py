@@ -111,12 +111,12 @@ def test_figures_are_saved_numbered_captioned_and_closed(tmp_path):
 
     results = ResultsDir("tiny", "05_fake", {}, root=tmp_path)
     figures = plots.Figures(5, results)
-    shown = []
     for name in ("first", "second"):
         fig, ax = plt.subplots(figsize=(4, 2))
         ax.plot([0, 1], [0, 1])
-        shown.append(figures.show(fig, name, f"the {name} line, `x` against   y."))
+        assert figures.show(fig, name, f"the {name} line, `x` against   y.") is None, "a cell shows it once"
         assert not plt.fignum_exists(fig.number), "a shown figure is closed (no second copy from the backend)"
+    shown = figures.shown
     assert [s.label for s in shown] == ["Figure 5.1", "Figure 5.2"]
     page = shown[1]._repr_html_()
     assert page.startswith('<figure class="captioned-figure"><img src="data:image/png;base64,')

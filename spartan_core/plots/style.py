@@ -12,7 +12,7 @@ import base64
 import html
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib as mpl
@@ -79,10 +79,11 @@ class Figures:
 
     chapter: int
     results: Any
-    shown: int = 0
+    shown: list[CaptionedFigure] = field(default_factory=list)
 
-    def show(self, fig, name: str, caption: str) -> CaptionedFigure:
-        """Save ``fig`` as ``<results>/<name>.png``, then show it with ``caption`` (what to see in it)."""
+    def show(self, fig, name: str, caption: str) -> None:
+        """Save ``fig`` as ``<results>/<name>.png``, then show it with ``caption`` (what to see in it); nothing is
+        returned, so a cell that ends with this call shows the figure once."""
         import matplotlib.pyplot as plt
         from IPython.display import display
 
@@ -92,10 +93,10 @@ class Figures:
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=DISPLAY_DPI, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
-        self.shown += 1
-        shown = CaptionedFigure(buffer.getvalue(), f"Figure {self.chapter}.{self.shown}", " ".join(caption.split()))
+        shown = CaptionedFigure(buffer.getvalue(), f"Figure {self.chapter}.{len(self.shown) + 1}",
+                                " ".join(caption.split()))
+        self.shown.append(shown)
         display(shown)
-        return shown
 
 
 def save(fig, results, name: str) -> None:
