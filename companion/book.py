@@ -2,10 +2,10 @@
 
 * :func:`publish_chapter` copies an executed notebook into ``book/chapters/`` and tags its parameter cells
   ``remove-cell`` (the parameters a chapter ran with are printed by its first code cell instead).
-* :func:`claims_markdown` / :func:`runs_markdown` write the tables that ``book/intro.md`` includes: the paper's
-  numbers (typed from the paper, labelled as the paper's) next to what each profile's ``results/`` files say.
-  A profile that has not been run shows "pending", never a number, and a paper-profile result that did not run on
-  a GPU (a forced ``--allow-cpu`` run) says where it ran.
+* :func:`write_generated` writes what the book's pages include: the front page's ledger table and hero figure (from
+  :mod:`.ledger` and chapter 5's results), the ledger's rules and sentences, the appendix's tables of runs and
+  weights, the GPU and memory tables, each chapter's provenance box and the citation. A profile that has not been
+  run shows "pending", never a number, and a paper-profile result that did not run on a GPU says where it ran.
 * :func:`build` regenerates those tables and runs ``jupyter-book build -W -n --keep-going`` (offline).
 
 ``python -m companion.book build [--output DIR]`` is what ``make book`` runs.
@@ -290,8 +290,9 @@ def citation_markdown(repo: Path = REPO_ROOT) -> str:
 
 
 def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list[Path]:
-    """Write ``_generated/ledger.md``, ``claims.md``, ``runs.md``, ``models.md``, ``gpu.md`` (from the results) and
-    ``memory.md`` (the memory estimate of the planned GPU runs)."""
+    """Write ``_generated/ledger.md``, ``ledger_details.md``, ``hero.md`` (and its image), ``citation.md``,
+    ``runs.md``, ``models.md``, ``gpu.md`` (from the results) and ``memory.md`` (the memory estimate of the planned
+    GPU runs)."""
     book_dir = Path(book_dir)
     root = Path(root or results_root())
     chapters = {p.stem for p in (book_dir / "chapters").glob("*.ipynb")}
