@@ -164,7 +164,7 @@ def models_markdown(root: Path) -> str:
     """Which weights produced the numbers, one table per results folder: every model it used, with its weights'
     SHA-256 (first 12 hex digits), training seed, and the threads and device it trained on. Two rows that show the
     same hash come from the same model."""
-    header = ["Model", "Kind", "Seed", "Weights SHA-256", "Trained on", "Threads", "Train time (s)"]
+    header = ["Model", "Kind", "Seed", "SHA-256 of weights", "Trained on", "Threads", "Training (s)"]
     parts = []
     for profile in book_profiles(root):
         for notebook, data in profile_results(root, profile):
@@ -229,18 +229,18 @@ def memory_markdown() -> str:
     from spartan_core.training.memory import GIB, estimate_from_config
 
     local = {"gpt2-small": GPT2Config()}  # GPT-2 small's shapes are transformers' defaults: no hub needed
-    header = ["Run", "Processes", "Micro-batch rows", "Trainable", "Weights", "Gradients, AdamW", "Activations, logits",
+    header = ["Run (processes)", "Micro-batch rows", "Trainable", "Weights", "Gradients, AdamW", "Activations, logits",
               "Total"]
     lines = []
     for label, name, rank, processes, sharded, rows, checkpointing in PLANNED_RUNS:
         e = estimate_from_config(local.get(name) or zoo.model_config(name), lora_rank=rank, seq_len=1024,
                                  micro_batch=rows, processes=processes, sharded=sharded,
                                  activation_checkpointing=checkpointing)
-        layout = f"{processes}, sharded" if sharded else str(processes)
+        layout = f"{processes} process{'es' if processes > 1 else ''}" + (", sharded" if sharded else "")
         layout += ", activation checkpointing" if checkpointing else ""
         parts = e.parts
         lines.append([
-            label, layout, rows, f"{e.trainable / 1e6:,.1f} M", f"{parts['weights'] / GIB:.1f}",
+            f"{label} ({layout})", rows, f"{e.trainable / 1e6:,.1f} M", f"{parts['weights'] / GIB:.1f}",
             f"{(parts['gradients'] + parts['optimiser']) / GIB:.1f}",
             f"{(parts['activations'] + parts['logits']) / GIB:.1f}", f"**{e.total / GIB:.1f}**"])
     return ("Sizes in GiB per process; a micro-batch row is 1,024 tokens.\n\n" + markdown_table(header, lines)

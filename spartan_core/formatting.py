@@ -75,6 +75,8 @@ def readable(frame, index: str | None = None, max_columns: int = TABLE_COLUMNS) 
     if index is not None and index in frame.columns:
         frame = frame.set_index(index)
     shown = frame.rename(columns=lambda c: c.replace("_", " ") if isinstance(c, str) else c)
+    for column in shown.columns[shown.dtypes == object]:  # a path or file name may wrap after each "/"
+        shown[column] = shown[column].map(lambda v: v.replace("/", "/\u200b") if isinstance(v, str) else v)
     if len(shown) <= FEW_ROWS and len(shown.columns) > len(shown):
         shown = shown.T
     if len(shown.columns) <= max_columns:

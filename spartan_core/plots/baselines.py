@@ -31,8 +31,9 @@ def pareto_panels(points, *, dense_ce: float, dense_exact_match: float | None, t
     metrics = [("heldout_ce", "held-out CE (nats)", dense_ce, control_ce)]
     if dense_exact_match is not None and points["exact_match"].notna().all():
         metrics.append(("exact_match", "held-out exact match", dense_exact_match, control_exact_match))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 1.6, 3.8), squeeze=False,
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(7.4, 3.6 * len(metrics)), squeeze=False,
                              constrained_layout=True)
+    axes = axes.T
     fixed = points[points["stage"] != "learned"]
     colours = _policy_colours(list(dict.fromkeys(fixed["policy"])))
     learned = points[points["stage"] == "learned"]

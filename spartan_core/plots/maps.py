@@ -202,20 +202,19 @@ def kept_by_layer(percent, *, title: str | None = None):
 
 
 def selectivity_maps(maps: dict, *, title: str | None = None):
-    """Side-by-side heatmaps of selectivity tables (title -> frame of rows x columns in [-1, 1]), on one diverging
+    """Heatmaps, two to a row, of selectivity tables (title -> frame of rows x columns in [-1, 1]), on one diverging
     scale centred on 0: red where an edge is used more with the carry, blue where more without it."""
     if not maps:
         raise ValueError("maps: need at least one (title, table) entry")
-    fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps) + 1.2, 3.2), squeeze=False,
-                             constrained_layout=True)
-    for index, (ax, (name, table)) in enumerate(zip(axes[0], maps.items())):
-        last = index == len(maps) - 1
+    fig, axes = _panel_grid(len(maps), columns=2, panel=(3.6, 3.2))
+    for index, (ax, (name, table)) in enumerate(zip(axes, maps.items())):
+        last = index % 2 == 1 or index == len(maps) - 1
         sns.heatmap(table.astype(float), ax=ax, cmap="vlag", center=0.0, vmin=-1.0, vmax=1.0, annot=True, fmt=".2f",
                     annot_kws={"fontsize": 7}, cbar=last, cbar_kws={"label": "selectivity (with − without)"},
-                    linewidths=0.5, linecolor="white", yticklabels=index == 0)
+                    linewidths=0.5, linecolor="white", yticklabels=index % 2 == 0)
         ax.grid(False)
         ax.set_title(name, fontsize=9)
-        ax.set_ylabel(table.index.name or "" if index == 0 else "")
+        ax.set_ylabel(table.index.name or "" if index % 2 == 0 else "")
         ax.set_xlabel(table.columns.name or "")
         ax.tick_params(axis="y", rotation=0)
     if title:

@@ -299,7 +299,8 @@ def test_the_memory_table_is_the_estimate_of_each_planned_run(monkeypatch):
     totals = [float(row.rsplit("|", 2)[-2].strip(" *")) for row in rows]
     lora, _, full, sharded, checkpointed = totals[1:]
     assert lora < 80 < full and checkpointed < sharded < full
-    assert rows[1].startswith("| OLMo-2 7B, its LoRA recipe | 1 | 1 | 16.8 M | 27.3 |")
+    assert rows[1].startswith("| OLMo-2 7B, its LoRA recipe (1 process) | 1 | 16.8 M | 27.3 |")
+    assert rows[5].startswith("| OLMo-2 7B, every weight (8 processes, sharded, activation checkpointing) | 4 |")
 
 
 def test_every_chapter_ends_with_its_provenance_box_and_links_its_results(tmp_path):
