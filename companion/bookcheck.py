@@ -3,9 +3,10 @@
 The HTML folder is served on 127.0.0.1 (a free port); Chromium is driven through its DevTools protocol with a
 small standard-library websocket client. A page fails on: an uncaught JavaScript exception or console error,
 a request that fails or answers >= 400 (except the browser's own /favicon.ico probe), an image that did not
-decode, an internal link whose #fragment is not an id on the target page, or a visible code or text block that
-scrolls sideways (wider than the text column). Each page is also screenshotted
-(for a person to look at).
+decode, an internal link whose #fragment is not an id on the target page, a visible code or text block that
+scrolls sideways, a table or figure wider than the text column, a figure without a caption or shown below
+``MIN_FIGURE_SCALE`` of its drawn width, and a front page over ``FRONT_PAGE_MAX_WORDS`` words
+(:func:`layout_problems`). Each page is also screenshotted (for a person to look at).
 
 Before the browser starts, :func:`check_links` reads every ``<a href>`` of every page from the HTML files: a link
 must stay in the book (relative, naming a file of the build) or be one of ``ALLOWED_EXTERNAL``; any other
@@ -289,8 +290,8 @@ MIN_FIGURE_SCALE = 0.6  # a figure shown below this fraction of its drawn width 
 
 
 def layout_problems(page: str, facts: dict[str, Any]) -> list[str]:
-    """A table wider than the text column, a figure without a caption or shown too small to read, and a front
-    page too long to read as one: what the page facts (``_PAGE_FACTS``) of ``page`` show."""
+    """A table or figure wider than the text column, a figure without a caption or shown too small to read, and a
+    front page too long to read as one: what the page facts (``_PAGE_FACTS``) of ``page`` show."""
     problems = []
     column = facts.get("column") or 0
     for table in facts.get("tables", []):
@@ -298,6 +299,9 @@ def layout_problems(page: str, facts: dict[str, Any]) -> list[str]:
             problems.append(f"{page}: a table is {table['width']} px wide in a {round(column)} px column "
                             f"(first row {table['head']!r})")
     for figure in facts.get("figures", []):
+        if column and figure["shown"] > column + 1:
+            problems.append(f"{page}: a figure is {round(figure['shown'])} px wide in a {round(column)} px column "
+                            f"({figure['src']})")
         if not figure["caption"]:
             problems.append(f"{page}: a figure has no caption ({figure['src']})")
         scale = figure["shown"] / figure["natural"]

@@ -240,6 +240,9 @@ def test_layout_rules_pass_a_page_that_fits_and_name_each_defect():
     small = {"src": "f.png", "shown": 500, "natural": 1000, "caption": "Figure 2: x."}
     assert bookcheck.layout_problems("a.html", _facts(figures=[small])) == [
         "a.html: a figure is shown at 50% of its drawn width (f.png)"]
+    wide = {"src": "w.png", "shown": 900, "natural": 900, "caption": "Figure 3: x."}
+    assert bookcheck.layout_problems("a.html", _facts(figures=[wide])) == [
+        "a.html: a figure is 900 px wide in a 688 px column (w.png)"]
     bare = {"src": "g.png", "shown": 600, "natural": 600, "caption": ""}
     assert bookcheck.layout_problems("a.html", _facts(figures=[bare])) == ["a.html: a figure has no caption (g.png)"]
     assert bookcheck.layout_problems("intro.html", _facts(words=1201)) == [
