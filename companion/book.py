@@ -171,7 +171,7 @@ def models_markdown(root: Path) -> str:
             lines = []
             for model in data.get("provenance", {}).get("models", []):
                 trained = (f"{model['device']}: {model['device_name']}" if model.get("device")
-                           else (model.get("source") or "not trained here").replace("/", "/\u200b"))  # may wrap
+                           else model.get("source") or "not trained here")
                 wall = model.get("train_wall_time_s")
                 lines.append([
                     model["model"], model["kind"], "–" if model.get("seed") is None else model["seed"],
