@@ -25,7 +25,7 @@ import yaml
 
 from spartan_core._util import atomic_write_text
 
-from .ledger import ledger_details_markdown, ledger_rows, ledger_table_markdown
+from .ledger import ledger_details_markdown, ledger_rows, ledger_table_markdown, ledger_verdicts_markdown
 from .results import REPO_ROOT, read_metrics, results_root
 from .tables import book_profiles, forced_device, markdown_table, profile_results
 
@@ -290,7 +290,7 @@ def citation_markdown(repo: Path = REPO_ROOT) -> str:
 
 
 def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list[Path]:
-    """Write ``_generated/ledger.md``, ``ledger_details.md``, ``hero.md`` (and its image), ``citation.md``,
+    """Write ``_generated/verdicts.md``, ``ledger.md``, ``ledger_details.md``, ``hero.md`` (and its image), ``citation.md``,
     ``runs.md``, ``models.md``, ``gpu.md`` (from the results) and ``memory.md`` (the memory estimate of the planned
     GPU runs)."""
     book_dir = Path(book_dir)
@@ -304,6 +304,7 @@ def write_generated(book_dir: Path = BOOK_DIR, root: Path | None = None) -> list
                                               book_dir))
     rows = ledger_rows(book_dir / "claims.yaml", root)
     return [
+        atomic_write_text(out / "verdicts.md", ledger_verdicts_markdown(rows)),
         atomic_write_text(out / "ledger.md", ledger_table_markdown(rows, chapters)),
         atomic_write_text(out / "ledger_details.md", ledger_details_markdown(rows)),
         *hero_figure(out, root),

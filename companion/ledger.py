@@ -18,7 +18,8 @@ import yaml
 from .params import GPU_PROFILES
 from .tables import book_profiles, chapter_link, forced_device, markdown_table, profile_results
 
-__all__ = ["STATUSES", "LedgerRow", "claim_status", "ledger_rows", "ledger_table_markdown", "ledger_details_markdown"]
+__all__ = ["STATUSES", "LedgerRow", "claim_status", "ledger_rows", "ledger_verdicts_markdown", "ledger_table_markdown",
+           "ledger_details_markdown"]
 
 # status -> the sphinx-design badge role that shows it
 STATUSES = {
@@ -93,12 +94,16 @@ def ledger_rows(claims_path: Path, root: Path) -> list[LedgerRow]:
     return rows
 
 
-def ledger_table_markdown(rows: list[LedgerRow], chapters: set[str]) -> str:
-    """The front page's answer: how many claims each verdict got on the CPU profile, then one narrow row per claim
-    (its short name, the paper's number, ours with its spread over training seeds, the badge, the chapters). A
-    profile column appears once that profile has judged something; until then one sentence says it is pending."""
-    profiles = [p for p in (rows[0].statuses if rows else {})
-                if p == "tiny" or any(r.statuses[p] not in ("pending", "pending GPU", "not attempted") for r in rows)]
+def _judged_profiles(rows: list[LedgerRow]) -> list[str]:
+    """The CPU profile, and each other profile once it has judged something."""
+    return [p for p in (rows[0].statuses if rows else {})
+            if p == "tiny" or any(r.statuses[p] not in ("pending", "pending GPU", "not attempted") for r in rows)]
+
+
+def ledger_verdicts_markdown(rows: list[LedgerRow]) -> str:
+    """The front page's answer in one sentence: how many claims each verdict got on the CPU profile, and which
+    profiles have not judged anything yet."""
+    profiles = _judged_profiles(rows)
     counts = Counter(r.statuses["tiny"] for r in rows if "tiny" in r.statuses)
     order = [*STATUSES]
     lead = ("Verdicts on the CPU profile (`tiny`): "
@@ -107,12 +112,19 @@ def ledger_table_markdown(rows: list[LedgerRow], chapters: set[str]) -> str:
     if waiting:
         lead += (" The " + " and ".join(f"`{p}`" for p in waiting) + " profile has not run on a GPU yet, so each of "
                  "its verdicts is pending.")
+    return lead + "\n"
+
+
+def ledger_table_markdown(rows: list[LedgerRow], chapters: set[str]) -> str:
+    """One narrow row per claim: its short name, the paper's number, ours with its spread over training seeds, a
+    badge per profile that has judged something (:func:`ledger_verdicts_markdown` names the others), the chapters."""
+    profiles = _judged_profiles(rows)
     header = ["Claim", "The paper", "Ours (CPU profile; mean, min–max over training seeds)",
               *(f"Verdict: {p}" for p in profiles), "Chapters"]
     table = [[f"{r.number}. {r.claim['short']}", r.claim["paper_number"], r.headline,
               *(_badge(r.statuses[p]) + r.forced.get(p, "") for p in profiles),
               ", ".join(chapter_link(notebook, chapters) for notebook in r.notebooks) or "–"] for r in rows]
-    return lead + "\n\n" + markdown_table(header, table) + "\n"
+    return markdown_table(header, table) + "\n"
 
 
 def ledger_details_markdown(rows: list[LedgerRow]) -> str:

@@ -99,15 +99,16 @@ def test_the_ledger_reads_finished_results_and_labels_a_gpu_profile_run_that_was
 
 
 def test_the_front_page_table_counts_the_verdicts_and_waits_for_a_gpu_profile_that_has_not_run(tmp_path):
-    from companion.ledger import ledger_rows, ledger_table_markdown
+    from companion.ledger import ledger_rows, ledger_table_markdown, ledger_verdicts_markdown
 
     done = ResultsDir("tiny", "01_fake", {}, root=tmp_path)
     done.claim(Claim("mechanism", "open gates exact", {}, "reproduced", "a rule", "logits within 0"))
     done.finish()
-    table = ledger_table_markdown(ledger_rows(REPO_ROOT / "book" / "claims.yaml", tmp_path), chapters=set())
-    assert table.startswith("Verdicts on the CPU profile (`tiny`): 1 reproduced, 8 pending, 1 not attempted. The "
+    rows = ledger_rows(REPO_ROOT / "book" / "claims.yaml", tmp_path)
+    table = ledger_table_markdown(rows, chapters=set())
+    assert ledger_verdicts_markdown(rows).startswith("Verdicts on the CPU profile (`tiny`): 1 reproduced, 8 pending, 1 not attempted. The "
                             "`paper` profile has not run on a GPU yet")
-    header = table.split("\n\n")[1].splitlines()[0]
+    header = table.splitlines()[0]
     assert "Verdict: paper" not in header and "Verdict: tiny" in header, "no column for a profile that judged nothing"
     assert "| 1. The gate: softmax times a binary mask | exact by construction | logits within 0 |" in table
 
