@@ -43,10 +43,16 @@ RC = {
 }
 
 
+TABLE_PRECISION = 4  # decimals a shown table prints (its results file keeps every digit)
+
+
 def apply_style() -> None:
     """Apply the book's style for the rest of the session (a notebook's first cell): seaborn's white-grid theme
-    in the book's palette, with the book's sizes on top."""
+    in the book's palette, with the book's sizes on top, and tables shown to ``TABLE_PRECISION`` decimals."""
+    import pandas as pd
+
     sns.set_theme(context="notebook", style="whitegrid", palette=list(SEQUENCE), rc=RC)
+    pd.set_option("display.precision", TABLE_PRECISION)
 
 
 DISPLAY_DPI = 100  # a shown figure's natural width in pixels is its width in inches times this

@@ -154,6 +154,13 @@ class MethodAgreement:
                 f"seed {self.train_seed} only: {'; '.join(parts)}.")
 
 
+def agreement_table(agreements: Sequence[MethodAgreement]) -> pd.DataFrame | None:
+    """Every task's agreement as one table (task and method down, model across); None when none was measured."""
+    if not agreements:
+        return None
+    return pd.concat({a.task: a.table() for a in agreements}, names=["task"])
+
+
 def method_agreement(setup: CircuitSetup, seed: int, methods: Sequence[str] = ("eap", "eap-ig")) -> MethodAgreement:
     """Agreement on the prompt set ``seed`` for ``setup``'s models (one training seed)."""
     from ..circuits import ComponentGraph, rank_agreement

@@ -315,3 +315,15 @@ def test_the_claim_rules_reach_every_verdict():
     assert verdict("heads", {"addition": 1.5, "induction": 1.0}) == "partly"
     assert verdict("heads", {"addition": 1.3}) == "not reproduced"
     assert circuit_comparison.CLAIM_RULES["edges"][2].startswith("reproduced when every task that counts needs ≥ 5.4× fewer edges")
+
+
+def test_method_agreements_form_one_table_with_the_task_named():
+    from spartan_core.studies.circuit_comparison import MethodAgreement, agreement_table
+
+    agreements = [MethodAgreement(8, {"dense": {"eap": 0.7, "eap-ig": 0.6}, "sparse": {"eap": 0.9, "eap-ig": 0.8}},
+                                  task=task) for task in ("addition", "induction")]
+    table = agreement_table(agreements)
+    assert list(table.index) == [("addition", "eap"), ("addition", "eap-ig"), ("induction", "eap"),
+                                 ("induction", "eap-ig")]
+    assert list(table.columns) == ["dense", "sparse"] and table.loc[("induction", "eap"), "sparse"] == 0.9
+    assert agreement_table([]) is None
