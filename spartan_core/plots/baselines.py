@@ -74,7 +74,7 @@ def controller_traces(evals, history, *, tau: float, title: str):
     seeds = evals["seed"].nunique()
     fig, grid = plt.subplots(2, 2, figsize=(9.0, 6.6), constrained_layout=True)
     axes = [grid[0, 0], grid[0, 1], grid[1, 0]]
-    grid[1, 1].set_visible(False)
+    grid[1, 1].remove()
     panels = ((axes[0], evals, "eval_kept_per_query", "kept keys per query (eval)"),
               (axes[1], evals, "eval_ce", "CE (eval, training data)"),
               (axes[2], history, "beta", "β"))
