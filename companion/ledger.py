@@ -68,26 +68,28 @@ def ledger_rows(claims_path: Path, root: Path) -> list[LedgerRow]:
         statuses, ours, headline, notebooks, rule = {}, "not run yet", "not run yet", [], None
         forced, elsewhere = {}, {}
         for profile in profiles:
-            found = [(notebook, data["claims"][claim["id"]]) for notebook, data in measured[profile]
+            found = [(notebook, data) for notebook, data in measured[profile]
                      if claim["id"] in data.get("claims", {}) and data.get("provenance", {}).get("status") == "complete"]
+            entries = [data["claims"][claim["id"]] for _, data in found]
             if "not_attempted" in claim and not found:
                 statuses[profile] = "not attempted"
                 ours = headline = "not attempted"
                 rule = f"none: {claim['not_attempted']}"
             elif found:
-                statuses[profile], judged_by = claim_status([entry for _, entry in found])
+                statuses[profile], judged_by = claim_status(entries)
                 rule = rule or judged_by
-                forced[profile] = "".join(sorted({forced_device(profile, data) for notebook, data in
-                                                  measured[profile] if notebook in dict(found)}))
-                if profile != "tiny":
-                    elsewhere[profile] = "; ".join(f"{entry['summary']} (chapter {notebook[:2]})"
-                                                   for notebook, entry in found)
+                forced[profile] = "".join(sorted({forced_device(profile, data) for _, data in found}))
+                sentences = "; ".join(f"{entry['summary']} (chapter {notebook[:2]})"
+                                      for (notebook, _), entry in zip(found, entries))
+                if profile == "tiny":
+                    ours = sentences
+                    headline = next((entry["headline"] for entry in entries if entry.get("headline")),
+                                    "see the chapter")
+                else:
+                    elsewhere[profile] = sentences
             else:
                 statuses[profile] = "pending GPU" if profile in GPU_PROFILES else "pending"
             notebooks += [notebook for notebook, _ in found if notebook not in notebooks]
-            if profile == "tiny" and found:
-                ours = "; ".join(f"{entry['summary']} (chapter {notebook[:2]})" for notebook, entry in found)
-                headline = next((entry["headline"] for _, entry in found if entry.get("headline")), "see the chapter")
         rows.append(LedgerRow(number, claim, statuses, headline, ours, notebooks,
                               rule or "stated by the chapter that judges this claim, once it has run", forced,
                               elsewhere))
